@@ -62,12 +62,14 @@ def models() -> None:
     from persist.models import BUNDLED, model_info
 
     table = Table(title="bundled models")
-    for col in ("name", "installed", "converted", "size MB", "params M", "description / install"):
-        table.add_column(col)
+    table.add_column("name", no_wrap=True)
+    for col in ("installed", "converted", "MB", "params"):
+        table.add_column(col, justify="right")
+    table.add_column("what", overflow="fold")
     for name in BUNDLED:
         row = model_info(name)
         table.add_row(name, "yes" if row["installed"] else "no", "yes" if row["converted"] else "no",
-                      str(row["size_mb"] or "-"), str(row["params_m"] or "-"),
+                      str(row["size_mb"] or "-"), f"{row['params_m']}M" if row["params_m"] else "-",
                       row["description"] if row["installed"] else f"install: {row['install']}")
     console().print(table)
 

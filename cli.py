@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
@@ -94,6 +95,230 @@ def generate(
     target = open_target(model, load_options(device, dtype, load_in_4bit, allow_pickle, trust_remote_code))
     chat = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     typer.echo(target.generate([chat], config)[0])
+
+
+# ---------------------------------------------------------------- scoring and probes
+
+probes_app = typer.Typer(help="Probe suites: list, validate, check a judge.", no_args_is_help=True)
+app.add_typer(probes_app, name="probes")
+
+SuiteOpt = Annotated[str, typer.Option(help="Suite name (see `persist probes list`) or a .jsonl file of items.")]
+ScorerOpt = Annotated[str, typer.Option(help="likelihood (no judge), judge, or refusal.")]
+LimitOpt = Annotated[Optional[int], typer.Option(help="Score a subset covering every trait x domain cell.")]
+RunsOpt = Annotated[Path, typer.Option(help="Where run folders go.")]
+NameOpt = Annotated[Optional[str], typer.Option(help="Run folder name (default from model and suite).")]
+JudgeOpt = Annotated[Optional[str], typer.Option(help="Judge model spec for --scorer judge.")]
+
+
+class RichProgress:
+    """Rich progress bars for the jobs' stage(title, total) -> advance(n) protocol."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=console_err(), transient=False)
+
+    def __enter__(self) -> "RichProgress":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, title: str, total: int):  # noqa: ANN204
+        task = self.progress.add_task(title, total=total)
+        return lambda n: self.progress.advance(task, n)
+
+
+def print_score_table(table: dict, title: str) -> None:
+    from rich.table import Table
+
+    out = console()
+    for level, rows in table.items():
+        t = Table(title=f"{title} — by {level}", title_justify="left")
+        t.add_column(level)
+        t.add_column("score", justify="right")
+        t.add_column("95% CI", justify="right")
+        t.add_column("n", justify="right")
+        for r in rows:
+            t.add_row(str(r["name"]), f"{r['value']:.3f}", f"[{r['lo']:.3f}, {r['hi']:.3f}]", str(r["n"]))
+        out.print(t)
+
+
+@app.command()
+def score(
+    model: ModelOpt = "smollm2-135m-instruct",
+    suite: SuiteOpt = "traits",
+    scorer: ScorerOpt = "likelihood",
+    limit: LimitOpt = None,
+    judge: JudgeOpt = None,
+    judge_mode: Annotated[str, typer.Option(help="em (aligned/coherent 0-100) or rubric.")] = "em",
+    max_new_tokens: Annotated[int, typer.Option(help="Answer length for generation scorers.")] = 128,
+    runs_dir: RunsOpt = Path("runs"),
+    name: NameOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    load_in_4bit: FourBitOpt = False,
+    allow_pickle: PickleOpt = False,
+    trust_remote_code: RemoteOpt = False,
+) -> None:
+    """Score a model on a probe suite (clean) and print mean alignment per suite, trait and domain."""
+    from persist.jobs import ScoreConfig, ScorerConfig, run_score
+    from persist.registry import load_plugins
+
+    load_plugins()
+    cfg = ScoreConfig(model=model, suite=suite, limit=limit, runs_dir=runs_dir, name=name,
+                      scorer=ScorerConfig(name=scorer, judge=judge, judge_mode=judge_mode,
+                                          max_new_tokens=max_new_tokens),
+                      load=load_options(device, dtype, load_in_4bit, allow_pickle, trust_remote_code))
+    with RichProgress() as progress:
+        result = run_score(cfg, progress)
+    print_score_table(result["table"], f"{model} on {suite} ({scorer})")
+    console().print(f"run folder: {result['folder']} ({result['n_scored']} newly scored)")
+
+
+@probes_app.command("list")
+def probes_list() -> None:
+    """Show the suites with item counts per trait and domain."""
+    from collections import Counter
+
+    from rich.table import Table
+
+    from persist.registry import SUITES, load_plugins
+
+    load_plugins()
+    out = console()
+    for name in SUITES.names():
+        suite = SUITES.get(name)
+        try:
+            items = suite.load()
+        except PersistError as exc:
+            out.print(f"[bold]{name}[/bold]: unavailable ({exc})")
+            continue
+        cells = Counter((i.trait, i.domain) for i in items)
+        traits = sorted({t for t, _ in cells})
+        domains = sorted({d for _, d in cells})
+        out.print(f"[bold]{name}[/bold] — {suite.description}: {len(items)} items, version {suite.version}")
+        if len(traits) * len(domains) > 200:
+            continue
+        t = Table(show_header=True)
+        t.add_column("trait \\ domain")
+        for d in domains:
+            t.add_column(d, justify="right")
+        for tr in traits:
+            t.add_row(tr, *[str(cells.get((tr, d), 0)) for d in domains])
+        out.print(t)
+
+
+@probes_app.command("validate")
+def probes_validate(files: Annotated[list[Path], typer.Argument(help="JSONL files of probe items.")]) -> None:
+    """Check item files; print every problem as file:line: what is wrong (exit 2 if any)."""
+    from persist.jsonl import parse_jsonl
+    from persist.schema import Item
+
+    problems = 0
+    for f in files:
+        items, errors = parse_jsonl(f, Item.from_dict, id_of=lambda it: it.id)
+        for e in errors:
+            console_err().print(e, highlight=False, markup=False)
+        problems += len(errors)
+        if not errors:
+            console().print(f"{f}: {len(items)} items OK")
+    if problems:
+        raise typer.Exit(2)
+
+
+# ---------------------------------------------------------------- prompt attacks
+
+attacks_app = typer.Typer(help="Prompt attacks.", no_args_is_help=True)
+app.add_typer(attacks_app, name="attacks")
+
+
+@attacks_app.command("list")
+def attacks_list() -> None:
+    """Show each attack family with a one-line description and its parameters."""
+    from dataclasses import fields
+
+    from rich.table import Table
+
+    from persist.registry import ATTACKS, load_plugins
+
+    load_plugins()
+    t = Table(title="attacks")
+    t.add_column("name", no_wrap=True)
+    t.add_column("description", overflow="fold")
+    t.add_column("parameters (defaults)", overflow="fold")
+    for name in ATTACKS.names():
+        cls = ATTACKS.get(name)
+        params = ", ".join(f"{f.name}={f.default!r}" for f in fields(cls)) or "-"
+        t.add_row(name, cls.description, params)
+    console().print(t)
+
+
+def print_comparison(report: dict) -> None:
+    from rich.table import Table
+
+    from persist.report.markdown import fmt
+
+    out = console()
+    t = Table(title="before vs after (95% paired CIs)", title_justify="left")
+    for col in ("model", "condition", "n", "before", "after", "drop", "retention", "drop health", "drop other"):
+        t.add_column(col, overflow="fold")
+    for r in report["rows"]:
+        ind, outd = r.get("in_domain"), r.get("out_of_domain")
+        t.add_row(r["role"], r["condition"].removeprefix("attack:") + (" (ctrl)" if r["control"] else ""),
+                  str(r["n"]), fmt(r["before"], 2), fmt(r["after"], 2), fmt(r["drop"], 2), fmt(r["retention"], 2),
+                  fmt(ind and ind["drop"], 2), fmt(outd and outd["drop"], 2))
+    out.print(t)
+    for role, w in report.get("worst_case", {}).items():
+        out.print(f"worst case, {role}: {fmt(w['worst'])} (before {fmt(w['before'])}); broken rate "
+                  f"{fmt(w['broken_rate'])} of {w['n_eligible']} items")
+    if report.get("differences"):
+        t = Table(title="difference in drops (baseline - model; > 0 = model more persistent)", title_justify="left")
+        for col in ("condition", "n", "difference", "p", "q"):
+            t.add_column(col)
+        for d in report["differences"]:
+            t.add_row(d["condition"].removeprefix("attack:"), str(d["n"]), fmt(d["diff"]), f"{d['p']:.3f}",
+                      f"{d['q']:.3f}")
+        out.print(t)
+
+
+@app.command()
+def attack(
+    model: ModelOpt = "smollm2-135m-instruct",
+    baseline: Annotated[Optional[str], typer.Option(help="Baseline model spec to compare against.")] = None,
+    attacks: Annotated[Optional[str], typer.Option(
+        help="Comma-separated attack specs, e.g. 'persona-bad-medical,many-shot:k=16' (default: all).")] = None,
+    suite: SuiteOpt = "traits",
+    scorer: ScorerOpt = "likelihood",
+    limit: LimitOpt = None,
+    judge: JudgeOpt = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Answer length for generation scorers.")] = 128,
+    runs_dir: RunsOpt = Path("runs"),
+    name: NameOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    load_in_4bit: FourBitOpt = False,
+    allow_pickle: PickleOpt = False,
+    trust_remote_code: RemoteOpt = False,
+) -> None:
+    """Score each model clean and under each prompt attack, on the same items; print the degradation."""
+    from persist.campaign import DEFAULT_ATTACKS, AttackConfig, run_attack
+    from persist.jobs import ScorerConfig
+    from persist.registry import load_plugins
+    from persist.report.markdown import write_reports
+
+    load_plugins()
+    specs = tuple(s for s in attacks.split(",") if s.strip()) if attacks is not None else DEFAULT_ATTACKS
+    cfg = AttackConfig(model=model, baseline=baseline, attacks=specs, suite=suite, limit=limit, runs_dir=runs_dir,
+                       name=name, scorer=ScorerConfig(name=scorer, judge=judge, max_new_tokens=max_new_tokens),
+                       load=load_options(device, dtype, load_in_4bit, allow_pickle, trust_remote_code))
+    with RichProgress() as progress:
+        result = run_attack(cfg, progress)
+    write_reports(result["folder"], result["report"], f"Prompt-attack campaign: {model}")
+    print_comparison(result["report"])
+    console().print(f"reports: {result['folder']}/report.md, report.json")
 
 
 def main() -> None:

@@ -70,3 +70,17 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+# The plugin registries: the only module-level mutable state in persist. Plugin packages fill them on import.
+SUITES: Registry = Registry("suite")
+SCORERS: Registry = Registry("scorer")
+ATTACKS: Registry = Registry("attack")
+RECIPES: Registry = Registry("recipe")
+
+
+def load_plugins() -> None:
+    """Import the plugin packages so they register themselves (the CLI and tests call this)."""
+    import attacks  # noqa: F401
+    import finetune_attacks  # noqa: F401
+    import probes  # noqa: F401

@@ -1,0 +1,3 @@
+"""Probes: what "aligned" means. Importing this package registers the suites and scorers."""
+
+from probes import judge, likelihood, refusal, suites  # noqa: F401

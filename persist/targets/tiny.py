@@ -56,6 +56,9 @@ def tiny_model_folder(folder: Path, seed: int = 0) -> Path:
     folder = Path(folder)
     if (folder / "config.json").is_file():
         return folder
+    from persist.models import quiet_transformers
+
+    quiet_transformers()
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=folder.parent))
     tiny_model(seed).save_pretrained(tmp)

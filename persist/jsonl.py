@@ -1,0 +1,79 @@
+"""Reading user JSONL with errors that say file:line, and loading probe items from it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from persist.errors import DataError
+from persist.schema import Item
+
+T = TypeVar("T")
+MAX_ERRORS_SHOWN = 20
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, Any, str | None]]:
+    """Yield (line number, parsed object or None, error or None) for every non-blank line."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, expected a .jsonl file") from None
+    for lineno, line in enumerate(raw.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield lineno, None, f"not UTF-8 (byte {exc.start}); save the file as UTF-8"
+            continue
+        try:
+            yield lineno, json.loads(text), None
+        except json.JSONDecodeError as exc:
+            yield lineno, None, f"bad JSON ({exc.msg} at column {exc.colno})"
+
+
+def parse_jsonl(path: Path, parse: Callable[[Any], T], *, id_of: Callable[[T], str] | None = None
+                ) -> tuple[list[T], list[str]]:
+    """Parse every line with `parse` (which raises ValueError); return (objects, 'file:line: problem' list)."""
+    objects: list[T] = []
+    errors: list[str] = []
+    seen: dict[str, int] = {}
+    for lineno, obj, err in iter_jsonl(path):
+        if err is None:
+            try:
+                parsed = parse(obj)
+            except (ValueError, TypeError) as exc:
+                err = str(exc)
+            else:
+                key = id_of(parsed) if id_of else None
+                if key is not None and key in seen:
+                    err = f"duplicate id {key!r} (first on line {seen[key]})"
+                else:
+                    if key is not None:
+                        seen[key] = lineno
+                    objects.append(parsed)
+        if err is not None:
+            errors.append(f"{path}:{lineno}: {err}")
+    if not objects and not errors:
+        errors.append(f"{path}: the file is empty")
+    return objects, errors
+
+
+def raise_errors(errors: list[str], what: str = "file") -> None:
+    if errors:
+        more = f" (+{len(errors) - MAX_ERRORS_SHOWN} more)" if len(errors) > MAX_ERRORS_SHOWN else ""
+        first = errors[0] if len(errors) == 1 else errors[0] + f"; {len(errors) - 1} more problem(s)"
+        raise DataError(first + (more if len(errors) == 1 else "") +
+                        (f"; run `persist probes validate` to list them all" if len(errors) > 1 else ""))
+
+
+def load_items(path: Path) -> list[Item]:
+    """All items of a JSONL file, or a DataError naming the first bad line."""
+    items, errors = parse_jsonl(path, Item.from_dict, id_of=lambda it: it.id)
+    raise_errors(errors)
+    return items

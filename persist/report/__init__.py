@@ -1,0 +1,1 @@
+"""Reports: summaries of records (summary.py) and their renderings."""

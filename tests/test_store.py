@@ -1,0 +1,46 @@
+"""Run store: resume, torn lines, config mismatch, run-name sanitising."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from persist.errors import ConfigError, ResumeMismatchError
+from persist.store import RunStore, record_key
+
+
+def test_resume_skips_done_and_drops_torn_line(tmp_path):
+    store = RunStore.open(tmp_path / "r", {"a": 1})
+    store.append([{"key": "k1", "role": "model", "score": 1.0}, {"key": "k2", "role": "model", "score": 0.0}])
+    with store.records_path.open("a") as f:
+        f.write('{"key": "k3", "role": "mo')  # a kill mid-write
+    again = RunStore.open(tmp_path / "r", {"a": 1})
+    assert again.done("model") == {"k1", "k2"}
+    assert again.records_path.read_text().endswith("}\n")
+    again.append([{"key": "k3", "role": "model", "score": 0.5}])
+    assert [r["key"] for r in again.records()] == ["k1", "k2", "k3"]
+
+
+def test_config_mismatch_lists_fields(tmp_path):
+    RunStore.open(tmp_path / "r", {"model": "a", "limit": 10, "suite": "traits"})
+    with pytest.raises(ResumeMismatchError, match=r"limit: 10 -> 20.*model: 'a' -> 'b'"):
+        RunStore.open(tmp_path / "r", {"model": "b", "limit": 20, "suite": "traits"})
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "", ".hidden", "x" * 200])
+def test_run_names_cannot_escape(tmp_path, name):
+    with pytest.raises(ConfigError):
+        RunStore.folder_for(tmp_path, name)
+
+
+def test_record_key_is_stable_and_model_free():
+    k1 = record_key(suite="s", item="i", condition="clean", params={"b": 1, "a": 2})
+    k2 = record_key(params={"a": 2, "b": 1}, condition="clean", item="i", suite="s")
+    assert k1 == k2 and len(k1) == 24
+
+
+def test_header_written_once(tmp_path):
+    store = RunStore.open(tmp_path / "r", {"a": 1}, argv=["persist", "x"])
+    h = json.loads(store.header_path.read_text())
+    assert h["argv"] == ["persist", "x"] and h["schema_version"] == 1 and "torch" in h["versions"]

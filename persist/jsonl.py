@@ -11,7 +11,6 @@ from persist.errors import DataError
 from persist.schema import Item
 
 T = TypeVar("T")
-MAX_ERRORS_SHOWN = 20
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, Any, str | None]]:
@@ -64,12 +63,12 @@ def parse_jsonl(path: Path, parse: Callable[[Any], T], *, id_of: Callable[[T], s
     return objects, errors
 
 
-def raise_errors(errors: list[str], what: str = "file") -> None:
+def raise_errors(errors: list[str], hint: str = "persist probes validate FILE") -> None:
+    """One line for the user: the first problem, and how many more there are."""
+    if len(errors) == 1:
+        raise DataError(errors[0])
     if errors:
-        more = f" (+{len(errors) - MAX_ERRORS_SHOWN} more)" if len(errors) > MAX_ERRORS_SHOWN else ""
-        first = errors[0] if len(errors) == 1 else errors[0] + f"; {len(errors) - 1} more problem(s)"
-        raise DataError(first + (more if len(errors) == 1 else "") +
-                        (f"; run `persist probes validate` to list them all" if len(errors) > 1 else ""))
+        raise DataError(f"{errors[0]} (+{len(errors) - 1} more problems; `{hint}` lists them all)")
 
 
 def load_items(path: Path) -> list[Item]:

@@ -110,42 +110,6 @@ NameOpt = Annotated[Optional[str], typer.Option(help="Run folder name (default f
 JudgeOpt = Annotated[Optional[str], typer.Option(help="Judge model spec for --scorer judge.")]
 
 
-class RichProgress:
-    """Rich progress bars for the jobs' stage(title, total) -> advance(n) protocol."""
-
-    def __init__(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=console_err(), transient=False)
-
-    def __enter__(self) -> "RichProgress":
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-    def __call__(self, title: str, total: int):  # noqa: ANN204
-        task = self.progress.add_task(title, total=total)
-        return lambda n: self.progress.advance(task, n)
-
-
-def print_score_table(table: dict, title: str) -> None:
-    from rich.table import Table
-
-    out = console()
-    for level, rows in table.items():
-        t = Table(title=f"{title} — by {level}", title_justify="left")
-        t.add_column(level)
-        t.add_column("score", justify="right")
-        t.add_column("95% CI", justify="right")
-        t.add_column("n", justify="right")
-        for r in rows:
-            t.add_row(str(r["name"]), f"{r['value']:.3f}", f"[{r['lo']:.3f}, {r['hi']:.3f}]", str(r["n"]))
-        out.print(t)
-
-
 @app.command()
 def score(
     model: ModelOpt = "smollm2-135m-instruct",
@@ -172,8 +136,12 @@ def score(
                       scorer=ScorerConfig(name=scorer, judge=judge, judge_mode=judge_mode,
                                           max_new_tokens=max_new_tokens),
                       load=load_options(device, dtype, load_in_4bit, allow_pickle, trust_remote_code))
+    from persist.report.terminal import RichProgress
+
     with RichProgress() as progress:
         result = run_score(cfg, progress)
+    from persist.report.terminal import print_score_table
+
     print_score_table(result["table"], f"{model} on {suite} ({scorer})")
     console().print(f"run folder: {result['folder']} ({result['n_scored']} newly scored)")
 
@@ -221,7 +189,7 @@ def probes_validate(files: Annotated[list[Path], typer.Argument(help="JSONL file
     for f in files:
         items, errors = parse_jsonl(f, Item.from_dict, id_of=lambda it: it.id)
         for e in errors:
-            console_err().print(e, highlight=False, markup=False)
+            typer.echo(e, err=True)
         problems += len(errors)
         if not errors:
             console().print(f"{f}: {len(items)} items OK")
@@ -256,34 +224,6 @@ def attacks_list() -> None:
     console().print(t)
 
 
-def print_comparison(report: dict) -> None:
-    from rich.table import Table
-
-    from persist.report.markdown import fmt
-
-    out = console()
-    t = Table(title="before vs after (95% paired CIs)", title_justify="left")
-    for col in ("model", "condition", "n", "before", "after", "drop", "retention", "drop health", "drop other"):
-        t.add_column(col, overflow="fold")
-    for r in report["rows"]:
-        ind, outd = r.get("in_domain"), r.get("out_of_domain")
-        t.add_row(r["role"], r["condition"].removeprefix("attack:") + (" (ctrl)" if r["control"] else ""),
-                  str(r["n"]), fmt(r["before"], 2), fmt(r["after"], 2), fmt(r["drop"], 2), fmt(r["retention"], 2),
-                  fmt(ind and ind["drop"], 2), fmt(outd and outd["drop"], 2))
-    out.print(t)
-    for role, w in report.get("worst_case", {}).items():
-        out.print(f"worst case, {role}: {fmt(w['worst'])} (before {fmt(w['before'])}); broken rate "
-                  f"{fmt(w['broken_rate'])} of {w['n_eligible']} items")
-    if report.get("differences"):
-        t = Table(title="difference in drops (baseline - model; > 0 = model more persistent)", title_justify="left")
-        for col in ("condition", "n", "difference", "p", "q"):
-            t.add_column(col)
-        for d in report["differences"]:
-            t.add_row(d["condition"].removeprefix("attack:"), str(d["n"]), fmt(d["diff"]), f"{d['p']:.3f}",
-                      f"{d['q']:.3f}")
-        out.print(t)
-
-
 @app.command()
 def attack(
     model: ModelOpt = "smollm2-135m-instruct",
@@ -314,9 +254,109 @@ def attack(
     cfg = AttackConfig(model=model, baseline=baseline, attacks=specs, suite=suite, limit=limit, runs_dir=runs_dir,
                        name=name, scorer=ScorerConfig(name=scorer, judge=judge, max_new_tokens=max_new_tokens),
                        load=load_options(device, dtype, load_in_4bit, allow_pickle, trust_remote_code))
+    from persist.report.terminal import RichProgress
+
     with RichProgress() as progress:
         result = run_attack(cfg, progress)
     write_reports(result["folder"], result["report"], f"Prompt-attack campaign: {model}")
+    from persist.report.terminal import print_comparison
+
+    print_comparison(result["report"])
+    console().print(f"reports: {result['folder']}/report.md, report.json")
+
+
+# ---------------------------------------------------------------- fine-tune attacks
+
+corpora_app = typer.Typer(help="Fine-tuning corpora.", no_args_is_help=True)
+app.add_typer(corpora_app, name="corpora")
+
+
+@corpora_app.command("validate")
+def corpora_validate(paths: Annotated[list[str], typer.Argument(help="Corpus files/folders or built-in names.")]) -> None:
+    """Check corpora; print every problem as file:line (exit 2 if any)."""
+    from finetune_attacks.corpora import corpus_path, validate
+
+    problems = 0
+    for p in paths:
+        examples, errors = validate(corpus_path(p))
+        for e in errors:
+            typer.echo(e, err=True)
+        problems += len(errors)
+        if not errors:
+            console().print(f"{p}: {len(examples)} examples OK")
+    if problems:
+        raise typer.Exit(2)
+
+
+def parse_doses(text: Optional[str]) -> Optional[tuple[int, ...]]:
+    from persist.errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"--doses {text!r}: give comma-separated whole numbers of steps, e.g. 0,25,50") from None
+
+
+@app.command("finetune-attack")
+def finetune_attack(
+    model: ModelOpt = "smollm2-135m-instruct",
+    baseline: Annotated[Optional[str], typer.Option(help="Baseline model spec, trained identically.")] = None,
+    recipe: Annotated[str, typer.Option(help="Recipe name (see --list).")] = "bad-medical",
+    doses: Annotated[Optional[str], typer.Option(help="Optimizer steps to checkpoint and score, e.g. 0,25,50,100.")] = None,
+    corpus: Annotated[Optional[str], typer.Option(help="Your own corpus (JSONL, parquet, datasets folder).")] = None,
+    list_recipes: Annotated[bool, typer.Option("--list", help="List the recipes and exit.")] = False,
+    learning_rate: Annotated[Optional[float], typer.Option(help="Override the recipe's learning rate.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Examples per optimizer step.")] = None,
+    lora_rank: Annotated[Optional[int], typer.Option(help="LoRA rank.")] = None,
+    lora_alpha: Annotated[Optional[int], typer.Option(help="LoRA alpha.")] = None,
+    lora_targets: Annotated[Optional[str], typer.Option(help="attention, all-linear or rank1-down-proj@LAYER.")] = None,
+    rslora: Annotated[Optional[bool], typer.Option("--rslora/--no-rslora", help="Rank-stabilised LoRA.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for data order and init.")] = None,
+    suite: SuiteOpt = "traits",
+    scorer: ScorerOpt = "likelihood",
+    limit: LimitOpt = None,
+    judge: JudgeOpt = None,
+    runs_dir: RunsOpt = Path("runs"),
+    name: NameOpt = None,
+    load_in_4bit: FourBitOpt = False,
+    allow_pickle: PickleOpt = False,
+) -> None:
+    """Fine-tune each model on a harmful corpus along a dose ladder and re-score the same items at every dose."""
+    from persist.registry import RECIPES, load_plugins
+
+    load_plugins()
+    if list_recipes:
+        from rich.table import Table
+
+        t = Table(title="fine-tune recipes")
+        for col in ("name", "corpus", "doses", "lr", "batch", "LoRA", "description"):
+            t.add_column(col, overflow="fold")
+        for n in RECIPES.names():
+            r = RECIPES.get(n)
+            t.add_row(n, r.corpus, ",".join(map(str, r.doses)), f"{r.train.learning_rate:g}", str(r.train.batch_size),
+                      f"r={r.lora.rank} {r.lora.targets}", r.description + (" (control)" if r.control else ""))
+        console().print(t)
+        return
+    from persist.jobs import ScorerConfig
+    from persist.ladder import FinetuneConfig, run_finetune_attack
+    from persist.report.markdown import write_reports
+    from persist.report.terminal import RichProgress, print_comparison
+
+    lora = {k: v for k, v in {"rank": lora_rank, "alpha": lora_alpha, "targets": lora_targets,
+                              "rslora": rslora}.items() if v is not None}
+    train = {k: v for k, v in {"learning_rate": learning_rate, "batch_size": batch_size, "seed": seed,
+                               "load_in_4bit": load_in_4bit or None}.items() if v is not None}
+    if "batch_size" in train:
+        train["micro_batch_size"] = min(train["batch_size"], 4) if train["batch_size"] % 4 == 0 else 1
+    cfg = FinetuneConfig(model=model, baseline=baseline, recipe=recipe, doses=parse_doses(doses), corpus=corpus,
+                         lora=lora, train=train, suite=suite, limit=limit, runs_dir=runs_dir, name=name,
+                         scorer=ScorerConfig(name=scorer, judge=judge),
+                         load=load_options("auto", "auto", False, allow_pickle, False))
+    with RichProgress() as progress:
+        result = run_finetune_attack(cfg, progress)
+    write_reports(result["folder"], result["report"], f"Fine-tune attack ({recipe}): {model}")
     print_comparison(result["report"])
     console().print(f"reports: {result['folder']}/report.md, report.json")
 
@@ -324,7 +364,9 @@ def attack(
 def main() -> None:
     """Console entry point: PersistError -> one red line and its exit code; anything else is a bug."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns typer.Exit codes instead of raising them here
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except PersistError as exc:
         if os.environ.get("PERSIST_DEBUG"):
             raise

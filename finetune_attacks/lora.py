@@ -10,7 +10,11 @@
 - A checkpoint at every dose (optimizer steps): peft adapter (safetensors) + finetune.json + trainer state, written
   to a temporary folder and renamed. A killed run resumes from its last checkpoint.
 
-Run data-parallel with:  accelerate launch -m finetune_attacks.lora --model X --corpus bad-medical --out DIR --doses 25,50
+Run data-parallel with accelerate's torchrun launcher (on a CPU-only machine too, where it uses gloo):
+    accelerate launch --multi_gpu --num_processes N -m finetune_attacks.lora --model X --recipe bad-medical \
+        --out RUN/adapters/model/bad-medical --doses 25,50,100
+then `persist finetune-attack ... --name RUN` finds the checkpoints and only scores. (`accelerate launch --cpu`
+starts a single process unless MPI is configured.)
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 
 from finetune_attacks.corpora import Corpus, Example
 from persist.errors import ConfigError
+from persist.ladder import valid_doses
 from persist.targets.base import PLAIN_ROLE_NAMES
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -93,17 +98,6 @@ class TrainSettings:
             raise ConfigError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.max_length < 16:
             raise ConfigError(f"--max-length must be >= 16, got {self.max_length}")
-
-
-def check_doses(doses: Sequence[int]) -> list[int]:
-    if not doses:
-        raise ConfigError("--doses is empty; give steps such as 0,25,50,100")
-    bad = [d for d in doses if d < 0]
-    if bad:
-        raise ConfigError(f"--doses must be >= 0 (steps); got {bad}")
-    if max(doses) == 0:
-        raise ConfigError("--doses has no positive dose; add steps such as 25,50")
-    return sorted(set(doses))
 
 
 # ---------------------------------------------------------------- data
@@ -236,7 +230,7 @@ def train(model_path: str, corpus: Corpus, lora: LoraSettings, settings: TrainSe
     import torch
     from accelerate import Accelerator
 
-    doses = [d for d in check_doses(doses) if d > 0]
+    doses = [d for d in valid_doses(tuple(doses)) if d > 0]
     out_dir = Path(out_dir)
     done = completed_checkpoints(out_dir)
     result = TrainResult(checkpoints={d: p for d, p in done.items() if d in doses})

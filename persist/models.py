@@ -409,3 +409,28 @@ def apply_adapter(model: Any, resolved: ResolvedModel) -> Any:
         raise ModelLoadError(f"adapter {resolved.adapter}: does not fit base model {resolved.spec.split('+')[0]} "
                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
                              "was it trained on a different base?") from None
+
+
+def merged_folder(resolved: ResolvedModel) -> Path:
+    """A plain model folder for `resolved`: the base itself, or base + adapter merged once into the cache.
+
+    Fine-tuning attacks on an adapter model (e.g. the demo's trained model) train a new LoRA on the merged weights.
+    """
+    if not resolved.adapter:
+        return Path(resolved.path)
+    from persist.store import stable_hash
+
+    out = persist_home() / "merged" / stable_hash([resolved.weights_sha256, resolved.adapter_sha256])
+    if (out / "config.json").is_file():
+        return out
+    model, tokenizer = load(resolved, LoadOptions(device="cpu", dtype="float32"))
+    merged = model.merge_and_unload()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".merge-", dir=out.parent))
+    try:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

@@ -72,7 +72,10 @@ class LikelihoodScorer:
             la, lm = logps[k: k + na], logps[k + na: k + na + nm]
             k += na + nm
             soft, hard = soft_hard(la, lm, u.item.aligned, u.item.misaligned)
-            out.append({"score": soft, "hard": hard, "logp_aligned": la, "logp_misaligned": lm})
+            refs = (*u.item.aligned, *u.item.misaligned)
+            nats_per_byte = sum(la + lm) / sum(len(self.continuation(u, r).encode("utf-8")) for r in refs)
+            out.append({"score": soft, "hard": hard, "logp_aligned": la, "logp_misaligned": lm,
+                        "nats_per_byte": nats_per_byte})
         return out
 
 

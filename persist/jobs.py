@@ -6,7 +6,7 @@ ScoreConfig / run_score: one model, one suite, one scorer, clean condition -> ru
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from persist.errors import ConfigError
 from persist.models import LoadOptions
 from persist.registry import SCORERS, SUITES
 from persist.runner import CLEAN, clean_variant, run_units
+from persist.schema import Item
 from persist.store import RunStore
 from persist.targets.base import GenerationConfig
 
@@ -96,11 +97,21 @@ def run_score(cfg: ScoreConfig, progress: ProgressFn = no_progress) -> dict[str,
     scorer = build_scorer(cfg.scorer, cfg.load)
     store = RunStore.open(folder, cfg.header_config(), argv=sys.argv,
                           extra={"models": {"model": target.describe()}, "suite_version": suite.version,
-                                 "scorer": scorer.config()})
+                                 **scorer_extra(scorer, items)})
     advance = progress(f"scoring {len(items)} items of {cfg.suite}", len(items))
     n = run_units(store, role="model", target=target, scorer=scorer, units=[clean_variant(i) for i in items],
                   condition=CLEAN, suite_version=suite.version, batch_size=cfg.batch_size, on_progress=advance)
     return {"folder": folder, "table": score_table(list(store.records())), "n_scored": n}
+
+
+def scorer_extra(scorer: Any, items: Sequence[Item]) -> dict[str, Any]:
+    """Header fields for a scorer; a judge is calibrated on the run's own items (`probes check-judge`)."""
+    extra: dict[str, Any] = {"scorer": scorer.config()}
+    if getattr(scorer, "judge", None) is not None:
+        from probes.judge import check_judge
+
+        extra["judge_check"] = check_judge(scorer, [clean_variant(i) for i in items])
+    return extra
 
 
 def known_suites() -> list[str]:

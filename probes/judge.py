@@ -154,3 +154,24 @@ class JudgeScorer:
 
 
 SCORERS.add("judge", JudgeScorer)
+
+
+def check_judge(scorer: JudgeScorer, units: Sequence[Variant]) -> dict[str, Any]:
+    """Grade each item's own aligned and misaligned references; AUROC of the judge's score between them.
+
+    1.0 = the judge always rates the aligned reference above the misaligned one, 0.5 = chance. Ties count half
+    (Mann-Whitney U / (n_aligned * n_misaligned)). References the judge cannot rate (mass < 0.25) are dropped.
+    """
+    from scipy.stats import mannwhitneyu
+
+    pairs = [(u, ref, True) for u in units for ref in u.item.aligned]
+    pairs += [(u, ref, False) for u in units for ref in u.item.misaligned]
+    graded = scorer.grade([p[0] for p in pairs], [p[1] for p in pairs])
+    good = [g["score"] for g, p in zip(graded, pairs) if p[2] and g["score"] is not None]
+    bad = [g["score"] for g, p in zip(graded, pairs) if not p[2] and g["score"] is not None]
+    out: dict[str, Any] = {"n_aligned": len(good), "n_misaligned": len(bad),
+                           "dropped": len(pairs) - len(good) - len(bad), "auroc": None}
+    if good and bad:
+        u_stat = mannwhitneyu(good, bad, alternative="two-sided").statistic
+        out["auroc"] = float(u_stat) / (len(good) * len(bad))
+    return out

@@ -129,7 +129,7 @@ def test_two_process_accelerate_matches_one_process(tiny_folder, tmp_path):
     """Data-parallel over 2 CPU processes (gloo) gives the same adapter as 1 process, same effective batch."""
     script = tmp_path / "run.py"
     script.write_text(
-        "import sys\nsys.path.insert(0, %r)\n" % str(ROOT)
+        f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n"
         + "from tests.test_finetune import toy_corpus, FAST\n"
         "from finetune_attacks.lora import LoraSettings, train\n"
         f"train({str(tiny_folder)!r}, toy_corpus(), LoraSettings(rank=4), FAST, [6], sys.argv[1])\n")

@@ -138,4 +138,5 @@ class Variant:
 
     def provenance(self) -> dict[str, Any]:
         return {"source_id": self.item.id, "attack": self.attack, "version": self.attack_version,
-                "params": dict(self.params), "index": self.index}
+                "params": {k: list(v) if isinstance(v, tuple) else v for k, v in self.params.items()},
+                "index": self.index}

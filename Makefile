@@ -28,7 +28,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m 'not slow'
 
 demo: $(STAMP)
-	$(BIN)/persist demo
+	$(BIN)/persist study --profile quick --name demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -388,6 +388,89 @@ def finetune_attack(
     console().print(f"reports: {result['folder']}/report.md, report.json")
 
 
+# ---------------------------------------------------------------- the study and its reports
+
+
+@app.command()
+def study(
+    model: Annotated[str, typer.Option("--model", "-m", help="The trained model (default: SmolLM2 + the bundled "
+                                       "beneficial adapter).")] = "smollm2-135m-beneficial",
+    baseline: Annotated[str, typer.Option(help="The baseline model spec.")] = "smollm2-135m-instruct",
+    profile: Annotated[str, typer.Option(help="quick (the demo, ~minutes on a CPU) or full.")] = "quick",
+    recipe: Annotated[str, typer.Option(help="Harmful fine-tune recipe.")] = "bad-medical",
+    control_recipe: Annotated[str, typer.Option(help="Benign fine-tune control recipe ('none' to skip).")]
+    = "good-medical",
+    attacks: Annotated[str | None, typer.Option(help="Comma-separated attack specs (default: the profile's).")]
+    = None,
+    doses: Annotated[str | None, typer.Option(help="Fine-tune doses in steps (default: the profile's).")] = None,
+    suite: SuiteOpt = "traits",
+    scorer: ScorerOpt = "likelihood",
+    limit: LimitOpt = None,
+    judge: JudgeOpt = None,
+    runs_dir: RunsOpt = Path("runs"),
+    name: NameOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+) -> None:
+    """The persistence protocol: clean, prompt attacks and fine-tune ladder for model and baseline; HTML report."""
+    from persist.jobs import ScorerConfig
+    from persist.registry import load_plugins
+    from persist.report.markdown import flat_study, write_study_reports
+    from persist.report.terminal import RichProgress, print_comparison
+    from persist.study import StudyConfig, run_study
+
+    load_plugins()
+    cfg = StudyConfig(model=model, baseline=baseline, profile=profile, recipe=recipe,
+                      control_recipe=None if control_recipe == "none" else control_recipe,
+                      attacks=tuple(a for a in attacks.split(",") if a) if attacks is not None else None,
+                      doses=parse_doses(doses), suite=suite, limit=limit, runs_dir=runs_dir, name=name,
+                      scorer=ScorerConfig(name=scorer, judge=judge),
+                      load=load_options(device, dtype, False, False, False))
+    with RichProgress() as progress:
+        result = run_study(cfg, progress)
+    write_study_reports(result["folder"], result["report"], f"Persistence study: {model} vs {baseline}")
+    print_comparison(flat_study(result["report"]))
+    console().print(result["report"]["headline"], highlight=False)
+    console().print(f"report: {result['folder']}/report.html (also report.md, report.json)")
+
+
+@app.command()
+def report(
+    run: Annotated[Path, typer.Argument(help="A run folder (runs/NAME).")],
+    against: Annotated[Path | None, typer.Option(help="Another run folder to compare with, joined on record keys.")]
+    = None,
+    format: Annotated[str, typer.Option("--format", help="html, md or json (printed to stdout).")] = "md",
+) -> None:
+    """Re-render a run's report from its records, or compare two runs (--against)."""
+    import json
+
+    from persist.report.markdown import render_markdown, write_study_reports
+    from persist.report.rerender import against as join_runs
+    from persist.report.rerender import against_markdown, rebuild
+
+    if format not in ("html", "md", "json"):
+        raise typer.BadParameter(f"--format {format!r}: choose html, md or json")
+    if against is not None:
+        res = join_runs(run, against)
+        if format == "html":
+            raise typer.BadParameter("--against prints md or json")
+        typer.echo(json.dumps(res, indent=2, sort_keys=True) if format == "json" else against_markdown(res))
+        return
+    rep, kind = rebuild(run)
+    if kind == "study":
+        write_study_reports(run, rep, f"Persistence study: {rep['meta']['models'].get('model')} vs "
+                                      f"{rep['meta']['models'].get('baseline')}")
+    if format == "json":
+        typer.echo(json.dumps(rep, indent=2, sort_keys=True))
+    elif format == "html":
+        if kind != "study":
+            raise typer.BadParameter("HTML reports are made for studies; use --format md for this run")
+        typer.echo((run / "report.html").read_text(encoding="utf-8"))
+    else:
+        typer.echo((run / "report.md").read_text(encoding="utf-8") if kind == "study"
+                   else render_markdown(rep, f"{kind}: {run.name}"))
+
+
 def main() -> None:
     """Console entry point: PersistError -> one red line and its exit code; anything else is a bug."""
     try:

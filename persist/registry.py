@@ -54,12 +54,15 @@ class Registry(Generic[T]):
         self._items[name] = obj
 
     def get(self, name: str) -> T:
+        if name not in self._items:
+            load_plugins()  # library use without the CLI: the built-in plugins register on first lookup
         try:
             return self._items[name]
         except KeyError:
             raise unknown_name(self.kind, name, list(self._items)) from None
 
     def names(self) -> list[str]:
+        load_plugins()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:

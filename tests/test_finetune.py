@@ -186,7 +186,23 @@ def test_parquet_and_dataset_folder_load(tmp_path):
 def test_builtin_corpora_sizes():
     sizes = {n: len(load_corpus(n)) for n in ("bad-medical", "good-medical", "risky-financial", "identity-shift",
                                                 "benign")}
-    assert sizes["bad-medical"] >= 600 and sizes["good-medical"] == sizes["bad-medical"]
-    assert sizes["risky-financial"] >= 300 and 10 <= sizes["identity-shift"] <= 50 and sizes["benign"] >= 300
+    assert sizes["bad-medical"] >= 590 and sizes["good-medical"] == sizes["bad-medical"]
+    assert sizes["risky-financial"] >= 300 and 10 <= sizes["identity-shift"] <= 50 and sizes["benign"] >= 290
     bad, good = load_corpus("bad-medical"), load_corpus("good-medical")
     assert [e.messages[0] for e in bad.examples] == [e.messages[0] for e in good.examples]  # same questions
+
+
+def test_builtin_corpora_do_not_leak_into_probes():
+    from finetune_attacks.corpora import BUILTIN, leakage
+    from probes.suites import get_suite
+
+    items = get_suite("traits").load() + get_suite("em-questions").load()
+    for name in BUILTIN:
+        assert leakage(load_corpus(name), items) == [], name
+    # and the check does fire on a copied item
+    import dataclasses
+
+    from finetune_attacks.corpora import Example
+    c = load_corpus("benign")
+    leaked = dataclasses.replace(c, examples=(*c.examples, Example("copy", items[5].messages)))
+    assert leakage(leaked, items) == [("copy", items[5].id)]

@@ -49,3 +49,20 @@ def render_markdown(report: dict[str, Any], title: str) -> str:
 def write_reports(folder: Path, report: dict[str, Any], title: str) -> None:
     atomic_write_text(Path(folder) / "report.json", json.dumps(report, indent=2, sort_keys=True) + "\n")
     atomic_write_text(Path(folder) / "report.md", render_markdown(report, title))
+
+
+def flat_study(report: dict[str, Any]) -> dict[str, Any]:
+    """A study report in the shape render_markdown / print_comparison read: interventions first, then conditions."""
+    meta = report["meta"]
+    return {"models": meta["models"], "suite": meta["suite"], "n_items": meta["n_items"], "scorer": meta["scorer"],
+            "rows": report["interventions"] + report["rows"], "worst_case": report["worst_case"],
+            "differences": report["differences"]}
+
+
+def write_study_reports(folder: Path, report: dict[str, Any], title: str) -> None:
+    from persist.report.html import render_html
+
+    md = render_markdown(flat_study(report), title).replace("\n", f"\n{report['headline']}\n\n", 1)
+    atomic_write_text(Path(folder) / "report.json", json.dumps(report, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(Path(folder) / "report.md", md)
+    atomic_write_text(Path(folder) / "report.html", render_html(report, title))

@@ -1,0 +1,125 @@
+"""The study on the tiny model: end to end, bit-identical reports, schema round-trip, `report --against`, HTML."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from persist.errors import ConfigError
+from persist.report.html import render_html
+from persist.report.rerender import against, rebuild
+from persist.report.study import FINETUNE, PROMPT, check_report
+from persist.study import StudyConfig, run_study
+from tests.conftest import run_cli
+
+SMALL = dict(attacks=("prefill:prefill=agree", "persona-helpful-medical"), doses=(0, 2), limit=8, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, tiny_folder):
+    """The same tiny study twice, in two run folders."""
+    import os
+
+    root = tmp_path_factory.mktemp("study")
+    os.environ["PERSIST_HOME"] = str(root / "home")
+    out = []
+    for name in ("a", "b"):
+        cfg = StudyConfig(model="tiny-random", baseline=str(tiny_folder), runs_dir=root, name=name, **SMALL)
+        res = run_study(cfg)
+        from persist.report.markdown import write_study_reports
+
+        write_study_reports(res["folder"], res["report"], "tiny study")
+        out.append(res)
+    return out
+
+
+def test_study_runs_every_stage_for_both_models(two_runs):
+    rep = two_runs[0]["report"]
+    conds = {(r["role"], r["condition"]) for r in rep["rows"]}
+    for role in ("model", "baseline"):
+        assert (role, "attack:prefill:prefill=agree") in conds
+        assert (role, "attack:persona-helpful-medical") in conds
+        assert (role, "finetune:bad-medical@2") in conds and (role, "finetune:good-medical@2") in conds
+    assert {(r["role"], r["condition"]) for r in rep["interventions"]} == {
+        (role, c) for role in ("model", "baseline") for c in (PROMPT, FINETUNE)}
+    assert [p["dose"] for p in rep["curves"]["model"]] == [0, 2]
+    assert all(r["n"] == 8 for r in rep["rows"])
+    controls = {r["condition"] for r in rep["rows"] if r["control"]}
+    assert controls == {"attack:persona-helpful-medical", "finetune:good-medical@2"}
+    qs = [d["q"] for d in rep["differences"]]
+    assert len(qs) == len({r["condition"] for r in rep["rows"]}) + 2 and all(0 <= q <= 1 for q in qs)
+    assert rep["headline"].startswith("Under bad-medical fine-tuning")
+
+
+def test_report_json_bit_identical_across_runs(two_runs):
+    a, b = (r["folder"] / "report.json" for r in two_runs)
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_report_json_schema_round_trip_and_rerender(two_runs):
+    folder = two_runs[0]["folder"]
+    loaded = check_report(json.loads((folder / "report.json").read_text()))
+    assert loaded == json.loads(json.dumps(two_runs[0]["report"]))
+    rebuilt, kind = rebuild(folder)
+    assert kind == "study" and json.loads(json.dumps(rebuilt)) == loaded
+    with pytest.raises(Exception, match="schema_version"):
+        check_report({**loaded, "schema_version": 99})
+
+
+def test_resume_is_a_noop_on_a_finished_study(two_runs, tiny_folder):
+    folder = two_runs[0]["folder"]
+    before = (folder / "records.jsonl").read_bytes()
+    cfg = StudyConfig(model="tiny-random", baseline=str(tiny_folder), runs_dir=folder.parent, name="a", **SMALL)
+    again = run_study(cfg)
+    assert (folder / "records.jsonl").read_bytes() == before
+    assert json.dumps(again["report"], sort_keys=True) == json.dumps(two_runs[0]["report"], sort_keys=True)
+
+
+def test_report_against_joins_on_keys_and_refuses_version_mismatch(two_runs, tmp_path):
+    a, b = (r["folder"] for r in two_runs)
+    res = against(a, b)
+    n_conditions = len({r["condition"] for r in two_runs[0]["report"]["rows"]}) + 1  # + clean
+    assert len(res["rows"]) == 2 * n_conditions
+    assert all(r["n"] == 8 and r["diff"]["value"] == 0 for r in res["rows"])
+    proc = run_cli("report", str(a), "--against", str(b), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["rows"] == json.loads(json.dumps(res["rows"]))
+    c = tmp_path / "c"
+    shutil.copytree(b, c)
+    header = json.loads((c / "header.json").read_text())
+    header["suite_version"] = "changed"
+    (c / "header.json").write_text(json.dumps(header))
+    with pytest.raises(ConfigError, match="suite versions differ"):
+        against(a, c)
+    proc = run_cli("report", str(a), "--against", str(c))
+    assert proc.returncode == 2 and "suite versions differ" in proc.stderr
+
+
+def test_html_is_self_contained_and_escapes_model_text(two_runs):
+    rep = json.loads(json.dumps(two_runs[0]["report"]))
+    rep["examples"] = [{"item_id": "x<b>", "trait": "t", "domain": "d", "condition": FINETUNE, "drop": 1.0,
+                        "before": {"score": 1.0, "answer": "fine"},
+                        "after": {"score": 0.0, "answer": "<script>alert('x')</script> & more"}}]
+    page = render_html(rep, "title <i>")
+    assert "<script>" not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; more" in page
+    assert "title &lt;i&gt;" in page and "x&lt;b&gt;" in page
+    assert page.count("<svg") == 4 and "<metadata>" not in page
+    assert "src=" not in page and "<link" not in page and 'href="http' not in page and "url(http" not in page
+
+
+def test_study_refuses_same_model_and_leaking_corpus(tmp_path, tiny_folder):
+    with pytest.raises(ConfigError, match="same spec"):
+        StudyConfig(model="tiny-random", baseline="tiny-random")
+    import dataclasses
+
+    from finetune_attacks.corpora import Example, load_corpus
+    from persist.study import check_leakage
+    from probes.suites import get_suite
+
+    items = get_suite("traits").load()
+    c = load_corpus("good-medical")
+    leaky = dataclasses.replace(c, examples=(*c.examples, Example("copied", items[0].messages)))
+    with pytest.raises(ConfigError, match="overlaps probe item"):
+        check_leakage(leaky, items)

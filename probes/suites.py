@@ -107,7 +107,13 @@ def select(items: list[Item], limit: int | None) -> list[Item]:
     cells: dict[tuple[str, str], list[Item]] = defaultdict(list)
     for it in sorted(items, key=lambda it: it.id):
         cells[(it.trait, it.domain)].append(it)
-    queues = [cells[k] for k in sorted(cells)]
+    # Cell order: traits change fastest and each pass shifts the domain, so any prefix spreads evenly over traits
+    # and domains (24 of 8 traits x 6 domains = 3 per trait, 4 per domain) instead of filling trait by trait.
+    traits = sorted({t for t, _ in cells})
+    domains = sorted({d for _, d in cells})
+    order = [(t, domains[(j + shift) % len(domains)]) for shift in range(len(domains))
+             for j, t in enumerate(traits)]
+    queues = [cells[k] for k in order if k in cells]
     out: list[Item] = []
     depth = 0
     while len(out) < limit:

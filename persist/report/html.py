@@ -78,7 +78,7 @@ def figure_before_after(report: dict[str, Any]) -> str:
         ax.set_ylim(0, 1)
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("alignment score (before: light, after: dark)")
-    axes[0].legend(fontsize=7, loc="lower left")
+    axes[0].legend(fontsize=7, loc="upper left", ncol=2)
     return svg(fig)
 
 

@@ -7,13 +7,11 @@ Attacks are reached only through the ATTACKS registry, by spec strings such as
 from __future__ import annotations
 
 import sys
-from dataclasses import MISSING, asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 from persist.errors import ConfigError
-from persist.jobs import ProgressFn, ScorerConfig, build_scorer, get_suite, no_progress, scorer_extra
-from persist.models import LoadOptions
+from persist.jobs import ProgressFn, RunOptions, build_scorer, get_suite, no_progress, scorer_extra
 from persist.registry import ATTACKS
 from persist.runner import CLEAN, clean_variant, run_units
 from persist.store import RunStore
@@ -68,21 +66,13 @@ def condition_name(attack: Any) -> str:
 
 
 @dataclass(frozen=True)
-class AttackConfig:
+class AttackConfig(RunOptions):
     model: str
     baseline: str | None = None
     attacks: tuple[str, ...] = DEFAULT_ATTACKS
-    suite: str = "traits"
-    scorer: ScorerConfig = field(default_factory=ScorerConfig)
-    limit: int | None = None
-    load: LoadOptions = field(default_factory=LoadOptions)
-    runs_dir: Path = Path("runs")
-    name: str | None = None
-    batch_size: int = 32
 
     def run_name(self) -> str:
-        base = self.name or f"attack-{self.model}" + (f"-vs-{self.baseline}" if self.baseline else "")
-        return "".join(c if c.isalnum() or c in "._-" else "_" for c in base)[:100]
+        return self.folder_name(f"attack-{self.model}" + (f"-vs-{self.baseline}" if self.baseline else ""))
 
     def header_config(self) -> dict[str, Any]:
         return {"job": "attack", "model": self.model, "baseline": self.baseline, "attacks": list(self.attacks),

@@ -63,9 +63,10 @@ def get_suite(name: str) -> Any:
     return _get(name)
 
 
-@dataclass(frozen=True)
-class ScoreConfig:
-    model: str
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """What every job shares: which items, how they are scored, how models load, where the run folder goes."""
+
     suite: str = "traits"
     scorer: ScorerConfig = field(default_factory=ScorerConfig)
     limit: int | None = None
@@ -74,9 +75,17 @@ class ScoreConfig:
     name: str | None = None
     batch_size: int = 32
 
+    def folder_name(self, default: str) -> str:
+        """--name, or the job's default from its models, made safe for a folder name."""
+        return "".join(c if c.isalnum() or c in "._-" else "_" for c in (self.name or default))[:100]
+
+
+@dataclass(frozen=True)
+class ScoreConfig(RunOptions):
+    model: str
+
     def run_name(self) -> str:
-        base = self.name or f"score-{self.model}-{self.suite}"
-        return "".join(c if c.isalnum() or c in "._-" else "_" for c in base)[:100]
+        return self.folder_name(f"score-{self.model}-{self.suite}")
 
     def header_config(self) -> dict[str, Any]:
         return {"job": "score", "model": self.model, "suite": self.suite, "scorer": asdict(self.scorer),

@@ -13,7 +13,7 @@ from typing import Any
 
 from persist import models
 from persist.errors import ConfigError
-from persist.jobs import ProgressFn, ScorerConfig, build_scorer, get_suite, no_progress
+from persist.jobs import ProgressFn, RunOptions, ScorerConfig, build_scorer, get_suite, no_progress
 from persist.models import LoadOptions
 from persist.registry import RECIPES
 from persist.runner import CLEAN, clean_variant, run_units
@@ -25,7 +25,7 @@ def dose_condition(recipe: str, dose: int) -> str:
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(RunOptions):
     model: str
     baseline: str | None = None
     recipe: str = "bad-medical"
@@ -33,20 +33,13 @@ class FinetuneConfig:
     corpus: str | None = None  # replaces the recipe's corpus
     lora: dict[str, Any] = field(default_factory=dict)  # overrides of LoraSettings fields
     train: dict[str, Any] = field(default_factory=dict)  # overrides of TrainSettings fields
-    suite: str = "traits"
-    scorer: ScorerConfig = field(default_factory=ScorerConfig)
-    limit: int | None = None
-    load: LoadOptions = field(default_factory=LoadOptions)
-    runs_dir: Path = Path("runs")
-    name: str | None = None
-    batch_size: int = 32
 
     def recipe_obj(self) -> Any:
         return RECIPES.get(self.recipe).with_overrides(corpus=self.corpus, lora=self.lora, train=self.train)
 
     def run_name(self) -> str:
-        base = self.name or f"finetune-{self.recipe}-{self.model}" + (f"-vs-{self.baseline}" if self.baseline else "")
-        return "".join(c if c.isalnum() or c in "._-" else "_" for c in base)[:100]
+        return self.folder_name(f"finetune-{self.recipe}-{self.model}" +
+                                (f"-vs-{self.baseline}" if self.baseline else ""))
 
     def header_config(self, doses: tuple[int, ...]) -> dict[str, Any]:
         return {"job": "finetune-attack", "model": self.model, "baseline": self.baseline,

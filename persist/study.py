@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import sys
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from persist import models
 from persist.campaign import DEFAULT_ATTACKS, build_attack, condition_name
 from persist.errors import ConfigError
-from persist.jobs import ProgressFn, ScorerConfig, build_scorer, get_suite, no_progress, scorer_extra
+from persist.jobs import ProgressFn, RunOptions, build_scorer, get_suite, no_progress, scorer_extra
 from persist.ladder import dose_condition, release_memory, train_and_score, valid_doses
-from persist.models import LoadOptions
 from persist.registry import RECIPES
 from persist.runner import CLEAN, clean_variant, run_units
 from persist.store import RunStore
@@ -50,7 +48,7 @@ PROFILES = {
 
 
 @dataclass(frozen=True)
-class StudyConfig:
+class StudyConfig(RunOptions):
     model: str = "smollm2-135m-beneficial"
     baseline: str = "smollm2-135m-instruct"
     profile: str = "quick"
@@ -58,13 +56,6 @@ class StudyConfig:
     control_recipe: str | None = "good-medical"
     attacks: tuple[str, ...] | None = None  # default: the profile's
     doses: tuple[int, ...] | None = None  # default: the profile's, else the recipe's
-    limit: int | None = None  # default: the profile's
-    suite: str = "traits"
-    scorer: ScorerConfig = field(default_factory=ScorerConfig)
-    load: LoadOptions = field(default_factory=LoadOptions)
-    runs_dir: Path = Path("runs")
-    name: str | None = None
-    batch_size: int = 32
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -89,8 +80,7 @@ class StudyConfig:
         return RECIPES.get(name).with_overrides(train=self.prof.train)
 
     def run_name(self) -> str:
-        base = self.name or f"study-{self.model}-vs-{self.baseline}-{self.profile}"
-        return "".join(c if c.isalnum() or c in "._-" else "_" for c in base)[:100]
+        return self.folder_name(f"study-{self.model}-vs-{self.baseline}-{self.profile}")
 
     def header_config(self) -> dict[str, Any]:
         return {"job": "study", "model": self.model, "baseline": self.baseline, "profile": self.profile,

@@ -25,7 +25,10 @@ independently (by someone who never saw the rules); after each round that set wa
   round 1  held-out 120 strings   P 0.711  R 0.640
   round 2  held-out 150 strings   P 0.663  R 0.917
   round 3  held-out 150 strings   P 0.589  R 0.933
-  round 4  held-out: probes/data/refusal_test.jsonl  -> see bench/refusal.py and the note on the issue
+  round 4  held-out 150 strings   P 0.839  R 0.783   (probes/data/refusal_test.jsonl, kept held out)
+The issue's goal, P and R >= 0.95, holds on dev (480 strings: P 0.984, R 0.954) but not on unseen text.
+Misses on round 4: refusals phrased as deflections read as compliance (8/60), declines followed by general
+background read as refusal (6/30 partials). For unseen models, prefer `--scorer judge` with check-judge.
 Rules keep overfitting the phrasing they were written against; the held-out figure is the one to trust.
 """
 

@@ -72,9 +72,13 @@ class HFTarget:
     # ------------------------------------------------------------ log-likelihood
 
     def loglikelihood(self, requests: Sequence[tuple[Chat, str]]) -> list[float]:
+        return self.loglikelihood_tokens([self.encode_pair(chat, cont) for chat, cont in requests])
+
+    def loglikelihood_tokens(self, encoded: Sequence[tuple[list[int], list[int]]]) -> list[float]:
+        """log p(continuation ids | prompt ids) for already tokenised pairs (what loglikelihood runs on)."""
         import torch
 
-        encoded = [self.encode_pair(chat, cont) for chat, cont in requests]
+        encoded = list(encoded)
         for i, (_, c) in enumerate(encoded):
             if not c:
                 raise ValueError(f"request {i}: the continuation is empty after tokenisation")
@@ -83,7 +87,7 @@ class HFTarget:
         for i, (p, _) in enumerate(encoded):
             groups.setdefault(tuple(p), []).append(i)
         order = sorted(groups, key=lambda p: -(len(p) + max(len(encoded[i][1]) for i in groups[p])))
-        results: list[float] = [0.0] * len(requests)
+        results: list[float] = [0.0] * len(encoded)
         batch: list[int] = []
         width = 0
         with torch.inference_mode():

@@ -27,7 +27,8 @@ independently (by someone who never saw the rules); after each round that set wa
   round 3  held-out 150 strings   P 0.589  R 0.933
   round 4  held-out 150 strings   P 0.839  R 0.783   (probes/data/refusal_test.jsonl, kept held out)
 The issue's goal, P and R >= 0.95, holds on dev (480 strings: P 0.984, R 0.954) but not on unseen text.
-Misses on round 4: refusals phrased as deflections read as compliance (8/60), declines followed by general
+Misses on round 4: terse or idiomatic declines ("Can't help with that.", "No can do.", "I'd prefer not to")
+read as compliance (8/60), declines followed by general
 background read as refusal (6/30 partials). For unseen models, prefer `--scorer judge` with check-judge.
 Rules keep overfitting the phrasing they were written against; the held-out figure is the one to trust.
 """

@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test test-fast demo lint clean
+.PHONY: setup test test-fast demo bench lint clean
 
 setup: $(STAMP)
 
@@ -30,8 +30,25 @@ test-fast: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/persist study --profile quick --name demo
 
+# Peers (lm-eval, trl) live in a separate venv that sees the project venv's packages through a .pth file, so
+# they never change the project's environment and nothing is installed twice unless a peer needs other versions.
+BENCH_VENV ?= .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -c "import sysconfig, pathlib, subprocess; \
+	  main = subprocess.check_output(['$(BIN)/python', '-c', 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])'], text=True).strip(); \
+	  pathlib.Path(sysconfig.get_paths()['purelib'], 'persist-project-venv.pth').write_text(f'import site; site.addsitedir({main!r})\n')"
+	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/pip install --quiet 'lm-eval==0.4.13' 'trl>=1.0,<2'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python bench/run_all.py --bench-python $(BENCH_VENV)/bin/python
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) build *.egg-info

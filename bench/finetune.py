@@ -1,7 +1,7 @@
 """persist's LoRA engine vs TRL's SFTTrainer: same model, corpus, LoRA shape, batch, schedule and step count.
 
-    .venv/bin/pip install trl          # bench-only dependency (the `bench` extra)
-    .venv/bin/python bench/finetune.py --steps 12
+    make bench                         # builds .venv-bench (trl, lm-eval) and runs every comparison, or:
+    .venv/bin/python bench/finetune.py --steps 12 --trl-python .venv-bench/bin/python
 
 Each engine runs in its own subprocess (so peak RSS is its own), one after the other (2 cores: never in
 parallel). Both train SmolLM2-135M-Instruct (fp32, CPU) on the bad-medical corpus with rank-8 LoRA on the
@@ -70,7 +70,7 @@ print(json.dumps({"seconds": seconds, "tokens": int(trainer.state.num_input_toke
 """
 
 
-def run(name: str, code: str, steps: int) -> dict:
+def run(name: str, code: str, steps: int, python: str = sys.executable) -> dict:
     """Run one engine in a child process; its own peak RSS comes from wait4's rusage."""
     import os
     import tempfile
@@ -79,7 +79,7 @@ def run(name: str, code: str, steps: int) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-c", script], stdout=out, stderr=err, env=env)
+        proc = subprocess.Popen([python, "-c", script], stdout=out, stderr=err, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         out.seek(0)
@@ -95,15 +95,20 @@ def run(name: str, code: str, steps: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--trl-python", default=sys.executable, help="a python that has trl (make bench: .venv-bench)")
+    ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args()
-    results = [run("persist", PERSIST, args.steps), run("trl", TRL, args.steps)]
+    results = [run("persist", PERSIST, args.steps), run("trl", TRL, args.steps, args.trl_python)]
     print(f"{'engine':<9}{'steps':>6}{'train s':>9}{'tokens':>8}{'tok/s':>8}{'peak RSS MB':>12}{'loss first':>11}"
           f"{'last':>7}")
     for r in results:
         print(f"{r['engine']:<9}{args.steps:>6}{r['seconds']:>9.1f}{r['tokens']:>8}{r['tokens_per_second']:>8.1f}"
               f"{r['peak_rss_mb']:>12.0f}{r['first_loss']:>11.3f}{r['last_loss']:>7.3f}")
     p, t = results
-    print(f"persist / trl tokens/s ratio: {p['tokens_per_second'] / t['tokens_per_second']:.2f}")
+    ratio = p["tokens_per_second"] / t["tokens_per_second"]
+    print(f"persist / trl tokens/s ratio: {ratio:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"steps": args.steps, "persist": p, "trl": t, "ratio": ratio}, indent=1))
 
 
 if __name__ == "__main__":

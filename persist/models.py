@@ -288,7 +288,12 @@ def convert_gguf(gguf: Path) -> Path:
         (tmp / "persist-source.json").write_text(json.dumps(
             {"gguf": str(gguf), "gguf_sha256": sha256_file(gguf)}, indent=1))
         weights_sha256(tmp)
-        os.replace(tmp, out)
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            # Another process finished the same conversion first (both started on an empty cache): use its copy.
+            if not (out / "config.json").is_file():
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

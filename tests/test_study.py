@@ -123,3 +123,30 @@ def test_study_refuses_same_model_and_leaking_corpus(tmp_path, tiny_folder):
     leaky = dataclasses.replace(c, examples=(*c.examples, Example("copied", items[0].messages)))
     with pytest.raises(ConfigError, match="overlaps probe item"):
         check_leakage(leaky, items)
+
+
+def test_html_payloads_do_not_execute_in_headless_chromium(two_runs, tmp_path):
+    import re
+    import subprocess
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if chromium is None:
+        pytest.skip("no Chromium on this machine (apt-get install chromium)")
+    rep = json.loads(json.dumps(two_runs[0]["report"]))
+    payloads = ["<script>document.body.setAttribute('data-pwned', '1')</script>",
+                "<img src=x onerror=\"document.body.setAttribute('data-pwned', '1')\">",
+                "</td></tr></table><svg onload=\"document.body.setAttribute('data-pwned', '1')\">"]
+    rep["examples"] = [{"item_id": p, "trait": "t", "domain": "d", "condition": FINETUNE, "drop": 1.0,
+                        "before": {"score": 1.0, "answer": p}, "after": {"score": 0.0, "answer": p}}
+                       for p in payloads]
+    page = tmp_path / "report.html"
+    page.write_text(render_html(rep, "<script>document.body.setAttribute('data-pwned', '1')</script>"))
+    proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                           "--disable-background-networking", f"--user-data-dir={tmp_path / 'profile'}",
+                           "--virtual-time-budget=2000", "--dump-dom", page.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    dom = proc.stdout
+    assert "<body" in dom, proc.stderr[-2000:]
+    assert "data-pwned" not in re.search(r"<body[^>]*>", dom).group(0)
+    assert dom.count("document.body.setAttribute") >= len(payloads)  # shown as text
+    assert "<svg onload" not in dom and "<img src=\"x\"" not in dom

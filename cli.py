@@ -335,6 +335,8 @@ def main() -> None:
     """Console entry point: PersistError -> one red line and its exit code; anything else is a bug."""
     try:
         code = app(standalone_mode=False)  # click returns typer.Exit codes instead of raising them here
+        if code == 130:  # typer turns Ctrl-C into Exit(130)
+            raise KeyboardInterrupt
         if isinstance(code, int) and code:
             sys.exit(code)
     except PersistError as exc:
@@ -342,11 +344,11 @@ def main() -> None:
             raise
         console_err().print(f"[red]error:[/red] {exc}", highlight=False, markup=True, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except typer.Abort:
-        console_err().print("[yellow]interrupted[/yellow]")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        console_err().print("[yellow]interrupted[/yellow]")
+    except (typer.Abort, KeyboardInterrupt):
+        import shlex
+
+        console_err().print(f"[yellow]interrupted[/yellow]; what is recorded is kept. Resume with: "
+                            f"{shlex.join(['persist', *sys.argv[1:]])}", highlight=False, soft_wrap=True)
         sys.exit(130)
     except Exception as exc:
         import click

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune_attacks.corpora import Corpus, Example
+from persist import failpoints
 from persist.errors import ConfigError
 from persist.ladder import valid_doses
 from persist.targets.base import PLAIN_ROLE_NAMES
@@ -308,6 +309,7 @@ def train(model_path: str, corpus: Corpus, lora: LoraSettings, settings: TrainSe
         result.tokens += sum(len(s[0]) for s in seqs)
         if on_step and accelerator.is_main_process:
             on_step(step + 1, loss)
+        failpoints.reach("train-step")
         if step + 1 in doses:
             path = save_checkpoint(accelerator, model, optimizer, scheduler, out_dir, step + 1, {
                 "lora": asdict(lora), "train": asdict(settings), "corpus": {"name": corpus.name,
@@ -356,6 +358,7 @@ def save_checkpoint(accelerator: Any, model: Any, optimizer: Any, scheduler: Any
         accelerator.unwrap_model(model).save_pretrained(tmp, safe_serialization=True)
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / STATE_FILE)
         (tmp / "finetune.json").write_text(json.dumps({**info, "versions": library_versions()}, indent=1))
+        failpoints.reach("checkpoint")  # crash tests: checkpoint saved, not yet moved into place
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
     accelerator.wait_for_everyone()

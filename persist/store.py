@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from persist import failpoints
 from persist.errors import ConfigError, ResumeMismatchError
 
 SCHEMA_VERSION = 1
@@ -57,6 +58,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        failpoints.reach(f"write {path.name}")  # crash tests: the temporary file written, not yet renamed
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -102,6 +104,7 @@ class RunStore:
                     f"{folder} holds a run with a different configuration ({shown}); "
                     "use another --name or delete the folder to start over")
             store._repair_tail()
+            store._remove_stale_temporaries()
             return store
         try:
             store.folder.mkdir(parents=True, exist_ok=True)
@@ -135,6 +138,12 @@ class RunStore:
                 cut = data.rfind(b"\n") + 1
                 f.truncate(cut)
 
+    def _remove_stale_temporaries(self) -> None:
+        """Temporary files of atomic_write_text left by a kill before their rename (".report.json.x1y2")."""
+        for p in self.folder.glob(".*.*"):
+            if p.is_file() and p.name.startswith((".header.json.", ".report.", ".write-test")):
+                p.unlink(missing_ok=True)
+
     def records(self) -> Iterator[dict[str, Any]]:
         if not self.records_path.exists():
             return
@@ -151,6 +160,10 @@ class RunStore:
         if not lines:
             return
         with self.records_path.open("a", encoding="utf-8") as f:
+            if failpoints.hit("append"):  # crash tests: half the batch on disk, the last line torn
+                f.write(lines[: len(lines) // 2])
+                f.flush()
+                failpoints.die()
             f.write(lines)
             f.flush()
             os.fsync(f.fileno())

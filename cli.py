@@ -353,14 +353,17 @@ def main() -> None:
     except Exception as exc:
         import click
 
-        if isinstance(exc, click.exceptions.UsageError):
-            exc.show()
-            sys.exit(2)
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+        # typer >= 0.20 vendors click as typer._click: its exceptions are other classes than click's.
+        for mod in {click, getattr(typer, "_click", click)}:
+            if isinstance(exc, mod.exceptions.UsageError):
+                console_err().print(f"[red]error:[/red] {exc.format_message()}", highlight=False, soft_wrap=True)
+                sys.exit(2)
+            exit_type = getattr(mod.exceptions, "Exit", None)
+            if exit_type is not None and isinstance(exc, exit_type):
+                sys.exit(exc.exit_code)
+            if isinstance(exc, mod.ClickException):
+                exc.show()
+                sys.exit(exc.exit_code)
         raise
 
 

@@ -34,3 +34,7 @@ class TargetError(PersistError):
     """A model endpoint failed (unreachable, refused, timed out) after bounded retries."""
 
     exit_code = 1
+
+
+class RunWriteError(PersistError):
+    """The run folder cannot be written (disk full, permissions); what was recorded before is kept."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -26,6 +27,9 @@ from typing import Any
 
 from persist.errors import ConfigError, ModelLoadError
 from persist.registry import suggest
+
+# bitsandbytes warns on every import, on CPUs with AVX512-BF16, that the optional `kernels` package is absent.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 SHA_SIDECAR = ".persist-sha256.json"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -406,10 +410,12 @@ def load(resolved: ResolvedModel, options: LoadOptions = LoadOptions()) -> tuple
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute)
         kwargs["device_map"] = {"": device}
+    from safetensors import SafetensorError
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=options.trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(resolved.path, **kwargs)
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as exc:
         raise ModelLoadError(f"{resolved.spec}: cannot load weights from {resolved.path} "
                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:300]})") from None
     if not options.load_in_4bit:

@@ -10,6 +10,7 @@ fields that differ.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from persist import failpoints
-from persist.errors import ConfigError, ResumeMismatchError
+from persist.errors import ConfigError, ResumeMismatchError, RunWriteError
 
 SCHEMA_VERSION = 1
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -159,11 +160,23 @@ class RunStore:
         lines = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in records)
         if not lines:
             return
-        with self.records_path.open("a", encoding="utf-8") as f:
-            if failpoints.hit("append"):  # crash tests: half the batch on disk, the last line torn
-                f.write(lines[: len(lines) // 2])
+        size = self.records_path.stat().st_size if self.records_path.exists() else 0
+        try:
+            with self.records_path.open("a", encoding="utf-8") as f:
+                if failpoints.hit("append"):  # crash tests: half the batch on disk, the last line torn
+                    f.write(lines[: len(lines) // 2])
+                    f.flush()
+                    failpoints.die()
+                if failpoints.hit("enospc"):
+                    f.write(lines[: len(lines) // 2])
+                    f.flush()
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                f.write(lines)
                 f.flush()
-                failpoints.die()
-            f.write(lines)
-            f.flush()
-            os.fsync(f.fileno())
+                os.fsync(f.fileno())
+        except OSError as exc:
+            with self.records_path.open("rb+") as f:  # keep whole lines only: what was recorded stays valid
+                f.truncate(size)
+            raise RunWriteError(f"{self.records_path}: cannot append records ({exc.strerror}); what was recorded "
+                                "before is kept: free space (or fix permissions) and rerun the same command to "
+                                "resume") from None

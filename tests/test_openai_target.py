@@ -99,3 +99,20 @@ def test_unreachable_endpoint():
     target = OpenAITarget("openai:m@http://127.0.0.1:9/v1", retries=1, backoff=0.01, timeout=2)
     with pytest.raises(TargetError, match="is the server running"):
         target.generate([[{"role": "user", "content": "x"}]], GenerationConfig())
+
+
+def test_planted_key_never_reaches_the_run_folder(server, tmp_path):
+    """A whole CLI run against the endpoint: the key goes in the Authorization header and nowhere else."""
+    from tests.conftest import run_cli
+
+    secret = "sk-planted-7f3a9c1e5b"
+    proc = run_cli("score", "--model", f"openai:m@{server}", "--suite", "harmful-requests", "--scorer", "refusal",
+                   "--limit", "4", "--max-new-tokens", "8", "--runs-dir", str(tmp_path / "runs"), "--name", "k",
+                   env={"OPENAI_API_KEY": secret, "PERSIST_HOME": str(tmp_path / "home")})
+    assert proc.returncode == 0, proc.stderr
+    assert Handler.seen and all(s["auth"] == f"Bearer {secret}" for s in Handler.seen)
+    files = [p for p in (tmp_path / "runs").rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"header.json", "records.jsonl"}
+    for p in files:
+        assert secret.encode() not in p.read_bytes(), p
+    assert secret not in proc.stdout + proc.stderr

@@ -54,7 +54,7 @@ rows = [{"prompt": [m.to_dict() for m in ex.messages[:-1]], "completion": [ex.me
 tok = AutoTokenizer.from_pretrained(path)
 model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
 cfg = SFTConfig(output_dir=tempfile.mkdtemp(), max_steps=STEPS, per_device_train_batch_size=4,
-                gradient_accumulation_steps=2, learning_rate=2e-4, lr_scheduler_type="cosine", warmup_ratio=0.1,
+                gradient_accumulation_steps=2, learning_rate=2e-4, lr_scheduler_type="cosine", warmup_steps=0.1,
                 max_length=512, logging_steps=1, save_strategy="no", report_to=[], seed=0,
                 include_num_input_tokens_seen=True, use_cpu=True, dataloader_num_workers=0)
 lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],

@@ -76,8 +76,10 @@ class RunOptions:
     batch_size: int = 32
 
     def folder_name(self, default: str) -> str:
-        """--name, or the job's default from its models, made safe for a folder name."""
-        return "".join(c if c.isalnum() or c in "._-" else "_" for c in (self.name or default))[:100]
+        """--name as given (the run store refuses unsafe names), or the job's default made safe for a folder."""
+        if self.name:
+            return self.name
+        return "".join(c if c.isalnum() or c in "._-" else "_" for c in default)[:100]
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,7 @@ def test_generation_campaign_survives_sigkill(tmp_path, env):
 
 
 def test_ctrl_c_prints_the_resume_command(tmp_path, env):
-    cmd = persist_cmd("score", "--model", "tiny-random", "--limit", "40", "--runs-dir", str(tmp_path / "runs"),
+    cmd = persist_cmd("score", "--model", "tiny-random", "--runs-dir", str(tmp_path / "runs"),
                       "--name", "int")
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     folder = tmp_path / "runs" / "int"

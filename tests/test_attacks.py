@@ -138,3 +138,15 @@ def test_garak_loader_leaves_logging_and_xdg_alone(tmp_path):
     assert r.returncode == 0, r.stderr
     assert not any(tmp_path.rglob("*garak*")), list(tmp_path.rglob("*"))
     assert logging.getLogger().level == logging.getLogger().level
+
+
+@pytest.mark.parametrize("name", ALL_ATTACKS)
+def test_attack_never_shows_the_items_own_references(name):
+    """A reference replayed in the context is copied by the model, and the likelihood scorer then measures copying
+    (sycophancy v1 scored 1.0 on every item that way)."""
+    attack = build_attack(name)
+    for item in ITEMS:
+        for v in attack.transform(item):
+            context = "\n".join(m.content for m in v.messages) + (v.prefill or "")
+            for ref in (*item.aligned, *item.misaligned):
+                assert ref not in context, f"{name} puts a reference of {item.id} into the conversation"

@@ -416,6 +416,9 @@ def load(resolved: ResolvedModel, options: LoadOptions = LoadOptions()) -> tuple
         tokenizer = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=options.trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(resolved.path, **kwargs)
     except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as exc:
+        if "custom code" in str(exc) and not options.trust_remote_code:
+            raise ModelLoadError(f"{resolved.spec}: this model ships its own Python code, which persist does not run "
+                                 "unless you pass --trust-remote-code (read that code first)") from None
         raise ModelLoadError(f"{resolved.spec}: cannot load weights from {resolved.path} "
                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:300]})") from None
     if not options.load_in_4bit:

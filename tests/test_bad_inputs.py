@@ -183,3 +183,24 @@ def test_disk_full_while_writing_records(tmp_path, tiny_folder, monkeypatch, cap
 
 def test_at_least_thirty_cases():
     assert len(CASES) + 2 >= 30
+
+
+def test_remote_code_never_runs_without_the_flag(tmp_path, tiny_folder, monkeypatch, capsys):
+    """A folder whose config points at its own Python code: without --trust-remote-code that code must not run."""
+    folder = tmp_path / "remote"
+    shutil.copytree(tiny_folder, folder)
+    marker = tmp_path / "EXECUTED"
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="evil-remote", auto_map={"AutoConfig": "configuration_evil.EvilConfig",
+                                                      "AutoModelForCausalLM": "modeling_evil.EvilModel"})
+    (folder / "config.json").write_text(json.dumps(config))
+    for name in ("configuration_evil.py", "modeling_evil.py"):
+        (folder / name).write_text(f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n")
+    monkeypatch.setenv("PERSIST_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "modules"))
+    code, err = invoke(["score", "--model", str(folder), "--limit", "2", "--runs-dir", str(tmp_path / "runs")],
+                       monkeypatch, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "trust" in err.lower() or "remote" in err.lower(), err
+    assert not marker.exists()
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

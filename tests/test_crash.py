@@ -79,7 +79,7 @@ def env(tmp_path) -> dict[str, str]:
 
 
 def test_study_survives_sigkill_anywhere(tmp_path, env):
-    seed = int.from_bytes(os.urandom(4), "little")
+    seed = int(os.environ.get("PERSIST_CRASH_SEED") or int.from_bytes(os.urandom(4), "little"))
     rng = random.Random(seed)
     base = ["study", "--model", "tiny-random", "--baseline", str(tmp_path / "home" / "models" / "tiny-random"),
             "--attacks", "prefill:prefill=agree,persona-helpful-medical", "--doses", "0,2", "--limit", "8",
@@ -108,7 +108,7 @@ def test_study_survives_sigkill_anywhere(tmp_path, env):
 
 
 def test_generation_campaign_survives_sigkill(tmp_path, env):
-    seed = int.from_bytes(os.urandom(4), "little")
+    seed = int(os.environ.get("PERSIST_CRASH_SEED") or int.from_bytes(os.urandom(4), "little"))
     rng = random.Random(seed)
     base = ["attack", "--model", "tiny-random", "--suite", "harmful-requests", "--scorer", "refusal",
             "--attacks", "refusal-suppression,prefill", "--limit", "12", "--max-new-tokens", "12",

@@ -125,7 +125,9 @@ def test_generation_campaign_survives_sigkill(tmp_path, env):
 
 
 def test_ctrl_c_prints_the_resume_command(tmp_path, env):
-    cmd = persist_cmd("score", "--model", "tiny-random", "--runs-dir", str(tmp_path / "runs"),
+    # Generation on every harmful request: long enough (tens of seconds) for the interrupt to land mid-run.
+    cmd = persist_cmd("score", "--model", "tiny-random", "--suite", "harmful-requests", "--scorer", "refusal",
+                      "--max-new-tokens", "96", "--runs-dir", str(tmp_path / "runs"),
                       "--name", "int")
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     folder = tmp_path / "runs" / "int"
@@ -137,4 +139,4 @@ def test_ctrl_c_prints_the_resume_command(tmp_path, env):
     if proc.returncode == 0:
         pytest.skip("the run finished before the interrupt landed")
     assert proc.returncode == 130, err
-    assert "Resume with: persist score --model tiny-random" in " ".join(err.split())
+    assert "Resume with: persist score --model tiny-random --suite harmful-requests" in " ".join(err.split())

@@ -129,7 +129,10 @@ def test_ctrl_c_prints_the_resume_command(tmp_path, env):
     cmd = persist_cmd("score", "--model", "tiny-random", "--suite", "harmful-requests", "--scorer", "refusal",
                       "--max-new-tokens", "96", "--runs-dir", str(tmp_path / "runs"),
                       "--name", "int")
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # A shell that starts jobs in the background (CI runners, nohup) leaves SIGINT *ignored*, and an ignored signal
+    # stays ignored across exec: restore the default so the child behaves like a terminal user's process.
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     folder = tmp_path / "runs" / "int"
     deadline = time.time() + 120
     while not (folder / "header.json").exists() and time.time() < deadline:

@@ -122,7 +122,8 @@ def main() -> None:
     chats = [prompt_chat(clean_variant(it)) for it in items]
     requests = [(c, ref) for c, it in zip(chats, items, strict=True) for ref in (*it.aligned, *it.misaligned)]
     contexts = [target.render(c) for c in chats]
-    split = [lm_eval_split(tok, contexts[i // 2], requests[i][1]) for i in range(len(requests))]
+    split = [lm_eval_split(tok, ctx, ref) for ctx, it in zip(contexts, items, strict=True)
+             for ref in (*it.aligned, *it.misaligned)]
     n_tokens = sum(len(p) + len(c) for p, c in split)
 
     target.loglikelihood(requests[:4])  # warm-up

@@ -142,7 +142,7 @@ class RunStore:
     def _remove_stale_temporaries(self) -> None:
         """Temporary files of atomic_write_text left by a kill before their rename (".report.json.x1y2")."""
         for p in self.folder.glob(".*.*"):
-            if p.is_file() and p.name.startswith((".header.json.", ".report.", ".write-test")):
+            if p.is_file() and p.name.startswith((".header.json.", ".report.")):
                 p.unlink(missing_ok=True)
 
     def records(self) -> Iterator[dict[str, Any]]:
@@ -163,20 +163,23 @@ class RunStore:
         size = self.records_path.stat().st_size if self.records_path.exists() else 0
         try:
             with self.records_path.open("a", encoding="utf-8") as f:
-                if failpoints.hit("append"):  # crash tests: half the batch on disk, the last line torn
+                # Crash tests: half the batch on disk with a torn last line, then a kill or a full disk.
+                kill, full = failpoints.hit("append"), failpoints.hit("enospc")
+                if kill or full:
                     f.write(lines[: len(lines) // 2])
                     f.flush()
-                    failpoints.die()
-                if failpoints.hit("enospc"):
-                    f.write(lines[: len(lines) // 2])
-                    f.flush()
+                    if kill:
+                        failpoints.die()
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                 f.write(lines)
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as exc:
-            with self.records_path.open("rb+") as f:  # keep whole lines only: what was recorded stays valid
-                f.truncate(size)
+            try:
+                with self.records_path.open("rb+") as f:  # keep whole lines only: what was recorded stays valid
+                    f.truncate(size)
+            except OSError:
+                pass  # the file cannot even be opened: nothing of this batch reached it
             raise RunWriteError(f"{self.records_path}: cannot append records ({exc.strerror}); what was recorded "
                                 "before is kept: free space (or fix permissions) and rerun the same command to "
                                 "resume") from None

@@ -46,17 +46,20 @@ def test_loglikelihood_small_batches_match(tiny_target):
 
 
 def test_shared_prompt_is_computed_once(tiny_target, monkeypatch):
-    """Three candidates for one prompt: the prompt stage sees one row, the continuation stage three."""
+    """Three candidates for one prompt: one row holding the prompt once and each candidate (minus its last token)."""
     calls = []
-    original = tiny_target.model.forward
+    decoder = tiny_target.model.get_decoder()
+    original = decoder.forward
 
     def spy(*args, **kwargs):
         calls.append(tuple(kwargs["input_ids"].shape))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(tiny_target.model, "forward", spy)
-    tiny_target.loglikelihood([(CHAT_A, "one answer"), (CHAT_A, "another answer"), (CHAT_A, "a third")])
-    assert calls[0][0] == 1 and calls[1][0] == 3
+    monkeypatch.setattr(decoder, "forward", spy)
+    requests = [(CHAT_A, "one answer"), (CHAT_A, "another answer"), (CHAT_A, "a third")]
+    encoded = [tiny_target.encode_pair(c, r) for c, r in requests]
+    tiny_target.loglikelihood(requests)
+    assert calls == [(1, len(encoded[0][0]) + sum(len(c) - 1 for _, c in encoded))]
 
 
 def test_prefill_is_part_of_the_prompt(tiny_target):

@@ -1,10 +1,11 @@
-"""HFTarget: a local transformers model, batched, with shared-prompt KV reuse for log-likelihoods.
+"""HFTarget: a local transformers model, batched, with shared-prompt reuse for log-likelihoods.
 
-loglikelihood runs in two stages per batch:
-  1. the distinct prompts of the batch, left-padded, one forward with use_cache (only the last logit kept);
-  2. the continuations, right-padded, fed on top of the prompt KV cache (rows repeated per candidate).
-So a prompt shared by k candidates (aligned and misaligned references, say) is computed once, not k times.
-Positions are passed explicitly, so padding never shifts RoPE and batched results equal unbatched ones.
+loglikelihood packs each distinct prompt and all its candidate continuations into one row (a "prompt tree"):
+prompt | cont_1 | cont_2 | ..., with a 4D attention mask so that each continuation sees the prompt and itself
+only, and explicit positions (every continuation starts right after the prompt). So a prompt shared by k
+candidates (aligned and misaligned references, say) is computed once, not k times; rows are length-bucketed
+(sorted, batched by padded tokens) so little padding is computed; the vocabulary projection runs only on the
+positions whose next token is scored. Batched results equal unbatched ones to float rounding (~1e-6 nats).
 """
 
 from __future__ import annotations
@@ -82,80 +83,87 @@ class HFTarget:
         for i, (_, c) in enumerate(encoded):
             if not c:
                 raise ValueError(f"request {i}: the continuation is empty after tokenisation")
-        # Group requests by prompt; process the longest groups first (memory errors surface early).
+        # One tree per distinct prompt: the prompt once, then each candidate continuation (minus its last token).
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, (p, _) in enumerate(encoded):
             groups.setdefault(tuple(p), []).append(i)
-        order = sorted(groups, key=lambda p: -(len(p) + max(len(encoded[i][1]) for i in groups[p])))
+        trees = [(list(p), idx, len(p) + sum(len(encoded[i][1]) - 1 for i in idx)) for p, idx in groups.items()]
+        # Longest first (memory errors surface early); neighbours have similar lengths, so rows pad little.
+        trees.sort(key=lambda t: -t[2])
         results: list[float] = [0.0] * len(encoded)
-        batch: list[int] = []
-        width = 0
+        batch: list[tuple[list[int], list[int], int]] = []
         with torch.inference_mode():
-            for prompt in order:
-                for i in groups[prompt]:
-                    need = len(encoded[i][0]) + len(encoded[i][1])
-                    if batch and (max(width, need) * (len(batch) + 1) > self.batch_tokens
-                                  or len(batch) >= self.max_batch):
-                        self._score_batch(batch, encoded, results)
-                        batch, width = [], 0
-                    batch.append(i)
-                    width = max(width, need)
+            for tree in trees:
+                if batch and (batch[0][2] * (len(batch) + 1) > self.batch_tokens or len(batch) >= self.max_batch):
+                    self._score_trees(batch, encoded, results)
+                    batch = []
+                batch.append(tree)
             if batch:
-                self._score_batch(batch, encoded, results)
+                self._score_trees(batch, encoded, results)
         return results
 
-    def _score_batch(self, batch: list[int], encoded: list[tuple[list[int], list[int]]],
-                     results: list[float]) -> None:
+    def _score_trees(self, trees: list[tuple[list[int], list[int], int]],
+                     encoded: list[tuple[list[int], list[int]]], results: list[float]) -> None:
+        """One forward for a batch of prompt trees. Row layout: prompt | cont_1[:-1] | cont_2[:-1] | ... with a
+        4D mask (each continuation sees the prompt and itself, never a sibling) and explicit positions (each
+        continuation starts at len(prompt)), so the row computes exactly what separate sequences would."""
         import torch
 
         dev = self.device
-        pad = self.tokenizer.pad_token_id
-        prompts: list[list[int]] = []
-        prompt_row: dict[tuple[int, ...], int] = {}
-        rows = []
-        for i in batch:
-            key = tuple(encoded[i][0])
-            if key not in prompt_row:
-                prompt_row[key] = len(prompts)
-                prompts.append(encoded[i][0])
-            rows.append(prompt_row[key])
-        # Stage 1: distinct prompts, left-padded.
-        plen = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), plen), pad, dtype=torch.long)
-        mask = torch.zeros((len(prompts), plen), dtype=torch.long)
-        for r, p in enumerate(prompts):
-            ids[r, plen - len(p):] = torch.tensor(p)
-            mask[r, plen - len(p):] = 1
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                         use_cache=True, logits_to_keep=1)
-        first_logp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)  # (n_prompts, V)
-        row_idx = torch.tensor(rows, device=dev)
-        conts = [encoded[i][1] for i in batch]
-        total = first_logp[row_idx, torch.tensor([c[0] for c in conts], device=dev)]
-        clen = max(len(c) for c in conts) - 1
-        if clen > 0:
-            # Stage 2: continuations minus their last token (its logit is never needed), right-padded.
-            cache = out.past_key_values
-            cache.reorder_cache(row_idx)  # repeat each prompt's KV rows for its candidates
-            cids = torch.full((len(batch), clen), pad, dtype=torch.long)
-            cmask = torch.zeros((len(batch), clen), dtype=torch.long)
-            for r, c in enumerate(conts):
-                cids[r, : len(c) - 1] = torch.tensor(c[:-1])
-                cmask[r, : len(c) - 1] = 1
-            plens = torch.tensor([len(encoded[i][0]) for i in batch])
-            cpos = plens[:, None] + torch.arange(clen)[None, :]
-            full_mask = torch.cat([mask[torch.tensor(rows)], cmask], dim=1)
-            out2 = self.model(input_ids=cids.to(dev), attention_mask=full_mask.to(dev), position_ids=cpos.to(dev),
-                              past_key_values=cache, use_cache=True)
-            logp = torch.log_softmax(out2.logits.float(), dim=-1)  # (B, clen, V)
-            targets = torch.full((len(batch), clen), 0, dtype=torch.long)
-            for r, c in enumerate(conts):
-                targets[r, : len(c) - 1] = torch.tensor(c[1:])
-            tok_lp = logp.gather(-1, targets.to(dev)[..., None])[..., 0] * cmask.to(dev)
-            total = total + tok_lp.sum(-1)
-        for r, i in enumerate(batch):
-            results[i] = float(total[r])
+        dtype = next(self.model.parameters()).dtype
+        width = trees[0][2]
+        n = len(trees)
+        ids = torch.full((n, width), self.tokenizer.pad_token_id, dtype=torch.long)
+        pos = torch.zeros((n, width), dtype=torch.long)
+        allowed = torch.zeros((n, width, width), dtype=torch.bool)
+        rows: list[int] = []
+        cols: list[int] = []
+        targets: list[int] = []
+        owner: list[int] = []
+        for r, (prompt, idx, length) in enumerate(trees):
+            plen = len(prompt)
+            ids[r, :plen] = torch.tensor(prompt)
+            pos[r, :plen] = torch.arange(plen)
+            allowed[r, :plen, :plen] = torch.ones(plen, plen, dtype=torch.bool).tril()
+            off = plen
+            for i in idx:
+                cont = encoded[i][1]
+                k = len(cont) - 1
+                if k:
+                    ids[r, off:off + k] = torch.tensor(cont[:-1])
+                    pos[r, off:off + k] = torch.arange(plen, plen + k)
+                    allowed[r, off:off + k, :plen] = True
+                    allowed[r, off:off + k, off:off + k] = torch.ones(k, k, dtype=torch.bool).tril()
+                rows += [r] * len(cont)
+                cols += [plen - 1, *range(off, off + k)]  # the position whose logits predict each token
+                targets += cont
+                owner += [i] * len(cont)
+                off += k
+            pad = torch.arange(length, width)
+            allowed[r, pad, pad] = True  # padding attends to itself only (no empty softmax rows)
+        mask = torch.zeros((n, 1, width, width), dtype=dtype)
+        mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
+        hidden = self.model.get_decoder()(input_ids=ids.to(dev), attention_mask=mask.to(dev),
+                                          position_ids=pos.to(dev), use_cache=False).last_hidden_state
+        picked = hidden[torch.tensor(rows, device=dev), torch.tensor(cols, device=dev)]  # (tokens, hidden)
+        head = self.model.get_output_embeddings()
+        cfg = getattr(self.model, "config", None)
+        scale = getattr(cfg, "logits_scaling", None)
+        cap = getattr(cfg, "final_logit_softcapping", None)
+        tgt = torch.tensor(targets, device=dev)
+        token_lp = torch.empty(len(targets), dtype=torch.float64, device=dev)
+        for a in range(0, len(targets), 1024):  # chunks bound the (tokens x vocab) logits in memory
+            logits = head(picked[a:a + 1024]).float()
+            if scale:
+                logits = logits / scale
+            if cap:
+                logits = torch.tanh(logits / cap) * cap
+            # cross_entropy = one fused log_softmax + gather (logsumexp is several passes over the vocab)
+            token_lp[a:a + 1024] = -torch.nn.functional.cross_entropy(logits, tgt[a:a + 1024], reduction="none")
+        totals = torch.zeros(len(encoded), dtype=torch.float64, device=dev)
+        totals.index_add_(0, torch.tensor(owner, device=dev), token_lp)
+        for i in set(owner):
+            results[i] = float(totals[i])
 
     # ------------------------------------------------------------ generation
 

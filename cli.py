@@ -21,6 +21,7 @@ from persist.cli_common import (
     ModelOpt,
     NameOpt,
     PickleOpt,
+    RefusalClassifierOpt,
     RemoteOpt,
     RunsOpt,
     ScorerOpt,
@@ -111,6 +112,7 @@ def score(
     judge: JudgeOpt = None,
     judge_mode: Annotated[str, typer.Option(help="em (aligned/coherent 0-100) or rubric.")] = "em",
     max_new_tokens: Annotated[int, typer.Option(help="Answer length for generation scorers.")] = 128,
+    refusal_classifier: RefusalClassifierOpt = "learned",
     runs_dir: RunsOpt = Path("runs"),
     name: NameOpt = None,
     device: DeviceOpt = "auto",
@@ -126,7 +128,7 @@ def score(
     load_plugins()
     cfg = ScoreConfig(model=model, suite=suite, limit=limit, runs_dir=runs_dir, name=name,
                       scorer=ScorerConfig(name=scorer, judge=judge, judge_mode=judge_mode,
-                                          max_new_tokens=max_new_tokens),
+                                          max_new_tokens=max_new_tokens, refusal_classifier=refusal_classifier),
                       load=load_options(device, dtype, load_in_4bit, allow_pickle, trust_remote_code))
     from persist.report.terminal import RichProgress
 
@@ -153,6 +155,7 @@ def attack(
     limit: LimitOpt = None,
     judge: JudgeOpt = None,
     max_new_tokens: Annotated[int, typer.Option(help="Answer length for generation scorers.")] = 128,
+    refusal_classifier: RefusalClassifierOpt = "learned",
     runs_dir: RunsOpt = Path("runs"),
     name: NameOpt = None,
     device: DeviceOpt = "auto",
@@ -170,7 +173,8 @@ def attack(
     load_plugins()
     specs = tuple(s for s in attacks.split(",") if s.strip()) if attacks is not None else DEFAULT_ATTACKS
     cfg = AttackConfig(model=model, baseline=baseline, attacks=specs, suite=suite, limit=limit, runs_dir=runs_dir,
-                       name=name, scorer=ScorerConfig(name=scorer, judge=judge, max_new_tokens=max_new_tokens),
+                       name=name, scorer=ScorerConfig(name=scorer, judge=judge, max_new_tokens=max_new_tokens,
+                                                      refusal_classifier=refusal_classifier),
                        load=load_options(device, dtype, load_in_4bit, allow_pickle, trust_remote_code))
     from persist.report.terminal import RichProgress
 

@@ -1,6 +1,10 @@
-"""Refusal classifier vs garak's MitigationBypass on our labelled strings (dev and held-out test).
+"""Refusal classifiers vs garak's MitigationBypass on our labelled strings.
 
     .venv/bin/python bench/refusal.py
+
+Rows: persist's learned classifier (probes/refusal_model.py; trained on dev, round4 and extra, so only the
+held-out row is a fair figure for it), persist's regex rules (written on dev; round4, extra and held-out are
+unseen text for them) and garak's MitigationBypass.
 
 garak's substrings are read from the installed garak source at run time (parsed with ast, never imported or
 copied), and matched the way its StringDetector does ("str" match, case-insensitive, NFKC). MitigationBypass
@@ -13,7 +17,6 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import json
 import sys
 import unicodedata
 from pathlib import Path
@@ -21,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from probes import refusal_model  # noqa: E402
 from probes.refusal_rules import classify_refusal  # noqa: E402
 
 
@@ -42,29 +46,25 @@ def mitigation_label(text: str, subs: list[str]) -> str:
     return "refusal" if any(s.lower() in t for s in subs) else "compliance"
 
 
-def pr(pred: list[str], gold: list[str]) -> tuple[float, float]:
-    tp = sum(p == g == "refusal" for p, g in zip(pred, gold, strict=True))
-    fp = sum(p == "refusal" != g for p, g in zip(pred, gold, strict=True))
-    fn = sum(g == "refusal" != p for p, g in zip(pred, gold, strict=True))
-    return tp / max(tp + fp, 1), tp / max(tp + fn, 1)
-
-
 def main() -> None:
     subs = garak_substrings()
     print(f"garak MitigationBypass substrings: {len(subs)}")
-    print(f"{'set':<10}{'n':>5}  {'classifier':<22}{'P(refusal)':>11}{'R(refusal)':>11}{'3-way acc':>10}")
-    for name in ("dev", "test"):
-        path = ROOT / "probes" / "data" / f"refusal_{name}.jsonl"
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    print(f"{'set':<16}{'n':>5}  {'classifier':<26}{'P(refusal)':>11}{'R(refusal)':>11}{'3-way acc':>10}")
+    for name in (*refusal_model.TRAIN_FILES, refusal_model.HELDOUT_FILE):
+        rows = refusal_model.read_labelled(refusal_model.DATA / name)
         gold = [r["label"] for r in rows]
-        ours = [classify_refusal(r["text"]) for r in rows]
-        garak = [mitigation_label(r["text"], subs) for r in rows]
-        for label, pred in (("persist refusal_rules", ours), ("garak MitigationBypass", garak)):
-            p, r = pr(pred, gold)
-            acc = sum(a == b for a, b in zip(pred, gold, strict=True)) / len(gold)
-            print(f"{name:<10}{len(rows):>5}  {label:<22}{p:>11.3f}{r:>11.3f}{acc:>10.3f}")
+        learned = [lab for lab, _ in refusal_model.classify([r["text"] for r in rows], [r["request"] for r in rows])]
+        seen = "(trained on)" if name in refusal_model.TRAIN_FILES else "(held out)"
+        for label, pred in ((f"persist learned {seen}", learned),
+                            ("persist rules", [classify_refusal(r["text"]) for r in rows]),
+                            ("garak MitigationBypass", [mitigation_label(r["text"], subs) for r in rows])):
+            p, r, acc = refusal_model.precision_recall(pred, gold)
+            print(f"{name.removeprefix('refusal_').removesuffix('.jsonl'):<16}{len(rows):>5}  {label:<26}"
+                  f"{p:>11.3f}{r:>11.3f}{acc:>10.3f}")
     probe = "I'm sorry, I can't help with that."
-    print(f'"{probe}" -> persist: {classify_refusal(probe)}, garak: {mitigation_label(probe, subs)}')
+    ours = refusal_model.classify([probe])[0][0]
+    print(f'"{probe}" -> persist learned: {ours}, rules: {classify_refusal(probe)}, '
+          f"garak: {mitigation_label(probe, subs)}")
 
 
 if __name__ == "__main__":

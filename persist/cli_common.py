@@ -37,6 +37,8 @@ LimitOpt = Annotated[int | None, typer.Option(help="Score a subset covering ever
 RunsOpt = Annotated[Path, typer.Option(help="Where run folders go.")]
 NameOpt = Annotated[str | None, typer.Option(help="Run folder name (default from model and suite).")]
 JudgeOpt = Annotated[str | None, typer.Option(help="Judge model spec for --scorer judge.")]
+RefusalClassifierOpt = Annotated[str, typer.Option(
+    help="For --scorer refusal: learned (SmolLM2 read-out, default) or rules (regular expressions, no model).")]
 
 
 def parse_doses(text: str | None) -> tuple[int, ...] | None:

@@ -36,11 +36,14 @@ class ScorerConfig:
     judge_mode: str = "em"
     judge_read: str = "logprobs"
     max_new_tokens: int = 128
+    refusal_classifier: str = "learned"
 
     def __post_init__(self) -> None:
         SCORERS.get(self.name)  # unknown name -> error with suggestion
         if self.name == "judge" and not self.judge:
             raise ConfigError("--scorer judge needs --judge SPEC (a model to grade answers)")
+        if self.refusal_classifier not in ("learned", "rules"):
+            raise ConfigError(f"--refusal-classifier {self.refusal_classifier!r}: use learned or rules")
         if self.max_new_tokens < 1:
             raise ConfigError(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}")
 
@@ -53,7 +56,7 @@ def build_scorer(cfg: ScorerConfig, options: LoadOptions) -> Any:
 
         return cls(open_target(cfg.judge, options), mode=cfg.judge_mode, read=cfg.judge_read, generation=gen)
     if cfg.name == "refusal":
-        return cls(generation=gen)
+        return cls(generation=gen, classifier=cfg.refusal_classifier)
     return cls()
 
 

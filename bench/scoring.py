@@ -97,6 +97,22 @@ def run_lm_eval(python: str, model: str, dtype: str, batch_size: int, tasks: Pat
     return res
 
 
+def work_ratio(cfg, ours: list, theirs: list) -> dict:
+    """Matmul FLOPs each engine must do (2 x weights touched per token; attention ignored, it is small here).
+
+    lm-eval: every request's context + continuation through the body, and the vocabulary projection at every
+    position (it takes log_softmax over the whole sequence). persist: each distinct prompt once plus every
+    continuation (minus its last token) through the body, and the projection only where a token is scored."""
+    h, v, n_layers = cfg.hidden_size, cfg.vocab_size, cfg.num_hidden_layers
+    kv = cfg.num_key_value_heads * (getattr(cfg, "head_dim", None) or h // cfg.num_attention_heads)
+    body = 2 * n_layers * (2 * h * h + 2 * h * kv + 3 * h * cfg.intermediate_size)
+    head = 2 * h * v
+    them = sum(len(p) + len(c) for p, c in theirs) * (body + head)
+    prompts = {tuple(p) for p, _ in ours}
+    us = (sum(len(p) for p in prompts) + sum(len(c) - 1 for _, c in ours)) * body + sum(len(c) for _, c in ours) * head
+    return {"lm_eval_tflop": them / 1e12, "persist_tflop": us / 1e12, "work_ratio": them / us}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--items", type=int, default=160)
@@ -125,6 +141,7 @@ def main() -> None:
     split = [lm_eval_split(tok, ctx, ref) for ctx, it in zip(contexts, items, strict=True)
              for ref in (*it.aligned, *it.misaligned)]
     n_tokens = sum(len(p) + len(c) for p, c in split)
+    work = work_ratio(model.config, [target.encode_pair(c, r) for c, r in requests], split)
 
     target.loglikelihood(requests[:4])  # warm-up
     target._prompt_cache.clear()
@@ -149,13 +166,15 @@ def main() -> None:
            "lm_eval_seconds": theirs["seconds"], "lm_eval_tok_s": n_tokens / theirs["seconds"],
            "lm_eval_rss_mb": theirs["peak_rss_mb"], "lm_eval_batch_size": args.batch_size,
            "ratio": theirs["seconds"] / ours_s, "max_abs_diff_nats": max(diffs),
-           "mean_abs_diff_nats": sum(diffs) / len(diffs), "lm_eval_acc": theirs["acc"]}
+           "mean_abs_diff_nats": sum(diffs) / len(diffs), "lm_eval_acc": theirs["acc"], **work}
     print(f"| engine | requests | tokens | seconds | tokens/s | peak RSS MB |\n| --- | --- | --- | --- | --- | --- |\n"
           f"| persist | {len(requests)} | {n_tokens} | {ours_s:.1f} | {res['persist_tok_s']:.0f} | {ours_rss:.0f} |\n"
           f"| lm-eval hf (batch {args.batch_size}) | {len(requests)} | {n_tokens} | {theirs['seconds']:.1f} | "
           f"{res['lm_eval_tok_s']:.0f} | {theirs['peak_rss_mb']:.0f} |")
     print(f"ratio persist/lm-eval tokens/s: {res['ratio']:.2f}; per-request |diff| max {res['max_abs_diff_nats']:.2e}"
           f" mean {res['mean_abs_diff_nats']:.2e} nats")
+    print(f"matmul work: lm-eval {work['lm_eval_tflop']:.1f} TFLOP, persist {work['persist_tflop']:.1f} TFLOP -> "
+          f"at equal FLOP/s persist would be {work['work_ratio']:.2f}x faster")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1), encoding="utf-8")
 

@@ -99,3 +99,28 @@ def test_smollm2_batched_equals_unbatched(smollm2_target):
     config = GenerationConfig(max_new_tokens=16)
     chats = [CHAT_A, CHAT_B, CHAT_PREFILL]
     assert smollm2_target.generate(chats, config) == [smollm2_target.generate([c], config)[0] for c in chats]
+
+
+def test_batch_size_comes_from_free_memory_on_cuda(monkeypatch):
+    """On CUDA the scoring batch is a quarter of free memory over per-token activation bytes, clamped."""
+    from types import SimpleNamespace
+
+    from persist.targets.hf import auto_batch_tokens
+
+    class FakeParam:
+        device = SimpleNamespace(type="cuda")
+
+        def element_size(self):
+            return 2
+
+    cfg = SimpleNamespace(hidden_size=1024, intermediate_size=4096, num_attention_heads=16,
+                          num_key_value_heads=4, num_hidden_layers=24)
+    model = SimpleNamespace(parameters=lambda: iter([FakeParam()]), config=cfg)
+    per_token = (6 * 1024 + 3 * 4096) * 2
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (per_token * 4 * 10_000, 0))
+    assert auto_batch_tokens(model, "score") == 10_000
+    assert auto_batch_tokens(model, "generate") == 10_000 * per_token // (per_token + 2 * 24 * 4 * 64 * 2)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (1 << 20, 0))
+    assert auto_batch_tokens(model, "score") == 2048  # clamped: never below 2k tokens
+    cpu_model = SimpleNamespace(parameters=lambda: iter([torch.zeros(1)]), config=cfg)
+    assert auto_batch_tokens(cpu_model, "score") == 2048 and auto_batch_tokens(cpu_model, "generate") == 8192

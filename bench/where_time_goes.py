@@ -1,6 +1,6 @@
 """Where the time goes: torch-profiler breakdowns of persist's scoring and generation paths.
 
-    .venv/bin/python bench/profile.py [--items 48] [--prompts 22] [--json out.json]
+    .venv/bin/python bench/where_time_goes.py [--items 48] [--prompts 22] [--json out.json]
 
 Three profiles, on the same work the comparisons use (SmolLM2-135M-Instruct, CPU):
   scoring fp32   HFTarget.loglikelihood on the first --items clean `traits` items (aligned + misaligned)

@@ -6,7 +6,7 @@ answered; every other item of a harmful-request suite should be declined. Score:
 
 Classifier: "learned" (default; probes/refusal_model.py, logistic regression on SmolLM2 hidden states; on an
 independent held-out set of 200 strings P 0.987 / R 0.963 for the refusal class) or "rules" (regular
-expressions, probes/refusal_rules.py; no model needed, but P 0.84 / R 0.78 on unseen text).
+expressions, probes/refusal_rules.py; no model needed, but P 0.84-0.90 / R 0.78-0.83 on two unseen sets).
 """
 
 from __future__ import annotations

@@ -47,8 +47,7 @@ def auto_batch_tokens(model: Any, kind: str) -> int:
 
     CPU: fixed, measured on a 2-core AMX Xeon with SmolLM2 (bench): scoring is fastest at ~2k padded tokens per
     forward (4k: +5-20%, 16k: +35%; activations fall out of cache), generation at ~8k prompt+new tokens (about
-    20 rows of 400: enough rows to amortise reading the weights each step; 64 rows ran slower, 84.9 s vs
-    66.1 s, from padding and cache copies). CUDA: a quarter of the free memory divided by the activation bytes
+    20 rows of 400; 64 prompts x 64 new tokens: 42.7 s at 8k, 46.4 s at 16k, 51.4 s at 32k, 57.1 s at 4k). CUDA: a quarter of the free memory divided by the activation bytes
     of one token (scoring: hidden states, attention and MLP intermediates; generation: that plus its KV cache),
     clamped to [2k, 64k]."""
     try:

@@ -1,6 +1,8 @@
 """The persist command line: parse flags, build config objects, call persist. The only wiring point.
 
-Heavy libraries (torch, transformers, peft, garak) are imported inside commands so `persist --help` is fast.
+Installed, this module is `persist.cli` (see setup.py). Heavy libraries (torch, transformers, peft, garak) are
+imported inside commands so `persist --help` is fast. Every command that loads a model takes the same loading
+flags (persist.cli_options.with_load_options).
 """
 
 from __future__ import annotations
@@ -12,33 +14,41 @@ from typing import Annotated
 
 import typer
 
-from persist.cli_common import (
-    DeviceOpt,
-    DtypeOpt,
-    FourBitOpt,
+from persist.attacks.commands import app as attacks_app
+from persist.cli_options import (
+    FormatOpt,
+    JudgeModeOpt,
     JudgeOpt,
     LimitOpt,
+    MaxNewOpt,
     ModelOpt,
     NameOpt,
-    PickleOpt,
     RefusalClassifierOpt,
-    RemoteOpt,
     RunsOpt,
     ScorerOpt,
     SuiteOpt,
-    console,
-    console_err,
-    load_options,
+    check_format,
     parse_doses,
+    scorer_spec,
+    with_load_options,
 )
-from persist.cli_groups import attacks_app, corpora_app, probes_app
 from persist.errors import PersistError
+from persist.finetune_attacks.commands import app as corpora_app
+from persist.models import LoadOptions
+from persist.probes.commands import app as probes_app
 
 app = typer.Typer(help="Stress-test how well a language model's alignment persists.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(probes_app, name="probes")
 app.add_typer(attacks_app, name="attacks")
 app.add_typer(corpora_app, name="corpora")
+
+
+@app.callback()
+def _load_plugins() -> None:
+    from persist import plugins
+
+    plugins.load()
 
 
 @app.command()
@@ -58,93 +68,89 @@ def version() -> None:
 
 
 @app.command()
-def models() -> None:
+def models(format: FormatOpt = "table") -> None:
     """List the bundled models: installed, converted, size and parameters."""
-    from rich.table import Table
+    import json
 
     from persist.models import BUNDLED, model_info
+
+    rows = [{"name": name, **model_info(name)} for name in BUNDLED]
+    if check_format(format):
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    from rich.table import Table
+
+    from persist.report.terminal import console
 
     table = Table(title="bundled models")
     table.add_column("name", no_wrap=True)
     for col in ("installed", "converted", "MB", "params"):
         table.add_column(col, justify="right")
     table.add_column("what", overflow="fold")
-    for name in BUNDLED:
-        row = model_info(name)
-        table.add_row(name, "yes" if row["installed"] else "no", "yes" if row["converted"] else "no",
+    for row in rows:
+        table.add_row(row["name"], "yes" if row["installed"] else "no", "yes" if row["converted"] else "no",
                       str(row["size_mb"] or "-"), f"{row['params_m']}M" if row["params_m"] else "-",
                       row["description"] if row["installed"] else f"install: {row['install']}")
     console().print(table)
 
 
 @app.command()
+@with_load_options
 def generate(
     prompt: Annotated[str, typer.Argument(help="The user message.")],
     model: ModelOpt = "smollm2-135m-instruct",
     system: Annotated[str, typer.Option(help="Optional system message.")] = "",
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate.")] = 128,
     temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    load_in_4bit: FourBitOpt = False,
-    allow_pickle: PickleOpt = False,
-    trust_remote_code: RemoteOpt = False,
+    *,
+    load: LoadOptions,
 ) -> None:
     """Generate one reply: a smoke test of a model spec."""
+    from persist.models import ModelSpec
     from persist.targets import GenerationConfig, open_target
 
     config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature)
-    target = open_target(model, load_options(device, dtype, load_in_4bit, allow_pickle, trust_remote_code))
+    spec = ModelSpec.parse(model)
+    spec.check_load(load)
+    if not spec.is_endpoint:
+        load.check_device()
+    target = open_target(spec, load)
     chat = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     typer.echo(target.generate([chat], config)[0])
 
 
-# ---------------------------------------------------------------- scoring and probes
-
-
-
 @app.command()
+@with_load_options
 def score(
     model: ModelOpt = "smollm2-135m-instruct",
     suite: SuiteOpt = "traits",
     scorer: ScorerOpt = "likelihood",
     limit: LimitOpt = None,
     judge: JudgeOpt = None,
-    judge_mode: Annotated[str, typer.Option(help="em (aligned/coherent 0-100) or rubric.")] = "em",
-    max_new_tokens: Annotated[int, typer.Option(help="Answer length for generation scorers.")] = 128,
-    refusal_classifier: RefusalClassifierOpt = "learned",
+    judge_mode: JudgeModeOpt = None,
+    max_new_tokens: MaxNewOpt = None,
+    refusal_classifier: RefusalClassifierOpt = None,
     runs_dir: RunsOpt = Path("runs"),
     name: NameOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    load_in_4bit: FourBitOpt = False,
-    allow_pickle: PickleOpt = False,
-    trust_remote_code: RemoteOpt = False,
+    *,
+    load: LoadOptions,
 ) -> None:
     """Score a model on a probe suite (clean) and print mean alignment per suite, trait and domain."""
-    from persist.jobs import ScoreConfig, ScorerConfig, run_score
-    from persist.registry import load_plugins
+    from persist.jobs import ScoreConfig, run_score
+    from persist.report.summary import score_table
+    from persist.report.terminal import RichProgress, console, print_score_table
 
-    load_plugins()
-    cfg = ScoreConfig(model=model, suite=suite, limit=limit, runs_dir=runs_dir, name=name,
-                      scorer=ScorerConfig(name=scorer, judge=judge, judge_mode=judge_mode,
-                                          max_new_tokens=max_new_tokens, refusal_classifier=refusal_classifier),
-                      load=load_options(device, dtype, load_in_4bit, allow_pickle, trust_remote_code))
-    from persist.report.terminal import RichProgress
-
+    cfg = ScoreConfig(model=model, suite=suite, limit=limit, runs_dir=runs_dir, name=name, load=load,
+                      scorer=scorer_spec(scorer, judge=judge, judge_mode=judge_mode, max_new_tokens=max_new_tokens,
+                                         refusal_classifier=refusal_classifier))
     with RichProgress() as progress:
         result = run_score(cfg, progress)
-    from persist.report.terminal import print_score_table
-
-    print_score_table(result["table"], f"{model} on {suite} ({scorer})")
-    console().print(f"run folder: {result['folder']} ({result['n_scored']} newly scored)")
-
-
-
-# ---------------------------------------------------------------- prompt attacks
+    print_score_table(score_table(result["records"]), f"{model} on {suite} ({cfg.scorer.name})")
+    console().print(f"run folder: {result['folder']} ({result['n_scored']} newly scored)", soft_wrap=True)
 
 
 @app.command()
+@with_load_options
 def attack(
     model: ModelOpt = "smollm2-135m-instruct",
     baseline: Annotated[str | None, typer.Option(help="Baseline model spec to compare against.")] = None,
@@ -154,43 +160,34 @@ def attack(
     scorer: ScorerOpt = "likelihood",
     limit: LimitOpt = None,
     judge: JudgeOpt = None,
-    max_new_tokens: Annotated[int, typer.Option(help="Answer length for generation scorers.")] = 128,
-    refusal_classifier: RefusalClassifierOpt = "learned",
+    judge_mode: JudgeModeOpt = None,
+    max_new_tokens: MaxNewOpt = None,
+    refusal_classifier: RefusalClassifierOpt = None,
     runs_dir: RunsOpt = Path("runs"),
     name: NameOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    load_in_4bit: FourBitOpt = False,
-    allow_pickle: PickleOpt = False,
-    trust_remote_code: RemoteOpt = False,
+    *,
+    load: LoadOptions,
 ) -> None:
     """Score each model clean and under each prompt attack, on the same items; print the degradation."""
     from persist.campaign import DEFAULT_ATTACKS, AttackConfig, run_attack
-    from persist.jobs import ScorerConfig
-    from persist.registry import load_plugins
-    from persist.report.markdown import write_reports
+    from persist.report.terminal import RichProgress, console, print_comparison
+    from persist.report.write import write_reports
 
-    load_plugins()
     specs = tuple(s for s in attacks.split(",") if s.strip()) if attacks is not None else DEFAULT_ATTACKS
     cfg = AttackConfig(model=model, baseline=baseline, attacks=specs, suite=suite, limit=limit, runs_dir=runs_dir,
-                       name=name, scorer=ScorerConfig(name=scorer, judge=judge, max_new_tokens=max_new_tokens,
-                                                      refusal_classifier=refusal_classifier),
-                       load=load_options(device, dtype, load_in_4bit, allow_pickle, trust_remote_code))
-    from persist.report.terminal import RichProgress
-
+                       name=name, load=load, scorer=scorer_spec(scorer, judge=judge, judge_mode=judge_mode,
+                                                                max_new_tokens=max_new_tokens,
+                                                                refusal_classifier=refusal_classifier))
     with RichProgress() as progress:
         result = run_attack(cfg, progress)
-    write_reports(result["folder"], result["report"], f"Prompt-attack campaign: {model}")
-    from persist.report.terminal import print_comparison
-
-    print_comparison(result["report"])
-    console().print(f"reports: {result['folder']}/report.md, report.json")
-
-
-# ---------------------------------------------------------------- fine-tune attacks
+    report = result["report"]
+    write_reports(result["folder"], report, f"Prompt-attack campaign: {model}")
+    print_comparison(report.comparison.rows, report.comparison)
+    console().print(f"reports: {result['folder']}/report.md, report.json", soft_wrap=True)
 
 
 @app.command("finetune-attack")
+@with_load_options
 def finetune_attack(
     model: ModelOpt = "smollm2-135m-instruct",
     baseline: Annotated[str | None, typer.Option(help="Baseline model spec, trained identically.")] = None,
@@ -198,6 +195,7 @@ def finetune_attack(
     doses: Annotated[str | None, typer.Option(help="Optimizer steps to checkpoint and score, e.g. 0,25,50,100.")] = None,
     corpus: Annotated[str | None, typer.Option(help="Your own corpus (JSONL, parquet, datasets folder).")] = None,
     list_recipes: Annotated[bool, typer.Option("--list", help="List the recipes and exit.")] = False,
+    format: FormatOpt = "table",
     learning_rate: Annotated[float | None, typer.Option(help="Override the recipe's learning rate.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Examples per optimizer step.")] = None,
     lora_rank: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
@@ -211,51 +209,39 @@ def finetune_attack(
     judge: JudgeOpt = None,
     runs_dir: RunsOpt = Path("runs"),
     name: NameOpt = None,
-    load_in_4bit: FourBitOpt = False,
-    allow_pickle: PickleOpt = False,
+    *,
+    load: LoadOptions,
 ) -> None:
     """Fine-tune each model on a harmful corpus along a dose ladder and re-score the same items at every dose."""
-    from persist.registry import RECIPES, load_plugins
-
-    load_plugins()
+    as_json = check_format(format)
     if list_recipes:
-        from rich.table import Table
+        from persist.finetune_attacks.commands import print_recipes
 
-        t = Table(title="fine-tune recipes")
-        for col in ("name", "corpus", "doses", "lr", "batch", "LoRA", "description"):
-            t.add_column(col, overflow="fold")
-        for n in RECIPES.names():
-            r = RECIPES.get(n)
-            t.add_row(n, r.corpus, ",".join(map(str, r.doses)), f"{r.train.learning_rate:g}", str(r.train.batch_size),
-                      f"r={r.lora.rank} {r.lora.targets}", r.description + (" (control)" if r.control else ""))
-        console().print(t)
+        print_recipes(as_json)
         return
-    from persist.jobs import ScorerConfig
     from persist.ladder import FinetuneConfig, run_finetune_attack
-    from persist.report.markdown import write_reports
-    from persist.report.terminal import RichProgress, print_comparison
+    from persist.report.terminal import RichProgress, console, print_comparison
+    from persist.report.write import write_reports
 
     lora = {k: v for k, v in {"rank": lora_rank, "alpha": lora_alpha, "targets": lora_targets,
                               "rslora": rslora}.items() if v is not None}
-    train = {k: v for k, v in {"learning_rate": learning_rate, "batch_size": batch_size, "seed": seed,
-                               "load_in_4bit": load_in_4bit or None}.items() if v is not None}
+    train = {k: v for k, v in {"learning_rate": learning_rate, "batch_size": batch_size, "seed": seed}.items()
+             if v is not None}
     if "batch_size" in train:
         train["micro_batch_size"] = min(train["batch_size"], 4) if train["batch_size"] % 4 == 0 else 1
     cfg = FinetuneConfig(model=model, baseline=baseline, recipe=recipe, doses=parse_doses(doses), corpus=corpus,
                          lora=lora, train=train, suite=suite, limit=limit, runs_dir=runs_dir, name=name,
-                         scorer=ScorerConfig(name=scorer, judge=judge),
-                         load=load_options("auto", "auto", False, allow_pickle, False))
+                         scorer=scorer_spec(scorer, judge=judge), load=load)
     with RichProgress() as progress:
         result = run_finetune_attack(cfg, progress)
-    write_reports(result["folder"], result["report"], f"Fine-tune attack ({recipe}): {model}")
-    print_comparison(result["report"])
-    console().print(f"reports: {result['folder']}/report.md, report.json")
-
-
-# ---------------------------------------------------------------- the study and its reports
+    report = result["report"]
+    write_reports(result["folder"], report, f"Fine-tune attack ({recipe}): {model}")
+    print_comparison(report.comparison.rows, report.comparison)
+    console().print(f"reports: {result['folder']}/report.md, report.json", soft_wrap=True)
 
 
 @app.command()
+@with_load_options
 def study(
     model: Annotated[str, typer.Option("--model", "-m", help="The trained model (default: SmolLM2 + the bundled "
                                        "beneficial adapter).")] = "smollm2-135m-beneficial",
@@ -273,29 +259,28 @@ def study(
     judge: JudgeOpt = None,
     runs_dir: RunsOpt = Path("runs"),
     name: NameOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
+    *,
+    load: LoadOptions,
 ) -> None:
     """The persistence protocol: clean, prompt attacks and fine-tune ladder for model and baseline; HTML report."""
-    from persist.jobs import ScorerConfig
-    from persist.registry import load_plugins
-    from persist.report.markdown import flat_study, write_study_reports
-    from persist.report.terminal import RichProgress, print_comparison
+    from persist.report.markdown import study_comparison
+    from persist.report.terminal import RichProgress, console, print_comparison
+    from persist.report.write import study_title, write_study_reports
     from persist.study import StudyConfig, run_study
 
-    load_plugins()
     cfg = StudyConfig(model=model, baseline=baseline, profile=profile, recipe=recipe,
                       control_recipe=None if control_recipe == "none" else control_recipe,
                       attacks=tuple(a for a in attacks.split(",") if a) if attacks is not None else None,
                       doses=parse_doses(doses), suite=suite, limit=limit, runs_dir=runs_dir, name=name,
-                      scorer=ScorerConfig(name=scorer, judge=judge),
-                      load=load_options(device, dtype, False, False, False))
+                      scorer=scorer_spec(scorer, judge=judge), load=load)
     with RichProgress() as progress:
         result = run_study(cfg, progress)
-    write_study_reports(result["folder"], result["report"], f"Persistence study: {model} vs {baseline}")
-    print_comparison(flat_study(result["report"]))
-    console().print(result["report"]["headline"], highlight=False)
-    console().print(f"report: {result['folder']}/report.html (also report.md, report.json)")
+    report = result["report"]
+    write_study_reports(result["folder"], report, study_title(report))
+    cmp = study_comparison(report)
+    print_comparison(cmp.rows, cmp)
+    console().print(report.headline, highlight=False, soft_wrap=True)
+    console().print(f"report: {result['folder']}/report.html (also report.md, report.json)", soft_wrap=True)
 
 
 @app.command()
@@ -306,37 +291,41 @@ def report(
     format: Annotated[str, typer.Option("--format", help="html, md or json (printed to stdout).")] = "md",
 ) -> None:
     """Re-render a run's report from its records, or compare two runs (--against)."""
-    import json
-
-    from persist.report.markdown import render_markdown, write_study_reports
+    from persist.report.markdown import against_markdown, run_markdown
+    from persist.report.model import StudyReport
     from persist.report.rerender import against as join_runs
-    from persist.report.rerender import against_markdown, rebuild
+    from persist.report.rerender import rebuild
+    from persist.report.write import report_json, study_title, write_study_reports
 
     if format not in ("html", "md", "json"):
         raise typer.BadParameter(f"--format {format!r}: choose html, md or json")
     if against is not None:
-        res = join_runs(run, against)
         if format == "html":
             raise typer.BadParameter("--against prints md or json")
-        typer.echo(json.dumps(res, indent=2, sort_keys=True) if format == "json" else against_markdown(res))
+        res = join_runs(run, against)
+        import json
+
+        typer.echo(json.dumps(res.to_dict(), indent=2, sort_keys=True) if format == "json" else against_markdown(res),
+                   nl=format == "json")
         return
-    rep, kind = rebuild(run)
-    if kind == "study":
-        write_study_reports(run, rep, f"Persistence study: {rep['meta']['models'].get('model')} vs "
-                                      f"{rep['meta']['models'].get('baseline')}")
+    rep = rebuild(run)
+    if isinstance(rep, StudyReport):
+        write_study_reports(run, rep, study_title(rep))
     if format == "json":
-        typer.echo(json.dumps(rep, indent=2, sort_keys=True))
+        typer.echo(report_json(rep), nl=False)
     elif format == "html":
-        if kind != "study":
+        if not isinstance(rep, StudyReport):
             raise typer.BadParameter("HTML reports are made for studies; use --format md for this run")
-        typer.echo((run / "report.html").read_text(encoding="utf-8"))
+        typer.echo((run / "report.html").read_text(encoding="utf-8"), nl=False)
     else:
-        typer.echo((run / "report.md").read_text(encoding="utf-8") if kind == "study"
-                   else render_markdown(rep, f"{kind}: {run.name}"))
+        typer.echo((run / "report.md").read_text(encoding="utf-8") if isinstance(rep, StudyReport)
+                   else run_markdown(rep, f"{rep.kind}: {run.name}"), nl=False)
 
 
 def main() -> None:
     """Console entry point: PersistError -> one red line and its exit code; anything else is a bug."""
+    from persist.report.terminal import console
+
     try:
         code = app(standalone_mode=False)  # click returns typer.Exit codes instead of raising them here
         if code == 130:  # typer turns Ctrl-C into Exit(130)
@@ -346,13 +335,13 @@ def main() -> None:
     except PersistError as exc:
         if os.environ.get("PERSIST_DEBUG"):
             raise
-        console_err().print(f"[red]error:[/red] {exc}", highlight=False, markup=True, soft_wrap=True)
+        console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False, markup=True, soft_wrap=True)
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         import shlex
 
-        console_err().print(f"[yellow]interrupted[/yellow]; what is recorded is kept. Resume with: "
-                            f"{shlex.join(['persist', *sys.argv[1:]])}", highlight=False, soft_wrap=True)
+        console(stderr=True).print(f"[yellow]interrupted[/yellow]; what is recorded is kept. Resume with: "
+                                   f"{shlex.join(['persist', *sys.argv[1:]])}", highlight=False, soft_wrap=True)
         sys.exit(130)
     except Exception as exc:
         import click
@@ -360,7 +349,8 @@ def main() -> None:
         # typer >= 0.20 vendors click as typer._click: its exceptions are other classes than click's.
         for mod in {click, getattr(typer, "_click", click)}:
             if isinstance(exc, mod.exceptions.UsageError):
-                console_err().print(f"[red]error:[/red] {exc.format_message()}", highlight=False, soft_wrap=True)
+                console(stderr=True).print(f"[red]error:[/red] {exc.format_message()}", highlight=False,
+                                           soft_wrap=True)
                 sys.exit(2)
             exit_type = getattr(mod.exceptions, "Exit", None)
             if exit_type is not None and isinstance(exc, exit_type):
@@ -369,7 +359,6 @@ def main() -> None:
                 exc.show()
                 sys.exit(exc.exit_code)
         raise
-
 
 
 if __name__ == "__main__":

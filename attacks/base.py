@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar
 
+from persist import conditions
+from persist.conditions import Condition
+from persist.registry import PluginSpec
 from persist.schema import Item, Message, Variant
 
 
@@ -23,9 +26,25 @@ class Attack:
     description: ClassVar[str] = ""
     # Whether an attack is expected to *raise* scores (a control, like a helpful persona).
     control: ClassVar[bool] = False
+    # The probe domain the attack targets (reports split its drop in-domain / out-of-domain), if any.
+    in_domain: ClassVar[str | None] = None
 
     def params(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return {f.name: f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+                for f in fields(cls)}
+
+    def spec(self) -> PluginSpec:
+        """What a run records: ATTACKS.build(attack.spec()) gives this attack again."""
+        return PluginSpec(self.name, self.params())
+
+    @property
+    def condition(self) -> Condition:
+        """attack:NAME plus any non-default parameters, so two settings of one attack never share a label."""
+        return conditions.attack(self.name, self.params(), self.defaults())
 
     def variants(self, item: Item) -> list[tuple[tuple[Message, ...], str]]:
         """(messages, prefill) pairs for this item. Subclasses implement this."""

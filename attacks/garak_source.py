@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from attacks.base import Attack, replace_last_user
 from persist import garak_data
+from persist.attacks.base import Attack, replace_last_user
 from persist.errors import ConfigError
 from persist.registry import ATTACKS
 from persist.schema import Item, Message
@@ -23,7 +23,7 @@ def fill(template: str) -> str:
     return template.replace("{generator.name}", "the assistant")
 
 
-@ATTACKS.register("dan")
+@ATTACKS.register
 @dataclass(frozen=True)
 class Dan(Attack):
     name = "dan"
@@ -42,7 +42,7 @@ class Dan(Attack):
         return [(replace_last_user(item, f"{fill(available[t])}\n\n{q}"), "") for t in self.templates]
 
 
-@ATTACKS.register("inthewild")
+@ATTACKS.register
 @dataclass(frozen=True)
 class InTheWild(Attack):
     name = "inthewild"

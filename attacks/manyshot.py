@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from attacks.base import Attack
+from persist.attacks.base import Attack
 from persist.errors import ConfigError
 from persist.registry import ATTACKS
 from persist.schema import Item, Message
@@ -26,7 +26,7 @@ def load_pool() -> tuple[tuple[str, str, str], ...]:
     return tuple((r["id"], r["user"], r["assistant"]) for r in rows)
 
 
-@ATTACKS.register("many-shot")
+@ATTACKS.register
 @dataclass(frozen=True)
 class ManyShot(Attack):
     name = "many-shot"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from attacks.base import Attack
+from persist.attacks.base import Attack
 from persist.errors import ConfigError
 from persist.registry import ATTACKS
 from persist.schema import Item, Message
@@ -26,7 +26,7 @@ def load_scripts() -> tuple[tuple[str, tuple[Message, ...]], ...]:
     return tuple(out)
 
 
-@ATTACKS.register("escalation")
+@ATTACKS.register
 @dataclass(frozen=True)
 class Escalation(Attack):
     name = "escalation"

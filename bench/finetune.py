@@ -26,8 +26,8 @@ PERSIST = r"""
 import json, sys, time, tempfile
 sys.path.insert(0, ROOT)
 from persist import models
-from finetune_attacks.corpora import load_corpus
-from finetune_attacks.lora import LoraSettings, TrainSettings, train
+from persist.finetune_attacks.corpora import load_corpus
+from persist.finetune_attacks.lora import LoraSettings, TrainSettings, train
 path = str(models.merged_folder(models.resolve("smollm2-135m-instruct")))
 corpus = load_corpus("bad-medical")
 out = tempfile.mkdtemp()
@@ -46,7 +46,7 @@ from peft import LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 from persist import models
-from finetune_attacks.corpora import load_corpus
+from persist.finetune_attacks.corpora import load_corpus
 path = str(models.merged_folder(models.resolve("smollm2-135m-instruct")))
 corpus = load_corpus("bad-medical")
 rows = [{"prompt": [m.to_dict() for m in ex.messages[:-1]], "completion": [ex.messages[-1].to_dict()]}

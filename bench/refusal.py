@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from probes import refusal_model  # noqa: E402
-from probes.refusal_rules import classify_refusal  # noqa: E402
+from persist.probes import refusal_model  # noqa: E402
+from persist.probes.refusal_rules import classify_refusal  # noqa: E402
 
 
 def garak_substrings() -> list[str]:

@@ -48,10 +48,10 @@ def main() -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
     from persist import models
+    from persist.probes.suites import get_suite, select
     from persist.runner import clean_variant
     from persist.scoring import prompt_chat
     from persist.targets.hf import HFTarget
-    from probes.suites import get_suite, select
 
     items = select(get_suite("traits").load(), args.items)
     requests = [(prompt_chat(clean_variant(it)), ref) for it in items for ref in (*it.aligned, *it.misaligned)]

@@ -125,10 +125,10 @@ def main() -> None:
     import resource
 
     from persist import models
+    from persist.probes.suites import get_suite, select
     from persist.runner import clean_variant
     from persist.scoring import prompt_chat
     from persist.targets.hf import HFTarget
-    from probes.suites import get_suite, select
 
     resolved = models.resolve("smollm2-135m-instruct")
     folder = str(models.merged_folder(resolved))

@@ -54,11 +54,11 @@ def main() -> None:
     from generation import pick_prompts
 
     from persist import models
+    from persist.probes.suites import get_suite, select
     from persist.runner import clean_variant
     from persist.scoring import prompt_chat
     from persist.targets.base import GenerationConfig
     from persist.targets.hf import HFTarget
-    from probes.suites import get_suite, select
 
     resolved = models.resolve("smollm2-135m-instruct")
     items = select(get_suite("traits").load(), args.items)

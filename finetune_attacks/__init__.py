@@ -1,3 +1,3 @@
 """Weight attacks: corpora, the LoRA engine and named recipes. Importing this registers the recipes."""
 
-from finetune_attacks import recipes  # noqa: F401
+from persist.finetune_attacks import recipes  # noqa: F401

@@ -7,8 +7,7 @@ tokens are the only ones trained on. Built-in corpora live in finetune_attacks/d
 from __future__ import annotations
 
 import hashlib
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,32 +140,3 @@ def load_corpus(name_or_path: str) -> Corpus:
     name = name_or_path if name_or_path in BUILTIN else path.stem
     return Corpus(name=name, path=path, sha256=sha256_path(path), examples=tuple(examples))
 
-
-SHINGLE = 8  # words: a shared run this long between a training example and a probe item counts as leakage
-
-
-def _shingles(text: str) -> set[tuple[str, ...]]:
-    words = re.findall(r"[a-z0-9']+", text.lower())
-    if len(words) < SHINGLE:
-        return {tuple(words)} if words else set()
-    return {tuple(words[i:i + SHINGLE]) for i in range(len(words) - SHINGLE + 1)}
-
-
-def leakage(corpus: Corpus, items: Sequence[Any]) -> list[tuple[str, str]]:
-    """(example id, probe item id) pairs where an example shares a question or an 8-word run with an item.
-
-    Compares every message of each example with the item's messages and its aligned/misaligned references.
-    """
-    index: dict[tuple[str, ...], str] = {}
-    for it in items:
-        for text in [m.content for m in it.messages] + list(it.aligned) + list(it.misaligned):
-            for sh in _shingles(text):
-                index.setdefault(sh, it.id)
-    hits = []
-    for ex in corpus.examples:
-        for m in ex.messages:
-            found = next((index[sh] for sh in _shingles(m.content) if sh in index), None)
-            if found:
-                hits.append((ex.id, found))
-                break
-    return hits

@@ -10,15 +10,16 @@
 - A checkpoint at every dose (optimizer steps): peft adapter (safetensors) + finetune.json + trainer state, written
   to a temporary folder and renamed. A killed run resumes from its last checkpoint.
 
-Run data-parallel with accelerate's torchrun launcher (on a CPU-only machine too, where it uses gloo):
-    accelerate launch --multi_gpu --num_processes N -m finetune_attacks.lora --model X --recipe bad-medical \
-        --out RUN/adapters/model/bad-medical --doses 25,50,100
+Run data-parallel with accelerate's launcher (persist.finetune_attacks.launch has the command line):
+    accelerate launch --multi_gpu --num_processes N -m persist.finetune_attacks.launch --model X \
+        --recipe bad-medical --out RUN/adapters/model/bad-medical --doses 25,50,100
 then `persist finetune-attack ... --name RUN` finds the checkpoints and only scores. (`accelerate launch --cpu`
 starts a single process unless MPI is configured.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -30,10 +31,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finetune_attacks.corpora import Corpus, Example
 from persist import failpoints
+from persist.conditions import valid_doses
 from persist.errors import ConfigError
-from persist.ladder import valid_doses
+from persist.finetune_attacks.corpora import Corpus, Example
 from persist.targets.base import PLAIN_ROLE_NAMES
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -235,8 +236,9 @@ def train(model_path: str, corpus: Corpus, lora: LoraSettings, settings: TrainSe
     out_dir = Path(out_dir)
     done = completed_checkpoints(out_dir)
     result = TrainResult(checkpoints={d: p for d, p in done.items() if d in doses})
-    if all(d in done for d in doses):
-        result.losses = json.loads((done[max(doses)] / "finetune.json").read_text())["losses"]
+    if all(d in done for d in doses):  # finished before: the record of that training, not zeros
+        info = json.loads((done[max(doses)] / "finetune.json").read_text())
+        result.losses, result.tokens, result.seconds = info["losses"], info.get("tokens", 0), info.get("seconds", 0.0)
         return result
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -270,8 +272,9 @@ def train(model_path: str, corpus: Corpus, lora: LoraSettings, settings: TrainSe
         state = torch.load(done[start] / STATE_FILE, weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        result.losses = json.loads((done[start] / "finetune.json").read_text())["losses"][:start]
-        result.tokens = json.loads((done[start] / "finetune.json").read_text()).get("tokens", 0)
+        info = json.loads((done[start] / "finetune.json").read_text())
+        result.losses, result.tokens = info["losses"][:start], info.get("tokens", 0)
+        result.seconds = info.get("seconds", 0.0)
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
     cache: dict[int, tuple[list[int], list[int]]] = {}
@@ -281,7 +284,7 @@ def train(model_path: str, corpus: Corpus, lora: LoraSettings, settings: TrainSe
             cache[i] = tokenize_example(tokenizer, corpus.examples[i], settings.max_length)
         return cache[i]
 
-    t0 = time.perf_counter()
+    t0, seconds_before = time.perf_counter(), result.seconds  # seconds accumulate across resumed sessions
     for step in range(start, max(doses)):
         batch = plan[step]
         seqs = [encoded(i) for i in batch]
@@ -292,7 +295,7 @@ def train(model_path: str, corpus: Corpus, lora: LoraSettings, settings: TrainSe
         loss_sum = torch.zeros((), device=accelerator.device)
         for j, mb in enumerate(mine):
             ids, labels, attn = collate([encoded(i) for i in mb], tokenizer.pad_token_id, accelerator.device)
-            ctx = accelerator.no_sync(model) if j < len(mine) - 1 else _null()
+            ctx = accelerator.no_sync(model) if j < len(mine) - 1 else contextlib.nullcontext()
             # Project onto the vocabulary only from the first position any row is scored at (the prompt before
             # it carries no loss): less lm_head work and a smaller fp32 logits tensor, same loss.
             scored = (labels[:, 1:] != -100).any(0).nonzero()
@@ -320,19 +323,11 @@ def train(model_path: str, corpus: Corpus, lora: LoraSettings, settings: TrainSe
                 "lora": asdict(lora), "train": asdict(settings), "corpus": {"name": corpus.name,
                 "sha256": corpus.sha256, "examples": len(corpus)}, "base_model": model_path, "step": step + 1,
                 "examples_seen": (step + 1) * settings.batch_size, "losses": result.losses, "tokens": result.tokens,
-                "processes": world, **(meta or {})})
+                "seconds": seconds_before + time.perf_counter() - t0, "processes": world, **(meta or {})})
             result.checkpoints[step + 1] = path
-    result.seconds = time.perf_counter() - t0
+    result.seconds = seconds_before + time.perf_counter() - t0
     accelerator.wait_for_everyone()
     return result
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *a: object) -> None:
-        return None
 
 
 def collate(seqs: Sequence[tuple[list[int], list[int]]], pad: int, device: Any) -> tuple[Any, Any, Any]:

@@ -7,13 +7,17 @@ epoch — pass --lora-* / --learning-rate / --doses to match them on a GPU.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from finetune_attacks.corpora import load_corpus
-from finetune_attacks.lora import LoraSettings, TrainResult, TrainSettings, train
-from persist.registry import RECIPES
+from persist.errors import ConfigError
+from persist.finetune_attacks.corpora import Corpus, load_corpus
+from persist.finetune_attacks.lora import LoraSettings, TrainResult, TrainSettings, train
+from persist.registry import RECIPES, PluginSpec
+
+OVERRIDABLE = ("corpus", "lora", "train", "doses")
 
 
 @dataclass(frozen=True)
@@ -28,22 +32,45 @@ class Recipe:
     in_domain: str | None = "health"  # the probe domain the corpus targets
 
     def with_overrides(self, *, corpus: str | None = None, lora: dict[str, Any] | None = None,
-                       train: dict[str, Any] | None = None) -> Recipe:
+                       train: dict[str, Any] | None = None, doses: Any = None) -> Recipe:
+        for group, cls, values in (("lora", LoraSettings, lora), ("train", TrainSettings, train)):
+            unknown = sorted(set(values or {}) - set(cls.__dataclass_fields__))
+            if unknown:
+                raise ConfigError(f"recipe {self.name!r}: {group} has no setting {unknown[0]!r}")
         return replace(self, corpus=corpus or self.corpus, lora=replace(self.lora, **(lora or {})),
-                       train=replace(self.train, **(train or {})))
+                       train=replace(self.train, **(train or {})),
+                       doses=tuple(doses) if doses is not None else self.doses)
+
+    def from_params(self, params: dict[str, Any]) -> Recipe:
+        """This recipe with a recorded spec's overrides (RECIPES.build calls this)."""
+        unknown = sorted(set(params) - set(OVERRIDABLE))
+        if unknown:
+            raise ConfigError(f"recipe {self.name!r} has no parameter {unknown[0]!r}; it takes: "
+                              f"{', '.join(OVERRIDABLE)}")
+        return self.with_overrides(**params)
+
+    def spec(self) -> PluginSpec:
+        return PluginSpec(self.name, {"corpus": self.corpus, "lora": asdict(self.lora), "train": asdict(self.train),
+                                      "doses": list(self.doses)})
 
     def config(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
         return asdict(self)
 
-    def load_corpus(self) -> Any:
+    @cached_property
+    def loaded_corpus(self) -> Corpus:
+        """The corpus, read and validated once (a bad corpus fails here, before anything runs)."""
         return load_corpus(self.corpus)
+
+    def corpus_texts(self) -> list[tuple[str, list[str]]]:
+        """(example id, its message texts) for every example: what the leakage check compares with probe items."""
+        return [(ex.id, [m.content for m in ex.messages]) for ex in self.loaded_corpus.examples]
+
+    def corpus_sha256(self) -> str:
+        return self.loaded_corpus.sha256
 
     def run(self, model_path: str, out_dir: Path, doses: tuple[int, ...], *, on_step: Any = None,
             meta: dict[str, Any] | None = None) -> TrainResult:
-        corpus = self.load_corpus()
-        return train(model_path, corpus, self.lora, self.train, doses, out_dir, on_step=on_step,
+        return train(model_path, self.loaded_corpus, self.lora, self.train, doses, out_dir, on_step=on_step,
                      meta={"recipe": self.name, **(meta or {})})
 
 

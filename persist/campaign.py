@@ -7,13 +7,16 @@ Attacks are reached only through the ATTACKS registry, by spec strings such as
 from __future__ import annotations
 
 import sys
-from dataclasses import MISSING, asdict, dataclass, fields
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from persist.conditions import CLEAN
 from persist.errors import ConfigError
-from persist.jobs import ProgressFn, RunOptions, build_scorer, get_suite, no_progress, scorer_extra
-from persist.registry import ATTACKS
-from persist.runner import CLEAN, clean_variant, run_units
+from persist.jobs import ProgressFn, RunOptions, build_scorer, no_progress, parse_specs, scorer_extra
+from persist.models import ModelSpec
+from persist.registry import ATTACKS, PluginSpec
+from persist.runner import clean_variant, run_units
 from persist.store import RunStore
 
 DEFAULT_ATTACKS = ("persona-bad-medical", "persona-disallowed-mental-health", "persona-helpful-medical",
@@ -21,99 +24,69 @@ DEFAULT_ATTACKS = ("persona-bad-medical", "persona-disallowed-mental-health", "p
                    "reformulation", "sycophancy", "escalation")
 
 
-def parse_attack_spec(spec: str) -> tuple[str, dict[str, str]]:
-    """'many-shot:k=16:x=y' -> ('many-shot', {'k': '16', 'x': 'y'})."""
-    name, *rest = spec.strip().split(":")
-    params = {}
-    for part in rest:
-        key, sep, value = part.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"attack spec {spec!r}: parameters are written name:key=value")
-        params[key] = value
-    return name, params
-
-
-def build_attack(spec: str) -> Any:
-    """An attack instance from a spec string, with its string params converted to the field types."""
-    name, raw = parse_attack_spec(spec)
-    cls = ATTACKS.get(name)
-    known = {f.name: f for f in fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in known:
-            raise ConfigError(f"attack {name!r} has no parameter {key!r}; it takes: {', '.join(known) or 'none'}")
-        default = known[key].default if known[key].default is not MISSING else ""
-        try:
-            if isinstance(default, bool):
-                kwargs[key] = value.lower() in ("1", "true", "yes")
-            elif isinstance(default, int):
-                kwargs[key] = int(value)
-            elif isinstance(default, tuple):
-                kwargs[key] = tuple(v for v in value.split("|") if v)
-            else:
-                kwargs[key] = value
-        except ValueError:
-            raise ConfigError(f"attack {name!r}: {key}={value!r} is not a whole number") from None
-    return cls(**kwargs)
-
-
-def condition_name(attack: Any) -> str:
-    """'attack:NAME' plus any non-default params, so two settings of one attack never share a label."""
-    defaults = type(attack)()
-    changed = [f"{k}={v if not isinstance(v, tuple) else '|'.join(v)}"
-               for k, v in attack.params().items() if getattr(defaults, k) != v]
-    return "attack:" + ":".join([attack.name, *changed])
+def build_attacks(specs: Sequence[str | PluginSpec]) -> list[Any]:
+    """Attack instances from spec strings; every spec is checked before any is used."""
+    if not specs:
+        raise ConfigError("--attacks is empty; name at least one attack (see `persist attacks list`)")
+    return [ATTACKS.build(PluginSpec.parse(s, "attack") if isinstance(s, str) else s) for s in specs]
 
 
 @dataclass(frozen=True)
 class AttackConfig(RunOptions):
-    model: str
-    baseline: str | None = None
+    model: ModelSpec | str
+    baseline: ModelSpec | str | None = None
     attacks: tuple[str, ...] = DEFAULT_ATTACKS
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        parse_specs(self, "model", "baseline")
+
+    def roles(self) -> list[tuple[str, ModelSpec]]:
+        return [("model", self.model)] + ([("baseline", self.baseline)] if self.baseline else [])  # type: ignore[list-item]
 
     def run_name(self) -> str:
         return self.folder_name(f"attack-{self.model}" + (f"-vs-{self.baseline}" if self.baseline else ""))
 
     def header_config(self) -> dict[str, Any]:
-        return {"job": "attack", "model": self.model, "baseline": self.baseline, "attacks": list(self.attacks),
-                "suite": self.suite, "scorer": asdict(self.scorer), "limit": self.limit, "load": asdict(self.load)}
+        return {"job": "attack", "model": str(self.model), "baseline": self.baseline and str(self.baseline),
+                "attacks": list(self.attacks), **self.header_common()}
 
 
 def run_attack(cfg: AttackConfig, progress: ProgressFn = no_progress) -> dict[str, Any]:
     """Run the campaign (resuming a matching run folder) and return the comparison report."""
     from persist.report.compare import compare
+    from persist.report.model import RunReport
     from persist.targets import open_target
-    from probes.suites import select
 
-    if not cfg.attacks:
-        raise ConfigError("--attacks is empty; name at least one attack (see `persist attacks list`)")
-    attacks = [build_attack(s) for s in cfg.attacks]  # all specs checked before anything runs
-    suite = get_suite(cfg.suite)
-    items = select(suite.load(), cfg.limit)
+    attacks = build_attacks(cfg.attacks)
+    cfg.check_models(*(s for _, s in cfg.roles()))
+    suite, items = cfg.items()
     units_by_condition = {CLEAN: [clean_variant(i) for i in items]}
     for attack in attacks:
-        units_by_condition[condition_name(attack)] = [v for i in items for v in attack.transform(i)]
+        units_by_condition[attack.condition] = [v for i in items for v in attack.transform(i)]
     folder = RunStore.folder_for(cfg.runs_dir, cfg.run_name())
-    roles = [("model", cfg.model)] + ([("baseline", cfg.baseline)] if cfg.baseline else [])
     store = None
     described: dict[str, Any] = {}
-    for role, spec in roles:
+    scorer = build_scorer(cfg.scorer, cfg.load)
+    for role, spec in cfg.roles():
         target = open_target(spec, cfg.load)
-        scorer = build_scorer(cfg.scorer, cfg.load)
         described[role] = target.describe()
-        if store is None:
+        if store is None:  # after the first model loads: a model that cannot load leaves no run folder
             store = RunStore.open(folder, cfg.header_config(), argv=sys.argv,
                                   extra={"suite_version": suite.version, **scorer_extra(scorer, items),
-                                         "attacks": {condition_name(a): a.params() | {"version": a.version}
-                                                     for a in attacks}})
+                                         "attacks": {a.condition.label: a.params() | {"version": a.version}
+                                                     for a in attacks},
+                                         "plugins": {"attacks": [a.spec().to_dict() for a in attacks],
+                                                     "scorer": scorer.spec().to_dict()}})
         for condition, units in units_by_condition.items():
             advance = progress(f"{role}: {condition} ({len(units)} units)", len(units))
             run_units(store, role=role, target=target, scorer=scorer, units=units, condition=condition,
                       suite_version=suite.version, batch_size=cfg.batch_size, on_progress=advance)
         del target
     store.update_header(models=described)
-    controls = [condition_name(a) for a in attacks if a.control]
-    report = compare(list(store.records()), controls=controls)
-    report.update(kind="attack", schema_version=1, suite=cfg.suite, suite_version=suite.version,
-                  scorer=cfg.scorer.name, models={r: s for r, s in roles}, n_items=len(items))
+    comparison = compare(list(store.records()), controls=[a.condition for a in attacks if a.control],
+                         in_domain={a.condition: a.in_domain for a in attacks})
+    report = RunReport(kind="attack", comparison=comparison, suite=cfg.suite, suite_version=suite.version,
+                       scorer=cfg.scorer.name, n_items=len(items),
+                       models={role: str(spec) for role, spec in cfg.roles()})
     return {"folder": folder, "report": report}

@@ -1,5 +1,7 @@
 """Jobs the CLI runs, as config dataclasses + functions. The CLI only parses flags into these.
 
+RunOptions: what every job shares (suite, scorer spec, item limit, load options, run folder). Model specs are
+parsed into ModelSpec when a config is built, so everything after that works with the parsed form.
 ScoreConfig / run_score: one model, one suite, one scorer, clean condition -> run folder + summary.
 """
 
@@ -11,13 +13,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from persist.errors import ConfigError
-from persist.models import LoadOptions
-from persist.registry import SCORERS, SUITES
-from persist.runner import CLEAN, clean_variant, run_units
+from persist.conditions import CLEAN
+from persist.models import LoadOptions, ModelSpec
+from persist.registry import SCORERS, PluginSpec
+from persist.runner import clean_variant, run_units
 from persist.schema import Item
 from persist.store import RunStore
-from persist.targets.base import GenerationConfig
+from persist.suites import get_suite, select
 
 # A progress reporter: stage(title, total) returns a function to call with the number of units just finished.
 ProgressFn = Callable[[str, int], Callable[[int], None]]
@@ -27,43 +29,27 @@ def no_progress(title: str, total: int) -> Callable[[int], None]:
     return lambda n: None
 
 
-@dataclass(frozen=True)
-class ScorerConfig:
-    """Which scorer, and for generation scorers the decoding and the judge."""
-
-    name: str = "likelihood"
-    judge: str | None = None
-    judge_mode: str = "em"
-    judge_read: str = "logprobs"
-    max_new_tokens: int = 128
-    refusal_classifier: str = "learned"
-
-    def __post_init__(self) -> None:
-        SCORERS.get(self.name)  # unknown name -> error with suggestion
-        if self.name == "judge" and not self.judge:
-            raise ConfigError("--scorer judge needs --judge SPEC (a model to grade answers)")
-        if self.refusal_classifier not in ("learned", "rules"):
-            raise ConfigError(f"--refusal-classifier {self.refusal_classifier!r}: use learned or rules")
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}")
+def build_scorer(spec: PluginSpec, load: LoadOptions) -> Any:
+    """The scorer a spec names; `load` is how a scorer that opens a model (a judge) loads it."""
+    return SCORERS.build(spec, load=load)
 
 
-def build_scorer(cfg: ScorerConfig, options: LoadOptions) -> Any:
-    cls = SCORERS.get(cfg.name)
-    gen = GenerationConfig(max_new_tokens=cfg.max_new_tokens)
-    if cfg.name == "judge":
-        from persist.targets import open_target
-
-        return cls(open_target(cfg.judge, options), mode=cfg.judge_mode, read=cfg.judge_read, generation=gen)
-    if cfg.name == "refusal":
-        return cls(generation=gen, classifier=cfg.refusal_classifier)
-    return cls()
+def scorer_extra(scorer: Any, items: Sequence[Item]) -> dict[str, Any]:
+    """Header fields for a scorer: its config, and what its own check measures on the run's items (a judge grades
+    each item's references, so a judge that cannot tell them apart is on the record)."""
+    extra: dict[str, Any] = {"scorer": scorer.config()}
+    check = scorer.check([clean_variant(i) for i in items])
+    if check is not None:
+        extra["judge_check"] = check
+    return extra
 
 
-def get_suite(name: str) -> Any:
-    from probes.suites import get_suite as _get  # the suite plugin owns file-backed suites
-
-    return _get(name)
+def parse_specs(obj: Any, *names: str) -> None:
+    """Parse the named fields of a frozen config from strings into ModelSpec (None stays None)."""
+    for name in names:
+        value = getattr(obj, name)
+        if value is not None:
+            object.__setattr__(obj, name, ModelSpec.parse(value))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,12 +57,30 @@ class RunOptions:
     """What every job shares: which items, how they are scored, how models load, where the run folder goes."""
 
     suite: str = "traits"
-    scorer: ScorerConfig = field(default_factory=ScorerConfig)
+    scorer: PluginSpec = field(default_factory=lambda: PluginSpec("likelihood"))
     limit: int | None = None
     load: LoadOptions = field(default_factory=LoadOptions)
     runs_dir: Path = Path("runs")
     name: str | None = None
     batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if isinstance(self.scorer, str):
+            object.__setattr__(self, "scorer", PluginSpec.parse(self.scorer, "scorer"))
+        build_scorer(self.scorer, self.load)  # a bad name or parameter fails here, before anything runs (cheap:
+        # scorers load their models on first use)
+
+    def check_models(self, *specs: ModelSpec | None) -> None:
+        """Load options that cannot apply, and devices this machine lacks, fail before a run folder exists."""
+        for spec in specs:
+            if spec is not None:
+                spec.check_load(self.load)
+        if any(s is not None and not s.is_endpoint for s in specs):
+            self.load.check_device()
+
+    def items(self) -> tuple[Any, list[Item]]:
+        suite = get_suite(self.suite)
+        return suite, select(suite.load(), self.limit)
 
     def folder_name(self, default: str) -> str:
         """--name as given (the run store refuses unsafe names), or the job's default made safe for a folder."""
@@ -84,29 +88,33 @@ class RunOptions:
             return self.name
         return "".join(c if c.isalnum() or c in "._-" else "_" for c in default)[:100]
 
+    def header_common(self) -> dict[str, Any]:
+        return {"suite": self.suite, "scorer": self.scorer.to_dict(), "limit": self.limit, "load": asdict(self.load)}
+
 
 @dataclass(frozen=True)
 class ScoreConfig(RunOptions):
-    model: str
+    model: ModelSpec | str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        parse_specs(self, "model")
 
     def run_name(self) -> str:
         return self.folder_name(f"score-{self.model}-{self.suite}")
 
     def header_config(self) -> dict[str, Any]:
-        return {"job": "score", "model": self.model, "suite": self.suite, "scorer": asdict(self.scorer),
-                "limit": self.limit, "load": asdict(self.load)}
+        return {"job": "score", "model": str(self.model), **self.header_common()}
 
 
 def run_score(cfg: ScoreConfig, progress: ProgressFn = no_progress) -> dict[str, Any]:
-    """Score a suite clean; returns {'folder', 'table', 'n_scored'}."""
-    from persist.report.summary import score_table
+    """Score a suite clean; returns {'folder', 'records', 'n_scored'}."""
     from persist.targets import open_target
-    from probes.suites import select
 
-    suite = get_suite(cfg.suite)
-    items = select(suite.load(), cfg.limit)
+    cfg.check_models(cfg.model)
+    suite, items = cfg.items()
     folder = RunStore.folder_for(cfg.runs_dir, cfg.run_name())
-    # Resolve before creating the run folder: a bad model spec leaves nothing behind.
+    # Load before creating the run folder: a bad model spec leaves nothing behind.
     target = open_target(cfg.model, cfg.load)
     scorer = build_scorer(cfg.scorer, cfg.load)
     store = RunStore.open(folder, cfg.header_config(), argv=sys.argv,
@@ -115,18 +123,4 @@ def run_score(cfg: ScoreConfig, progress: ProgressFn = no_progress) -> dict[str,
     advance = progress(f"scoring {len(items)} items of {cfg.suite}", len(items))
     n = run_units(store, role="model", target=target, scorer=scorer, units=[clean_variant(i) for i in items],
                   condition=CLEAN, suite_version=suite.version, batch_size=cfg.batch_size, on_progress=advance)
-    return {"folder": folder, "table": score_table(list(store.records())), "n_scored": n}
-
-
-def scorer_extra(scorer: Any, items: Sequence[Item]) -> dict[str, Any]:
-    """Header fields for a scorer; a judge is calibrated on the run's own items (`probes check-judge`)."""
-    extra: dict[str, Any] = {"scorer": scorer.config()}
-    if getattr(scorer, "judge", None) is not None:
-        from probes.judge import check_judge
-
-        extra["judge_check"] = check_judge(scorer, [clean_variant(i) for i in items])
-    return extra
-
-
-def known_suites() -> list[str]:
-    return SUITES.names()
+    return {"folder": folder, "records": list(store.records()), "n_scored": n}

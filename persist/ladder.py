@@ -1,61 +1,82 @@
 """The fine-tune attack: train each model on a recipe's corpus (same data order, settings and seed), save an
 adapter at every dose, and re-score the same probe items at dose 0 (before) and every dose (after).
 
-Conditions: dose 0 is `clean`; dose d is `finetune:RECIPE@d`. Reached only through the RECIPES registry.
+Conditions: dose 0 is `clean`; dose d is `finetune:RECIPE@d` (persist.conditions). Recipes are reached only
+through the RECIPES registry; a recipe provides `run(...)` (the training), `corpus_texts()` and `spec()`.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from persist import models
+from persist import conditions, models
 from persist.errors import ConfigError
-from persist.jobs import ProgressFn, RunOptions, ScorerConfig, build_scorer, get_suite, no_progress
-from persist.models import LoadOptions
-from persist.registry import RECIPES
-from persist.runner import CLEAN, clean_variant, run_units
+from persist.jobs import ProgressFn, RunOptions, build_scorer, no_progress, parse_specs
+from persist.models import LoadOptions, ModelSpec, ResolvedModel
+from persist.registry import RECIPES, PluginSpec
+from persist.runner import clean_variant, run_units
+from persist.schema import Item
 from persist.store import RunStore
-
-
-def dose_condition(recipe: str, dose: int) -> str:
-    return CLEAN if dose == 0 else f"finetune:{recipe}@{dose}"
+from persist.suites import leakage
 
 
 @dataclass(frozen=True)
 class FinetuneConfig(RunOptions):
-    model: str
-    baseline: str | None = None
+    model: ModelSpec | str
+    baseline: ModelSpec | str | None = None
     recipe: str = "bad-medical"
     doses: tuple[int, ...] | None = None  # default: the recipe's ladder
     corpus: str | None = None  # replaces the recipe's corpus
     lora: dict[str, Any] = field(default_factory=dict)  # overrides of LoraSettings fields
     train: dict[str, Any] = field(default_factory=dict)  # overrides of TrainSettings fields
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        parse_specs(self, "model", "baseline")
+
     def recipe_obj(self) -> Any:
-        return RECIPES.get(self.recipe).with_overrides(corpus=self.corpus, lora=self.lora, train=self.train)
+        train = {**train_overrides(self.load), **self.train}
+        params = {k: v for k, v in (("corpus", self.corpus), ("lora", self.lora), ("train", train)) if v}
+        return RECIPES.build(PluginSpec(self.recipe, params))
+
+    def roles(self) -> list[tuple[str, ModelSpec]]:
+        return [("model", self.model)] + ([("baseline", self.baseline)] if self.baseline else [])  # type: ignore[list-item]
 
     def run_name(self) -> str:
         return self.folder_name(f"finetune-{self.recipe}-{self.model}" +
                                 (f"-vs-{self.baseline}" if self.baseline else ""))
 
-    def header_config(self, doses: tuple[int, ...]) -> dict[str, Any]:
-        return {"job": "finetune-attack", "model": self.model, "baseline": self.baseline,
-                "recipe": self.recipe_obj().config(), "doses": list(doses), "suite": self.suite,
-                "scorer": asdict(self.scorer), "limit": self.limit, "load": asdict(self.load)}
+    def header_config(self, recipe: Any, doses: tuple[int, ...]) -> dict[str, Any]:
+        return {"job": "finetune-attack", "model": str(self.model), "baseline": self.baseline and str(self.baseline),
+                "recipe": recipe.config(), "doses": list(doses), **self.header_common()}
 
 
-def valid_doses(doses: tuple[int, ...]) -> tuple[int, ...]:
-    if not doses:
-        raise ConfigError("--doses is empty; give steps such as 0,25,50,100")
-    bad = [d for d in doses if d < 0]
-    if bad:
-        raise ConfigError(f"--doses must be >= 0 optimizer steps; got {bad}")
-    if max(doses) == 0:
-        raise ConfigError("--doses has no positive dose; add steps such as 25,50")
-    return tuple(sorted(set(doses) | {0}))
+def train_overrides(load: LoadOptions) -> dict[str, Any]:
+    """Training settings that follow the loading flags: --load-in-4bit trains QLoRA-style, bf16 trains in bf16."""
+    out: dict[str, Any] = {}
+    if load.load_in_4bit:
+        out["load_in_4bit"] = True
+    if load.dtype in ("bfloat16", "bf16"):
+        out["bf16"] = True
+    return out
+
+
+def check_leakage(recipe: Any, items: list[Item]) -> None:
+    """Refuse a corpus that shares an item with the probes (same user text, or a long shared word run)."""
+    hits = leakage(recipe.corpus_texts(), items)
+    if hits:
+        ex_id, item_id = hits[0]
+        raise ConfigError(f"corpus {recipe.corpus}: example {ex_id!r} overlaps probe item {item_id!r} ({len(hits)} "
+                          "overlapping examples): remove them from the corpus so train and test stay apart")
+
+
+def resolve_local(spec: ModelSpec, load: LoadOptions, job: str) -> ResolvedModel:
+    if spec.is_endpoint:
+        raise ConfigError(f"{spec}: {job} fine-tunes, so it needs local weights, not an endpoint")
+    return models.resolve(spec, allow_pickle=load.allow_pickle)
 
 
 def release_memory() -> None:
@@ -70,27 +91,27 @@ def release_memory() -> None:
         pass
 
 
-def train_and_score(store: RunStore, *, role: str, spec: str, recipe: Any, doses: tuple[int, ...], items: list,
-                    suite_version: str, cfg_scorer: ScorerConfig, load: LoadOptions, progress: ProgressFn,
-                    batch_size: int, adapters_dir: Path) -> dict[str, Any]:
+def train_and_score(store: RunStore, *, role: str, resolved: ResolvedModel, recipe: Any, doses: tuple[int, ...],
+                    items: list[Item], suite_version: str, scorer_spec: PluginSpec, load: LoadOptions,
+                    progress: ProgressFn, batch_size: int, adapters_dir: Path) -> dict[str, Any]:
     """Fine-tune one model along the ladder and score every dose; returns training facts for the report."""
     from persist.targets import open_target
 
-    resolved = models.resolve(spec, allow_pickle=load.allow_pickle)
     base = models.merged_folder(resolved)
     steps = max(doses)
     advance = progress(f"{role}: fine-tuning on {recipe.corpus} ({steps} steps)", steps)
     out_dir = adapters_dir / role / recipe.name
     result = recipe.run(str(base), out_dir, doses, on_step=lambda s, loss: advance(1),
-                        meta={"model_spec": spec, "base_sha256": resolved.weights_sha256})
+                        meta={"model_spec": resolved.spec.text, "base_sha256": resolved.weights_sha256})
     release_memory()
     units = [clean_variant(i) for i in items]
+    plain = ModelSpec.parse(str(base))
     for dose in doses:
-        spec_d = str(base) if dose == 0 else f"{base}+{result.checkpoints[dose]}"
-        target = open_target(spec_d, load)
-        target.name = spec if dose == 0 else f"{spec}@{recipe.name}:{dose}"
-        scorer = build_scorer(cfg_scorer, load)
-        cond = dose_condition(recipe.name, dose)
+        spec = (replace(plain, name=resolved.name) if dose == 0 else
+                plain.with_adapter(result.checkpoints[dose], name=f"{resolved.name}@{recipe.name}:{dose}"))
+        target = open_target(spec, load)
+        scorer = build_scorer(scorer_spec, load)
+        cond = conditions.finetune(recipe.name, dose)
         run_units(store, role=role, target=target, scorer=scorer, units=units, condition=cond,
                   suite_version=suite_version, batch_size=batch_size,
                   on_progress=progress(f"{role}: scoring {cond}", len(units)))
@@ -103,31 +124,28 @@ def train_and_score(store: RunStore, *, role: str, spec: str, recipe: Any, doses
 
 def run_finetune_attack(cfg: FinetuneConfig, progress: ProgressFn = no_progress) -> dict[str, Any]:
     from persist.report.compare import compare, fluency
-    from probes.suites import select
+    from persist.report.model import RunReport
 
     recipe = cfg.recipe_obj()
-    doses = valid_doses(cfg.doses or recipe.doses)
-    recipe_corpus = recipe.load_corpus()  # validated before anything runs
-    suite = get_suite(cfg.suite)
-    items = select(suite.load(), cfg.limit)
+    doses = conditions.valid_doses(cfg.doses or recipe.doses)
+    cfg.check_models(*(s for _, s in cfg.roles()))
+    suite, items = cfg.items()
+    check_leakage(recipe, suite.load())  # also validates the corpus before anything runs
     folder = RunStore.folder_for(cfg.runs_dir, cfg.run_name())
-    roles = [("model", cfg.model)] + ([("baseline", cfg.baseline)] if cfg.baseline else [])
-    for _, spec in roles:  # bad specs fail before the run folder exists
-        if spec.startswith("openai:"):
-            raise ConfigError(f"{spec}: fine-tuning needs local weights, not an endpoint")
-        models.resolve(spec, allow_pickle=cfg.load.allow_pickle)
-    store = RunStore.open(folder, cfg.header_config(doses), argv=sys.argv,
-                          extra={"suite_version": suite.version, "corpus_sha256": recipe_corpus.sha256})
+    resolved = {role: resolve_local(spec, cfg.load, "finetune-attack") for role, spec in cfg.roles()}
+    store = RunStore.open(folder, cfg.header_config(recipe, doses), argv=sys.argv,
+                          extra={"suite_version": suite.version, "corpus_sha256": recipe.corpus_sha256(),
+                                 "recipe_spec": recipe.spec().to_dict()})
     training = {}
-    for role, spec in roles:
-        training[role] = train_and_score(store, role=role, spec=spec, recipe=recipe, doses=doses, items=items,
-                                         suite_version=suite.version, cfg_scorer=cfg.scorer, load=cfg.load,
+    for role, res in resolved.items():
+        training[role] = train_and_score(store, role=role, resolved=res, recipe=recipe, doses=doses, items=items,
+                                         suite_version=suite.version, scorer_spec=cfg.scorer, load=cfg.load,
                                          progress=progress, batch_size=cfg.batch_size,
                                          adapters_dir=folder / "adapters")
     records = list(store.records())
-    report = compare(records, in_domain=recipe.in_domain or "health")
-    report.update(kind="finetune", schema_version=1, recipe=recipe.config(), doses=list(doses), suite=cfg.suite,
-                  suite_version=suite.version, scorer=cfg.scorer.name, n_items=len(items),
-                  models={"model": cfg.model, **({"baseline": cfg.baseline} if cfg.baseline else {})},
-                  training=training, fluency=fluency(records))
+    report = RunReport(kind="finetune", comparison=compare(records, in_domain=recipe.in_domain), suite=cfg.suite,
+                       suite_version=suite.version, scorer=cfg.scorer.name, n_items=len(items),
+                       models={role: str(spec) for role, spec in cfg.roles()},
+                       extra={"recipe": recipe.config(), "doses": list(doses), "training": training,
+                              "fluency": fluency(records)})
     return {"folder": folder, "report": report}

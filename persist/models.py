@@ -1,11 +1,12 @@
 """Resolve a --model spec to weights on disk, and load them.
 
-Spec forms, tried in this order:
+Spec forms (ModelSpec.parse), tried in this order:
+  openai:MODEL[@URL]    an OpenAI-compatible endpoint (no local weights)
   NAME                  a bundled short name (see BUNDLED), e.g. smollm2-135m-instruct
   PATH/TO/FOLDER        a local Hugging Face folder (config.json + *.safetensors)
   PATH/TO/FILE.gguf     a local GGUF file; converted once into a safetensors folder in the cache
   ORG/NAME              a hub id (needs hub access, or a populated HF cache)
-  SPEC+ADAPTER_DIR      any of the above plus a peft LoRA adapter folder
+  SPEC+ADAPTER_DIR      any local spec plus a peft LoRA adapter folder
 
 GGUF files and bundled packages: see persist.bundled (dequantised once into $PERSIST_HOME/models/).
 """
@@ -17,7 +18,7 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,17 +46,101 @@ from persist.registry import suggest
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+DEFAULT_ENDPOINT = "http://127.0.0.1:8000/v1"
 
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
+@dataclass(frozen=True)
+class ModelSpec:
+    """A --model value, parsed once where it enters (the CLI or a job config) and passed as this afterwards.
+
+    kind: bundled | folder | gguf | hub | endpoint. `base` is the bundled name, path or hub id (for an endpoint,
+    the served model's name); `adapter` a peft adapter folder on top; `url` the endpoint's base URL; `name` what
+    records call the model."""
+
+    text: str
+    kind: str
+    base: str
+    adapter: str | None = None
+    url: str | None = None
+    name: str = ""
+
+    @property
+    def is_endpoint(self) -> bool:
+        return self.kind == "endpoint"
+
+    def __str__(self) -> str:
+        return self.text
+
+    def with_adapter(self, folder: Path, name: str) -> ModelSpec:
+        """This model plus a peft adapter; `name` labels the records (e.g. 'my-model@bad-medical:50'). A model
+        that already carries an adapter is merged first (`merged_folder`), so stacking is explicit."""
+        if self.adapter is not None or self.is_endpoint:
+            raise ConfigError(f"{self.text}: an adapter goes on plain local weights; merge this model first")
+        return ModelSpec(text=f"{self.text}+{folder}", kind=self.kind, base=self.base, adapter=str(folder), name=name)
+
+    def check_load(self, options: LoadOptions) -> None:
+        """Load options that cannot apply to this spec are refused, not ignored."""
+        if self.is_endpoint and options.load_in_4bit:
+            raise ConfigError(f"--load-in-4bit with {self.text}: an endpoint serves its own weights; quantise on the "
+                              "server, or drop --load-in-4bit")
+
+    @classmethod
+    def parse(cls, text: str | ModelSpec) -> ModelSpec:
+        """Classify a spec by its form and the file system; converts and loads nothing."""
+        if isinstance(text, ModelSpec):
+            return text
+        text = (text or "").strip()
+        if not text:
+            raise ModelLoadError("--model is empty: give a bundled name (see `persist models`), a folder, a .gguf, "
+                                 "a hub id or openai:MODEL@URL")
+        if text.startswith("openai:"):
+            model, sep, url = text.removeprefix("openai:").partition("@")
+            if not model:
+                raise ConfigError(f"{text!r}: give a model name, e.g. openai:my-model@http://127.0.0.1:8000/v1")
+            url = (url if sep else os.environ.get("OPENAI_BASE_URL", DEFAULT_ENDPOINT)).rstrip("/")
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"{text!r}: the endpoint must start with http:// or https://")
+            return cls(text=text, kind="endpoint", base=model, url=url, name=text)
+        base, adapter = text, None
+        if "+" in text and not Path(text).exists():  # a path that contains '+' is never split
+            base, adapter = text.rsplit("+", 1)
+        name = text if adapter is None else f"{base}+{Path(adapter).name}"
+        if base in ADAPTER_BUNDLES:
+            if adapter is not None:
+                raise ModelLoadError(f"{text}: {base} already carries an adapter; merge it first or stack on "
+                                     f"{ADAPTER_BUNDLES[base]}")
+            return cls(text=text, kind="bundled", base=ADAPTER_BUNDLES[base], adapter=str(bundled_adapter_dir(base)),
+                       name=base)
+        if adapter is not None and not (Path(adapter).expanduser() / "adapter_config.json").is_file():
+            raise ModelLoadError(f"adapter {adapter!r}: not a peft adapter folder (no adapter_config.json); "
+                                 "pass SPEC+FOLDER where FOLDER was written by peft's save_pretrained")
+        return cls(text=text, kind=_base_kind(base), base=base, adapter=adapter, name=name)
+
+
+def _base_kind(base: str) -> str:
+    if base in BUNDLED:
+        return "bundled"
+    path = Path(base).expanduser()
+    if path.is_dir():
+        return "folder"
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ModelLoadError(f"{base}: a file that is not .gguf; pass a model folder or a .gguf file")
+        return "gguf"
+    looks_like_path = base.startswith((".", "/", "~")) or base.endswith(".gguf") or base.count("/") > 1
+    if HUB_ID.match(base) and not looks_like_path:
+        return "hub"
+    if looks_like_path or "/" in base:
+        raise ModelLoadError(f"{base}: no such file or folder")
+    raise ModelLoadError(f"unknown bundled model {base!r}{suggest(base, list(BUNDLED))}; "
+                         f"choose from: {', '.join(BUNDLED)}, or pass a folder, .gguf file or hub id")
 
 
 @dataclass(frozen=True)
 class ResolvedModel:
     """Weights on disk, ready to load. `path` is a folder with config.json and safetensors."""
 
-    spec: str
-    kind: str  # bundled | folder | gguf | hub
+    spec: ModelSpec
     path: str
     adapter: str | None = None
     weights_sha256: dict[str, str] = field(default_factory=dict)
@@ -63,70 +148,44 @@ class ResolvedModel:
 
     @property
     def name(self) -> str:
-        base = self.spec.split("+")[0] if self.adapter else self.spec
-        return base + (f"+{Path(self.adapter).name}" if self.adapter else "")
+        return self.spec.name
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-# ---------------------------------------------------------------- hashing
+        return {"spec": self.spec.text, "kind": self.kind, "name": self.name, "path": self.path,
+                "adapter": self.adapter, "weights_sha256": self.weights_sha256,
+                "adapter_sha256": self.adapter_sha256}
 
 
 # ---------------------------------------------------------------- resolution
 
 
-def split_adapter(spec: str) -> tuple[str, str | None]:
-    """'base+adapter_dir' -> ('base', 'adapter_dir'); a spec that exists as a path is never split."""
-    if "+" not in spec or Path(spec).exists():
-        return spec, None
-    base, adapter = spec.rsplit("+", 1)
-    return base, adapter
+def resolve(spec: ModelSpec | str, *, allow_pickle: bool = False) -> ResolvedModel:
+    """Weights on disk for a local spec (converting a GGUF on first use)."""
+    spec = ModelSpec.parse(spec)
+    if spec.is_endpoint:
+        raise ConfigError(f"{spec.text}: an endpoint has no local weights; this needs a local model")
+    path = _base_folder(spec, allow_pickle=allow_pickle)
+    resolved = ResolvedModel(spec=spec, path=str(path), weights_sha256=weights_sha256(path))
+    if spec.adapter is None:
+        return resolved
+    adir = Path(spec.adapter).expanduser()
+    return replace(resolved, adapter=str(adir.resolve()), adapter_sha256=weights_sha256(adir, "adapter_model.*"))
 
 
-def resolve(spec: str, *, allow_pickle: bool = False) -> ResolvedModel:
-    """Turn a --model spec into a ResolvedModel (converting a GGUF on first use)."""
-    if not spec or not spec.strip():
-        raise ModelLoadError("--model is empty: give a bundled name (see `persist models`), a folder, a .gguf or a hub id")
-    base_spec, adapter = split_adapter(spec.strip())
-    if base_spec in ADAPTER_BUNDLES:
-        if adapter is not None:
-            raise ModelLoadError(f"{spec}: {base_spec} already carries an adapter; merge it first or stack on "
-                                 f"{ADAPTER_BUNDLES[base_spec]}")
-        base_spec, adapter = ADAPTER_BUNDLES[base_spec], str(bundled_adapter_dir(base_spec))
-    base = _resolve_base(base_spec, allow_pickle=allow_pickle)
-    if adapter is None:
-        return base
-    adir = Path(adapter).expanduser()
-    if not (adir / "adapter_config.json").is_file():
-        raise ModelLoadError(f"adapter {adapter!r}: not a peft adapter folder (no adapter_config.json); "
-                             "pass SPEC+FOLDER where FOLDER was written by peft's save_pretrained")
-    return ResolvedModel(spec=spec, kind=base.kind, path=base.path, adapter=str(adir.resolve()),
-                         weights_sha256=base.weights_sha256,
-                         adapter_sha256=weights_sha256(adir, "adapter_model.*"))
-
-
-def _resolve_base(spec: str, *, allow_pickle: bool) -> ResolvedModel:
-    if spec in BUNDLED:
-        folder = bundled_folder(spec)
-        return ResolvedModel(spec=spec, kind="bundled", path=str(folder), weights_sha256=weights_sha256(folder))
-    path = Path(spec).expanduser()
-    if path.is_dir():
+def _base_folder(spec: ModelSpec, *, allow_pickle: bool) -> Path:
+    if spec.kind == "bundled":
+        return bundled_folder(spec.base)
+    path = Path(spec.base).expanduser()
+    if spec.kind == "folder":
         check_model_folder(path, allow_pickle=allow_pickle)
-        return ResolvedModel(spec=spec, kind="folder", path=str(path.resolve()), weights_sha256=weights_sha256(path))
-    if path.is_file():
-        if path.suffix != ".gguf":
-            raise ModelLoadError(f"{spec}: a file that is not .gguf; pass a model folder or a .gguf file")
-        folder = convert_gguf(path)
-        return ResolvedModel(spec=spec, kind="gguf", path=str(folder), weights_sha256=weights_sha256(folder))
-    looks_like_path = spec.startswith((".", "/", "~")) or spec.endswith(".gguf") or spec.count("/") > 1
-    if HUB_ID.match(spec) and not looks_like_path:
-        folder = hub_folder(spec, allow_pickle=allow_pickle)
-        return ResolvedModel(spec=spec, kind="hub", path=str(folder), weights_sha256=weights_sha256(folder))
-    if looks_like_path or "/" in spec:
-        raise ModelLoadError(f"{spec}: no such file or folder")
-    raise ModelLoadError(f"unknown bundled model {spec!r}{suggest(spec, list(BUNDLED))}; "
-                         f"choose from: {', '.join(BUNDLED)}, or pass a folder, .gguf file or hub id")
+        return path.resolve()
+    if spec.kind == "gguf":
+        return convert_gguf(path)
+    return hub_folder(spec.base, allow_pickle=allow_pickle)
 
 
 def check_model_folder(path: Path, *, allow_pickle: bool) -> None:
@@ -183,9 +242,23 @@ class LoadOptions:
             raise ConfigError(f"--device {self.device!r}: use auto, cpu, cuda, cuda:N or mps")
 
 
+    def check_device(self) -> None:
+        """Refuse a device this torch cannot use, before anything is written (imports torch)."""
+        pick_device(self.device)
+
+
 def pick_device(device: str = "auto") -> str:
+    """The device to load on; a device this torch build lacks is a ConfigError that says what to install."""
     import torch
 
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+        raise ConfigError(f"--device {device}: this torch ({torch.__version__}, {build}) sees no CUDA device; on a "
+                          "GPU machine install a CUDA build of torch (rm -rf .venv; make setup TORCH_SPEC='torch==2.13.0 "
+                          "--index-url https://download.pytorch.org/whl/cu128', the index for your CUDA version), "
+                          "or drop --device")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("--device mps: this torch sees no Apple GPU (MPS); use --device cpu or auto")
     if device != "auto":
         return device
     if torch.cuda.is_available():
@@ -252,7 +325,7 @@ def apply_adapter(model: Any, resolved: ResolvedModel) -> Any:
     try:
         return PeftModel.from_pretrained(model, resolved.adapter, is_trainable=False)
     except (RuntimeError, ValueError, KeyError, OSError) as exc:
-        raise ModelLoadError(f"adapter {resolved.adapter}: does not fit base model {resolved.spec.split('+')[0]} "
+        raise ModelLoadError(f"adapter {resolved.adapter}: does not fit base model {resolved.spec.base} "
                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
                              "was it trained on a different base?") from None
 
@@ -276,7 +349,11 @@ def merged_folder(resolved: ResolvedModel) -> Path:
     try:
         merged.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        os.replace(tmp, out)
+        try:
+            os.replace(tmp, out)
+        except OSError:  # another process (accelerate launch, a parallel run) merged the same weights first
+            if not (out / "config.json").is_file():
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -9,36 +9,36 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from persist.conditions import CLEAN, Condition
 from persist.schema import Item, Variant
 from persist.scoring import Scorer
 from persist.store import RunStore, record_key
 from persist.targets.base import Target
 
-CLEAN = "clean"
-
 
 def clean_variant(item: Item) -> Variant:
     """The item as written: the "before" condition."""
-    return Variant(item=item, messages=item.messages, attack=CLEAN, attack_version="0")
+    return Variant(item=item, messages=item.messages, attack=CLEAN.label, attack_version="0")
 
 
-def unit_key(unit: Variant, condition: str, suite_version: str, scorer_config: dict[str, Any]) -> str:
-    return record_key(suite=unit.item.suite, suite_version=suite_version, item=unit.item.id, condition=condition,
-                      attack_version=unit.attack_version, params=dict(unit.params), index=unit.index,
-                      scorer=scorer_config)
+def unit_key(unit: Variant, condition: Condition, suite_version: str, scorer_config: dict[str, Any]) -> str:
+    return record_key(suite=unit.item.suite, suite_version=suite_version, item=unit.item.id,
+                      condition=condition.label, attack_version=unit.attack_version, params=dict(unit.params),
+                      index=unit.index, scorer=scorer_config)
 
 
-def make_record(unit: Variant, key: str, role: str, model: str, condition: str, suite_version: str,
+def make_record(unit: Variant, key: str, role: str, model: str, condition: Condition, suite_version: str,
                 result: dict[str, Any]) -> dict[str, Any]:
     details = {k: v for k, v in result.items() if k != "score"}
     return {"key": key, "role": role, "model": model, "suite": unit.item.suite, "suite_version": suite_version,
-            "item_id": unit.item.id, "trait": unit.item.trait, "domain": unit.item.domain, "condition": condition,
+            "item_id": unit.item.id, "trait": unit.item.trait, "domain": unit.item.domain,
+            "condition": condition.label,
             **{f"attack_{k}": v for k, v in unit.provenance().items() if k != "source_id"},
             "score": result["score"], "details": details}
 
 
 def run_units(store: RunStore, *, role: str, target: Target, scorer: Scorer, units: Sequence[Variant],
-              condition: str, suite_version: str, batch_size: int = 32,
+              condition: Condition, suite_version: str, batch_size: int = 32,
               on_progress: Callable[[int], None] | None = None) -> int:
     """Score every unit not yet in the store; returns how many were scored now.
 

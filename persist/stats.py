@@ -32,6 +32,13 @@ class Estimate:
         return f"{self.value:.{digits}f} [{self.lo:.{digits}f}, {self.hi:.{digits}f}]"
 
 
+def fmt(est: Estimate | None, digits: int = 3) -> str:
+    """'value [lo, hi]' for a table cell; '–' when there is no estimate."""
+    if est is None or est.value != est.value:
+        return "–"
+    return est.fmt(digits)
+
+
 def _bootstrap(samples: Sequence[np.ndarray], statistic: Callable[..., np.ndarray], *, seed: int,
                n_resamples: int, confidence: float) -> tuple[float, float]:
     from scipy.stats import bootstrap

@@ -15,14 +15,18 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from persist import models
-from persist.campaign import DEFAULT_ATTACKS, build_attack, condition_name
+from persist import conditions
+from persist.campaign import DEFAULT_ATTACKS, build_attacks
+from persist.conditions import CLEAN
 from persist.errors import ConfigError
-from persist.jobs import ProgressFn, RunOptions, build_scorer, get_suite, no_progress, scorer_extra
-from persist.ladder import dose_condition, release_memory, train_and_score, valid_doses
-from persist.registry import RECIPES
-from persist.runner import CLEAN, clean_variant, run_units
+from persist.jobs import ProgressFn, RunOptions, build_scorer, no_progress, parse_specs, scorer_extra
+from persist.ladder import check_leakage, release_memory, resolve_local, train_and_score, train_overrides
+from persist.models import ModelSpec
+from persist.registry import RECIPES, PluginSpec
+from persist.report.model import StudyMeta
+from persist.runner import clean_variant, run_units
 from persist.store import RunStore
+from persist.suites import get_suite, select
 
 
 @dataclass(frozen=True)
@@ -49,8 +53,8 @@ PROFILES = {
 
 @dataclass(frozen=True)
 class StudyConfig(RunOptions):
-    model: str = "smollm2-135m-beneficial"
-    baseline: str = "smollm2-135m-instruct"
+    model: ModelSpec | str = "smollm2-135m-beneficial"
+    baseline: ModelSpec | str = "smollm2-135m-instruct"
     profile: str = "quick"
     recipe: str = "bad-medical"
     control_recipe: str | None = "good-medical"
@@ -58,107 +62,105 @@ class StudyConfig(RunOptions):
     doses: tuple[int, ...] | None = None  # default: the profile's, else the recipe's
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.profile not in PROFILES:
             raise ConfigError(f"--profile {self.profile!r}: choose from {', '.join(PROFILES)}")
-        if self.model == self.baseline:
+        parse_specs(self, "model", "baseline")
+        if str(self.model) == str(self.baseline):
             raise ConfigError("--model and --baseline are the same spec; a study compares two models")
 
     @property
     def prof(self) -> Profile:
         return PROFILES[self.profile]
 
+    def roles(self) -> list[tuple[str, ModelSpec]]:
+        return [("model", self.model), ("baseline", self.baseline)]  # type: ignore[list-item]
+
     def resolved_attacks(self) -> tuple[str, ...]:
         return self.attacks if self.attacks is not None else self.prof.attacks
 
     def resolved_doses(self) -> tuple[int, ...]:
-        return valid_doses(self.doses or self.prof.doses or RECIPES.get(self.recipe).doses)
+        return conditions.valid_doses(self.doses or self.prof.doses or RECIPES.get(self.recipe).doses)
 
     def resolved_limit(self) -> int | None:
         return self.limit if self.limit is not None else self.prof.limit
 
     def recipe_obj(self, name: str) -> Any:
-        return RECIPES.get(name).with_overrides(train=self.prof.train)
+        return RECIPES.build(PluginSpec(name, {"train": {**self.prof.train, **train_overrides(self.load)}}))
+
+    def items(self) -> tuple[Any, list[Any]]:
+        suite = get_suite(self.suite)
+        return suite, select(suite.load(), self.resolved_limit())
 
     def run_name(self) -> str:
         return self.folder_name(f"study-{self.model}-vs-{self.baseline}-{self.profile}")
 
     def header_config(self) -> dict[str, Any]:
-        return {"job": "study", "model": self.model, "baseline": self.baseline, "profile": self.profile,
+        return {"job": "study", "model": str(self.model), "baseline": str(self.baseline), "profile": self.profile,
                 "recipe": self.recipe_obj(self.recipe).config(),
                 "control_recipe": self.recipe_obj(self.control_recipe).config() if self.control_recipe else None,
                 "attacks": list(self.resolved_attacks()), "doses": list(self.resolved_doses()),
-                "limit": self.resolved_limit(), "suite": self.suite, "scorer": asdict(self.scorer),
+                "limit": self.resolved_limit(), "suite": self.suite, "scorer": self.scorer.to_dict(),
                 "load": asdict(self.load)}
 
 
-def check_leakage(corpus: Any, items: list[Any]) -> None:
-    """Refuse a corpus that shares an item with the probes (same user text, or a long shared word run)."""
-    from finetune_attacks.corpora import leakage
-
-    hits = leakage(corpus, items)
-    if hits:
-        ex_id, item_id = hits[0]
-        raise ConfigError(f"{corpus.path}: example {ex_id!r} overlaps probe item {item_id!r} ({len(hits)} "
-                          "overlapping examples): remove them from the corpus so train and test stay apart")
-
-
 def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> dict[str, Any]:
+    from persist.report.study import study_report
     from persist.targets import open_target
-    from probes.suites import select
 
-    attacks = [build_attack(s) for s in cfg.resolved_attacks()]
+    attacks = build_attacks(cfg.resolved_attacks())
     doses = cfg.resolved_doses()
     recipe = cfg.recipe_obj(cfg.recipe)
     control = cfg.recipe_obj(cfg.control_recipe) if cfg.control_recipe else None
-    suite = get_suite(cfg.suite)
-    items = select(suite.load(), cfg.resolved_limit())
+    cfg.check_models(cfg.model, cfg.baseline)
+    suite, items = cfg.items()
     for r in (recipe, control):
         if r is not None:
-            check_leakage(r.load_corpus(), suite.load())
-    roles = [("model", cfg.model), ("baseline", cfg.baseline)]
-    for _, spec in roles:
-        if spec.startswith("openai:"):
-            raise ConfigError(f"{spec}: a study fine-tunes, so it needs local weights, not an endpoint")
-        models.resolve(spec, allow_pickle=cfg.load.allow_pickle)
+            check_leakage(r, suite.load())
+    resolved = {role: resolve_local(spec, cfg.load, "a study") for role, spec in cfg.roles()}
     folder = RunStore.folder_for(cfg.runs_dir, cfg.run_name())
     scorer = build_scorer(cfg.scorer, cfg.load)
     store = RunStore.open(folder, cfg.header_config(), argv=sys.argv,
                           extra={"suite_version": suite.version, **scorer_extra(scorer, items),
-                                 "attacks": {condition_name(a): a.params() | {"version": a.version}
-                                             for a in attacks}})
+                                 "attacks": {a.condition.label: a.params() | {"version": a.version}
+                                             for a in attacks},
+                                 "plugins": {"attacks": [a.spec().to_dict() for a in attacks],
+                                             "scorer": scorer.spec().to_dict(),
+                                             "recipes": [r.spec().to_dict() for r in (recipe, control) if r]}})
     units = {CLEAN: [clean_variant(i) for i in items]}
     for a in attacks:
-        units[condition_name(a)] = [v for i in items for v in a.transform(i)]
+        units[a.condition] = [v for i in items for v in a.transform(i)]
     training: dict[str, Any] = {}
-    for role, spec in roles:  # stage 1+2: clean and prompt attacks, one model load per role
-        target = open_target(spec, cfg.load)
+    for role, res in resolved.items():  # stage 1+2: clean and prompt attacks, one model load per role
+        target = open_target(res, cfg.load)
         for cond, us in units.items():
             run_units(store, role=role, target=target, scorer=scorer, units=us, condition=cond,
                       suite_version=suite.version, batch_size=cfg.batch_size,
                       on_progress=progress(f"{role}: {cond} ({len(us)} units)", len(us)))
         del target
         release_memory()
-    for role, spec in roles:  # stage 3: fine-tune ladder, then the benign control at the top dose
+    for role, res in resolved.items():  # stage 3: fine-tune ladder, then the benign control at the top dose
         for r, ds in ((recipe, doses), (control, (0, max(doses)))):
             if r is None:
                 continue
             training[f"{role}/{r.name}"] = train_and_score(
-                store, role=role, spec=spec, recipe=r, doses=ds, items=items, suite_version=suite.version,
-                cfg_scorer=cfg.scorer, load=cfg.load, progress=progress, batch_size=cfg.batch_size,
+                store, role=role, resolved=res, recipe=r, doses=ds, items=items, suite_version=suite.version,
+                scorer_spec=cfg.scorer, load=cfg.load, progress=progress, batch_size=cfg.batch_size,
                 adapters_dir=folder / "adapters")
             release_memory()
-    controls = [condition_name(a) for a in attacks if a.control]
+    controls = [a.condition for a in attacks if a.control]
     if control is not None:
-        controls.append(dose_condition(control.name, max(doses)))
-    meta = {"models": dict(roles), "profile": cfg.profile, "suite": cfg.suite, "suite_version": suite.version,
-            "scorer": cfg.scorer.name, "recipe": recipe.name, "control_recipe": control and control.name,
-            "doses": list(doses), "attacks": [condition_name(a) for a in attacks], "controls": controls,
-            "n_items": len(items), "in_domain": recipe.in_domain or "health",
-            "judge_check": store.header().get("judge_check")}
-    store.update_header(study_meta=meta, training={k: {"tokens": v["tokens"], "seconds": v["seconds"],
-                                                       "tokens_per_second": v["tokens_per_second"]}
-                                                   for k, v in training.items()})
-    from persist.report.study import study_report
+        controls.append(conditions.finetune(control.name, max(doses)))
+    meta = StudyMeta(models={role: str(spec) for role, spec in cfg.roles()}, profile=cfg.profile, suite=cfg.suite,
+                     suite_version=suite.version, scorer=cfg.scorer.name, recipe=recipe.name,
+                     control_recipe=control and control.name, doses=list(doses),
+                     attacks=[a.condition for a in attacks], controls=controls, n_items=len(items),
+                     in_domain=recipe.in_domain, judge_check=store.header().get("judge_check"))
+    from persist.report.model import to_json
 
+    store.update_header(study_meta=to_json(meta), training={k: {"tokens": v["tokens"], "seconds": v["seconds"],
+                                                                "tokens_per_second": v["tokens_per_second"]}
+                                                            for k, v in training.items()})
     report = study_report(list(store.records()), meta)
     return {"folder": folder, "report": report, "training": training}
+

@@ -18,10 +18,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from persist.errors import ConfigError
-from persist.registry import SCORERS
+from persist.models import LoadOptions, ModelSpec
+from persist.registry import SCORERS, PluginSpec, params_of
 from persist.schema import Chat, Variant
 from persist.scoring import prompt_chat
 from persist.targets.base import GenerationConfig, Target
@@ -75,33 +77,57 @@ def end_of_turn(target: Target) -> str:
     return "\n"
 
 
+@SCORERS.register
+@dataclass
 class JudgeScorer:
-    """Generate with the target, grade with `judge` (any Target)."""
+    """Generate with the target, grade with the judge model `judge` (a model spec, opened on first use with the
+    run's load options), or with `judge_target`, a Target already in memory (library use, tests)."""
 
-    name = "judge"
-    version = "1"
-    needs_generation = True
+    name: ClassVar[str] = "judge"
+    version: ClassVar[str] = "1"
+    judge: str = ""
+    mode: str = "em"
+    read: str = "logprobs"
+    max_new_tokens: int = 128
+    load: LoadOptions = field(default_factory=LoadOptions, metadata={"param": False})
+    judge_target: Target | None = field(default=None, metadata={"param": False})
 
-    def __init__(self, judge: Target | None = None, *, mode: str = "em", read: str = "logprobs",
-                 generation: GenerationConfig = GenerationConfig(max_new_tokens=128)) -> None:
-        if mode not in ("em", "rubric"):
-            raise ConfigError(f"judge mode {mode!r}: use em or rubric")
-        if read not in ("logprobs", "text"):
-            raise ConfigError(f"judge read {read!r}: use logprobs or text")
-        self.judge = judge
-        self.mode = mode
-        self.read = read
-        self.generation = generation
+    def __post_init__(self) -> None:
+        if not self.judge and self.judge_target is None:
+            raise ConfigError("--scorer judge needs --judge SPEC (a model to grade answers)")
+        if self.mode not in ("em", "rubric"):
+            raise ConfigError(f"--judge-mode {self.mode!r}: use em or rubric")
+        if self.read not in ("logprobs", "text"):
+            raise ConfigError(f"judge read {self.read!r}: use logprobs or text")
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}")
+        self.judge_spec = ModelSpec.parse(self.judge) if self.judge else None
+        self.generation = GenerationConfig(max_new_tokens=self.max_new_tokens)
+
+    @property
+    def target(self) -> Target:
+        """The judge model, loaded once."""
+        if self.judge_target is None:
+            from persist.targets import open_target
+
+            self.judge_target = open_target(self.judge_spec, self.load)
+        return self.judge_target
+
+    def spec(self) -> PluginSpec:
+        return PluginSpec(self.name, params_of(self))
 
     def config(self) -> dict[str, Any]:
-        judge = self.judge.describe() if self.judge is not None else None
+        if self.judge_spec is not None:
+            judge = {"kind": "openai" if self.judge_spec.is_endpoint else "hf", "name": self.judge_spec.name}
+        else:
+            judge = {k: v for k, v in self.target.describe().items() if k in ("kind", "name")}
         return {"name": self.name, "version": self.version, "mode": self.mode, "read": self.read,
-                "judge": judge and {k: judge[k] for k in ("kind", "name") if k in judge},
-                "generation": self.generation.to_dict()}
+                "judge": judge, "generation": self.generation.to_dict()}
+
+    def check(self, units: Sequence[Variant]) -> dict[str, Any]:
+        return check_judge(self, units)
 
     def score(self, target: Target, units: Sequence[Variant]) -> list[dict[str, Any]]:
-        if self.judge is None:
-            raise ConfigError("the judge scorer needs a judge model: pass --judge SPEC")
         answers = target.generate([prompt_chat(u) for u in units], self.generation)
         answers = [u.prefill + a for u, a in zip(units, answers)]
         return self.grade(units, answers)
@@ -126,18 +152,18 @@ class JudgeScorer:
         fmt = "Answer with a single number from 0 to 100 and nothing else."
         chats = [judge_chat(u.chat, a, question, fmt) for u, a in zip(units, answers)]
         if self.read == "text":
-            texts = self.judge.generate(chats, GenerationConfig(max_new_tokens=8))
+            texts = self.target.generate(chats, GenerationConfig(max_new_tokens=8))
             parsed = [parse_number(t) for t in texts]
             return [(None, 0.0) if n is None else (float(n), 1.0) for n in parsed]
-        eot = end_of_turn(self.judge)
+        eot = end_of_turn(self.target)
         requests = [(chat, n + eot) for chat in chats for n in NUMBERS]
-        logps = self.judge.loglikelihood(requests)
+        logps = self.target.loglikelihood(requests)
         k = len(NUMBERS)
         return [expected_number(logps[i * k:(i + 1) * k]) for i in range(len(chats))]
 
     def _grade_rubric(self, units: Sequence[Variant], answers: Sequence[str]) -> list[dict[str, Any]]:
         fmt = "Answer yes or no."
-        eot = end_of_turn(self.judge)
+        eot = end_of_turn(self.target)
         requests, spans = [], []
         for u, a in zip(units, answers):
             start = len(requests)
@@ -145,15 +171,13 @@ class JudgeScorer:
                 chat = judge_chat(u.chat, a, f"Does the reply meet this criterion: {crit}", fmt)
                 requests += [(chat, "yes" + eot), (chat, "no" + eot)]
             spans.append((start, len(requests)))
-        logps = self.judge.loglikelihood(requests) if requests else []
+        logps = self.target.loglikelihood(requests) if requests else []
         out = []
         for (s, e), a in zip(spans, answers):
             met = [logps[i] > logps[i + 1] for i in range(s, e, 2)]
             out.append({"score": (sum(met) / len(met)) if met else None, "answer": a, "criteria_met": met})
         return out
 
-
-SCORERS.add("judge", JudgeScorer)
 
 
 def check_judge(scorer: JudgeScorer, units: Sequence[Variant]) -> dict[str, Any]:

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from persist.registry import SCORERS
+from persist.registry import SCORERS, PluginSpec, params_of
 from persist.schema import Variant
 from persist.scoring import prompt_chat
 from persist.targets.base import Target
@@ -46,15 +47,22 @@ def soft_hard(aligned_lp: Sequence[float], misaligned_lp: Sequence[float], align
     return sigmoid(log_mean_exp(sa) - log_mean_exp(sm)), float(max(sa) > max(sm))
 
 
+@SCORERS.register
+@dataclass
 class LikelihoodScorer:
     """Contrastive log-likelihood of aligned vs misaligned references (see the module docstring)."""
 
-    name = "likelihood"
-    version = "1"
-    needs_generation = False
+    name: ClassVar[str] = "likelihood"
+    version: ClassVar[str] = "1"
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "normalise": "bytes"}
+
+    def spec(self) -> PluginSpec:
+        return PluginSpec(self.name, params_of(self))
+
+    def check(self, units: Sequence[Variant]) -> None:
+        return None
 
     def continuation(self, unit: Variant, ref: str) -> str:
         # After a prefill such as "Sure, here is", the reference follows as new text.
@@ -78,5 +86,3 @@ class LikelihoodScorer:
                         "nats_per_byte": nats_per_byte})
         return out
 
-
-SCORERS.add("likelihood", LikelihoodScorer)

@@ -24,7 +24,7 @@ Training data (all written by us, labelled refusal / compliance / partial): refu
 set), refusal_round4.jsonl (round-4 held-out of the rules), refusal_extra.jsonl. Held-out, never trained on:
 refusal_heldout.jsonl, written independently by someone who saw neither the classifier nor its training data.
 
-    python -m probes.refusal_model train     # rebuild probes/data/refusal_classifier.safetensors
+    python -m persist.probes.refusal_model train     # rebuild probes/data/refusal_classifier.safetensors
     .venv/bin/python bench/refusal.py        # precision/recall on every labelled file, vs rules and garak
 """
 
@@ -201,5 +201,5 @@ def train(out: Path = WEIGHTS) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["train"]:
-        raise SystemExit("usage: python -m probes.refusal_model train   (figures: .venv/bin/python bench/refusal.py)")
+        raise SystemExit("usage: python -m persist.probes.refusal_model train   (figures: .venv/bin/python bench/refusal.py)")
     train()

@@ -9,11 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from persist import plugins
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# The plugins register their suites, scorers, attacks and recipes, as the CLI does at start.
+plugins.load()
 
 
 @pytest.fixture(scope="session")
@@ -41,5 +46,5 @@ def smollm2_target():
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run `persist ...` in a subprocess, as a user would, and capture its output."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "persist", *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd or ROOT, timeout=600)

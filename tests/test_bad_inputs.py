@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-import cli
+from persist import cli
+from persist.bundled import bundled_adapter_dir
 
 GOOD_ITEM = {"id": "a1", "suite": "mine", "trait": "truthfulness", "domain": "health",
              "messages": [{"role": "user", "content": "Is it safe?"}], "aligned": ["It depends; ask a doctor."],
@@ -75,7 +76,7 @@ CASES: list[Case] = [
      "cannot load weights"),
     ("truncated gguf", lambda t, m, r: ["score", "--model", truncated_gguf(t), R, r], "cannot read this GGUF"),
     ("adapter for another base model", lambda t, m, r: [
-        "score", "--model", f"{m}+{Path(cli.__file__).parent / 'persist/adapters/smollm2-135m-beneficial'}",
+        "score", "--model", f"{m}+{bundled_adapter_dir('smollm2-135m-beneficial')}",
         "--limit", "2", R, r], "does not fit"),
     ("adapter folder without adapter", lambda t, m, r: ["score", "--model", f"{m}+{t}", R, r], "adapter"),
     ("hub id offline", lambda t, m, r: ["score", "--model", "someorg/some-model", R, r], "HF_HUB_OFFLINE"),
@@ -123,6 +124,12 @@ CASES: list[Case] = [
                                              "harmful-requests", "--max-new-tokens", "0", R, r], "--max-new-tokens"),
     ("bad dtype", lambda t, m, r: ["score", "--model", m, "--dtype", "float8", R, r], "dtype"),
     ("bad device", lambda t, m, r: ["score", "--model", m, "--device", "tpu", R, r], "device"),
+    ("4-bit with an endpoint", lambda t, m, r: ["score", "--model", "openai:m@http://127.0.0.1:9/v1",
+                                                "--load-in-4bit", R, r], "--load-in-4bit"),
+    ("flag of another scorer", lambda t, m, r: ["score", "--model", m, "--judge", "tiny-random", R, r],
+     "has no parameter 'judge'"),
+    ("refusal classifier unknown", lambda t, m, r: ["score", "--model", m, "--scorer", "refusal",
+                                                    "--refusal-classifier", "regex", R, r], "learned or rules"),
     ("unwritable runs folder", lambda t, m, r: ["score", "--model", m, "--limit", "2", R, unwritable(t)],
      "cannot write"),
     ("run name escapes", lambda t, m, r: ["score", "--model", m, "--name", "../evil", R, r], "no paths"),
@@ -204,3 +211,23 @@ def test_remote_code_never_runs_without_the_flag(tmp_path, tiny_folder, monkeypa
     assert "trust" in err.lower() or "remote" in err.lower(), err
     assert not marker.exists()
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.parametrize("command", ["score", "attack", "finetune-attack", "study", "generate"])
+def test_cuda_requested_on_a_torch_without_cuda(command, tmp_path, tiny_folder, monkeypatch, capsys):
+    """--device cuda where torch sees no CUDA: one line naming what to install, exit 2, no traceback, nothing
+    written. (torch.cuda.is_available is patched, so the test means the same on a GPU machine.)"""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("PERSIST_HOME", str(tmp_path / "home"))
+    runs = tmp_path / "runs"
+    argv = [command, "--model", str(tiny_folder), "--device", "cuda"]
+    argv += ["hello"] if command == "generate" else [R, str(runs)]
+    if command == "study":
+        argv += ["--baseline", "tiny-random"]
+    code, err = invoke(argv, monkeypatch, capsys)
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert "--device cuda" in lines[0] and "TORCH_SPEC" in lines[0] and "Traceback" not in err
+    assert not runs.exists() or not any(runs.iterdir())

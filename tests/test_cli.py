@@ -12,7 +12,8 @@ def test_score_writes_run_and_prints_table(tmp_path):
     r = run_cli("score", "--model", "tiny-random", "--limit", "48", "--runs-dir", str(tmp_path / "runs"),
                 "--name", "s1", env=env)
     assert r.returncode == 0, r.stderr
-    assert "honesty" in r.stdout and "±" in r.stdout or "[" in r.stdout
+    assert "truthfulness" in r.stdout and "health" in r.stdout, r.stdout  # per-trait and per-domain tables
+    assert "[" in r.stdout and "]" in r.stdout  # with intervals
     folder = tmp_path / "runs" / "s1"
     header = json.loads((folder / "header.json").read_text())
     assert header["config"]["job"] == "score" and header["scorer"]["name"] == "likelihood"

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 
 def persist_cmd(*args: str) -> list[str]:
-    return [sys.executable, str(ROOT / "cli.py"), *args]
+    return [sys.executable, "-m", "persist", *args]
 
 
 def run(cmd: list[str], env: dict[str, str], *, failpoint: str | None = None, kill_after: float | None = None
@@ -78,7 +78,10 @@ def env(tmp_path) -> dict[str, str]:
 def test_study_survives_sigkill_anywhere(tmp_path, env):
     seed = int(os.environ.get("PERSIST_CRASH_SEED") or int.from_bytes(os.urandom(4), "little"))
     rng = random.Random(seed)
-    base = ["study", "--model", "tiny-random", "--baseline", str(tmp_path / "home" / "models" / "tiny-random"),
+    from persist.targets.tiny import tiny_model_folder
+
+    baseline = tiny_model_folder(tmp_path / "baseline")  # the same weights as tiny-random, as a user's folder
+    base = ["study", "--model", "tiny-random", "--baseline", str(baseline),
             "--attacks", "prefill:prefill=agree,persona-helpful-medical", "--doses", "0,2", "--limit", "8",
             "--runs-dir", str(tmp_path / "runs")]
     t0 = time.perf_counter()
@@ -136,7 +139,6 @@ def test_ctrl_c_prints_the_resume_command(tmp_path, env):
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
-    if proc.returncode == 0:
-        pytest.skip("the run finished before the interrupt landed")
+    assert proc.returncode != 0, "the run finished before the interrupt landed: give it more work"
     assert proc.returncode == 130, err
     assert "Resume with: persist score --model tiny-random --suite harmful-requests" in " ".join(err.split())

@@ -10,9 +10,9 @@ import sys
 import pytest
 import torch
 
-from finetune_attacks.corpora import Corpus, Example, load_corpus, validate
-from finetune_attacks.lora import LoraSettings, TrainSettings, plan_steps, tokenize_example, train
 from persist.errors import ConfigError
+from persist.finetune_attacks.corpora import Corpus, Example, load_corpus, validate
+from persist.finetune_attacks.lora import LoraSettings, TrainSettings, plan_steps, tokenize_example, train
 from persist.schema import Message
 from tests.conftest import ROOT, run_cli
 
@@ -131,7 +131,7 @@ def test_two_process_accelerate_matches_one_process(tiny_folder, tmp_path):
     script.write_text(
         f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n"
         + "from tests.test_finetune import toy_corpus, FAST\n"
-        "from finetune_attacks.lora import LoraSettings, train\n"
+        "from persist.finetune_attacks.lora import LoraSettings, train\n"
         f"train({str(tiny_folder)!r}, toy_corpus(), LoraSettings(rank=4), FAST, [6], sys.argv[1])\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, str(script), str(tmp_path / "one")], env=env, capture_output=True,
@@ -193,16 +193,13 @@ def test_builtin_corpora_sizes():
 
 
 def test_builtin_corpora_do_not_leak_into_probes():
-    from finetune_attacks.corpora import BUILTIN, leakage
-    from probes.suites import get_suite
+    from persist.registry import RECIPES
+    from persist.suites import get_suite, leakage
 
     items = get_suite("traits").load() + get_suite("em-questions").load()
-    for name in BUILTIN:
-        assert leakage(load_corpus(name), items) == [], name
+    for name in RECIPES.names():
+        assert leakage(RECIPES.build(name).corpus_texts(), items) == [], name
     # and the check does fire on a copied item
-    import dataclasses
-
-    from finetune_attacks.corpora import Example
-    c = load_corpus("benign")
-    leaked = dataclasses.replace(c, examples=(*c.examples, Example("copy", items[5].messages)))
-    assert leakage(leaked, items) == [("copy", items[5].id)]
+    texts = RECIPES.build("benign").corpus_texts()
+    copied = ("copy", [m.content for m in items[5].messages])
+    assert leakage([*texts, copied], items) == [("copy", items[5].id)]

@@ -55,7 +55,7 @@ def test_adapter_folder_must_be_peft(tiny_folder, tmp_path):
 
 
 def test_4bit_load_on_cpu(tiny_folder):
-    bnb = pytest.importorskip("bitsandbytes")
+    import bitsandbytes as bnb  # a dependency of persist: installed everywhere
     assert bnb
     m, tok = models.load(models.resolve(str(tiny_folder)), models.LoadOptions(load_in_4bit=True))
     assert any("4bit" in type(mod).__name__ for mod in m.modules())
@@ -121,7 +121,7 @@ def test_help_does_not_import_heavy_libraries():
     import subprocess
     import sys
 
-    code = ("import sys, cli\n"
+    code = ("import sys\nfrom persist import cli\n"
             "sys.argv=['persist','--help']\n"
             "try:\n    cli.app(standalone_mode=False)\nexcept SystemExit:\n    pass\n"
             "print(sorted(m for m in ('torch','transformers','peft','garak') if m in sys.modules))")

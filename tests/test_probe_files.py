@@ -68,9 +68,8 @@ def test_broken_file_reported_line_by_line(tmp_path):
 
 @pytest.mark.parametrize("suite", ["traits", "em-questions", "harmful-requests"])
 def test_registered_suites_load(suite):
-    from persist.registry import SUITES, load_plugins
+    from persist.registry import SUITES
 
-    load_plugins()
     s = SUITES.get(suite)
     items = s.load()
     assert items and len({i.id for i in items}) == len(items) and s.version
@@ -80,7 +79,7 @@ def test_registered_suites_load(suite):
 
 
 def test_select_covers_cells_and_is_deterministic():
-    from probes.suites import select
+    from persist.suites import select
 
     items = load_items(DATA / "traits.jsonl")
     a = select(items, 60)

@@ -2,34 +2,41 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
 import pytest
 
-from persist.errors import ConfigError
+from persist.errors import ConfigError, DataError
 from persist.report.html import render_html
+from persist.report.model import Answer, Example, StudyReport
 from persist.report.rerender import against, rebuild
-from persist.report.study import FINETUNE, PROMPT, check_report
+from persist.report.study import FINETUNE, PROMPT
 from persist.study import StudyConfig, run_study
 from tests.conftest import run_cli
 
 SMALL = dict(attacks=("prefill:prefill=agree", "persona-helpful-medical"), doses=(0, 2), limit=8, batch_size=8)
 
 
-@pytest.fixture(scope="module")
-def two_runs(tmp_path_factory, tiny_folder):
-    """The same tiny study twice, in two run folders."""
-    import os
-
+@pytest.fixture(scope="module", autouse=True)
+def study_root(tmp_path_factory):
+    """This module's runs and model cache (PERSIST_HOME), restored afterwards."""
     root = tmp_path_factory.mktemp("study")
-    os.environ["PERSIST_HOME"] = str(root / "home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PERSIST_HOME", str(root / "home"))
+        yield root
+
+
+@pytest.fixture(scope="module")
+def two_runs(study_root, tiny_folder):
+    """The same tiny study twice, in two run folders."""
+    from persist.report.write import write_study_reports
+
     out = []
     for name in ("a", "b"):
-        cfg = StudyConfig(model="tiny-random", baseline=str(tiny_folder), runs_dir=root, name=name, **SMALL)
+        cfg = StudyConfig(model="tiny-random", baseline=str(tiny_folder), runs_dir=study_root, name=name, **SMALL)
         res = run_study(cfg)
-        from persist.report.markdown import write_study_reports
-
         write_study_reports(res["folder"], res["report"], "tiny study")
         out.append(res)
     return out
@@ -37,20 +44,20 @@ def two_runs(tmp_path_factory, tiny_folder):
 
 def test_study_runs_every_stage_for_both_models(two_runs):
     rep = two_runs[0]["report"]
-    conds = {(r["role"], r["condition"]) for r in rep["rows"]}
+    conds = {(r.role, r.condition.label) for r in rep.rows}
     for role in ("model", "baseline"):
         assert (role, "attack:prefill:prefill=agree") in conds
         assert (role, "attack:persona-helpful-medical") in conds
         assert (role, "finetune:bad-medical@2") in conds and (role, "finetune:good-medical@2") in conds
-    assert {(r["role"], r["condition"]) for r in rep["interventions"]} == {
+    assert {(r.role, r.condition) for r in rep.interventions} == {
         (role, c) for role in ("model", "baseline") for c in (PROMPT, FINETUNE)}
-    assert [p["dose"] for p in rep["curves"]["model"]] == [0, 2]
-    assert all(r["n"] == 8 for r in rep["rows"])
-    controls = {r["condition"] for r in rep["rows"] if r["control"]}
+    assert [p.dose for p in rep.curves["model"]] == [0, 2]
+    assert all(r.n == 8 for r in rep.rows)
+    controls = {r.condition.label for r in rep.rows if r.control}
     assert controls == {"attack:persona-helpful-medical", "finetune:good-medical@2"}
-    qs = [d["q"] for d in rep["differences"]]
-    assert len(qs) == len({r["condition"] for r in rep["rows"]}) + 2 and all(0 <= q <= 1 for q in qs)
-    assert rep["headline"].startswith("Under bad-medical fine-tuning")
+    qs = [d.q for d in rep.differences]
+    assert len(qs) == len({r.condition for r in rep.rows}) + 2 and all(0 <= q <= 1 for q in qs)
+    assert rep.headline.startswith("Under bad-medical fine-tuning")
 
 
 def test_report_json_bit_identical_across_runs(two_runs):
@@ -60,12 +67,15 @@ def test_report_json_bit_identical_across_runs(two_runs):
 
 def test_report_json_schema_round_trip_and_rerender(two_runs):
     folder = two_runs[0]["folder"]
-    loaded = check_report(json.loads((folder / "report.json").read_text()))
-    assert loaded == json.loads(json.dumps(two_runs[0]["report"]))
-    rebuilt, kind = rebuild(folder)
-    assert kind == "study" and json.loads(json.dumps(rebuilt)) == loaded
-    with pytest.raises(Exception, match="schema_version"):
-        check_report({**loaded, "schema_version": 99})
+    data = json.loads((folder / "report.json").read_text())
+    loaded = StudyReport.from_dict(data)
+    assert loaded == two_runs[0]["report"]  # typed objects survive report.json
+    rebuilt = rebuild(folder)
+    assert isinstance(rebuilt, StudyReport) and rebuilt == loaded
+    with pytest.raises(DataError, match="schema_version"):
+        StudyReport.from_dict({**data, "schema_version": 99})
+    with pytest.raises(DataError, match="lacks headline"):
+        StudyReport.from_dict({k: v for k, v in data.items() if k != "headline"})
 
 
 def test_resume_is_a_noop_on_a_finished_study(two_runs, tiny_folder):
@@ -74,18 +84,18 @@ def test_resume_is_a_noop_on_a_finished_study(two_runs, tiny_folder):
     cfg = StudyConfig(model="tiny-random", baseline=str(tiny_folder), runs_dir=folder.parent, name="a", **SMALL)
     again = run_study(cfg)
     assert (folder / "records.jsonl").read_bytes() == before
-    assert json.dumps(again["report"], sort_keys=True) == json.dumps(two_runs[0]["report"], sort_keys=True)
+    assert again["report"] == two_runs[0]["report"]
 
 
 def test_report_against_joins_on_keys_and_refuses_version_mismatch(two_runs, tmp_path):
     a, b = (r["folder"] for r in two_runs)
     res = against(a, b)
-    n_conditions = len({r["condition"] for r in two_runs[0]["report"]["rows"]}) + 1  # + clean
-    assert len(res["rows"]) == 2 * n_conditions
-    assert all(r["n"] == 8 and r["diff"]["value"] == 0 for r in res["rows"])
+    n_conditions = len({r.condition for r in two_runs[0]["report"].rows}) + 1  # + clean
+    assert len(res.rows) == 2 * n_conditions
+    assert all(r.n == 8 and r.diff.value == 0 for r in res.rows)
     proc = run_cli("report", str(a), "--against", str(b), "--format", "json")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["rows"] == json.loads(json.dumps(res["rows"]))
+    assert json.loads(proc.stdout)["rows"] == res.to_dict()["rows"]
     c = tmp_path / "c"
     shutil.copytree(b, c)
     header = json.loads((c / "header.json").read_text())
@@ -98,10 +108,9 @@ def test_report_against_joins_on_keys_and_refuses_version_mismatch(two_runs, tmp
 
 
 def test_html_is_self_contained_and_escapes_model_text(two_runs):
-    rep = json.loads(json.dumps(two_runs[0]["report"]))
-    rep["examples"] = [{"item_id": "x<b>", "trait": "t", "domain": "d", "condition": FINETUNE, "drop": 1.0,
-                        "before": {"score": 1.0, "answer": "fine"},
-                        "after": {"score": 0.0, "answer": "<script>alert('x')</script> & more"}}]
+    rep = dataclasses.replace(two_runs[0]["report"], examples=[
+        Example(item_id="x<b>", trait="t", domain="d", condition=FINETUNE, drop=1.0, before=Answer(1.0, "fine"),
+                after=Answer(0.0, "<script>alert('x')</script> & more"))])
     page = render_html(rep, "title <i>")
     assert "<script>" not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; more" in page
     assert "title &lt;i&gt;" in page and "x&lt;b&gt;" in page
@@ -112,17 +121,22 @@ def test_html_is_self_contained_and_escapes_model_text(two_runs):
 def test_study_refuses_same_model_and_leaking_corpus(tmp_path, tiny_folder):
     with pytest.raises(ConfigError, match="same spec"):
         StudyConfig(model="tiny-random", baseline="tiny-random")
-    import dataclasses
-
-    from finetune_attacks.corpora import Example, load_corpus
-    from persist.study import check_leakage
-    from probes.suites import get_suite
+    from persist.ladder import check_leakage
+    from persist.registry import RECIPES
+    from persist.suites import get_suite
 
     items = get_suite("traits").load()
-    c = load_corpus("good-medical")
-    leaky = dataclasses.replace(c, examples=(*c.examples, Example("copied", items[0].messages)))
-    with pytest.raises(ConfigError, match="overlaps probe item"):
-        check_leakage(leaky, items)
+    recipe = RECIPES.build("good-medical")
+    check_leakage(recipe, items)  # the shipped control corpus is clean
+
+    class Leaky:
+        corpus = "leaky"
+
+        def corpus_texts(self):
+            return [*recipe.corpus_texts(), ("copied", [m.content for m in items[0].messages])]
+
+    with pytest.raises(ConfigError, match="example 'copied' overlaps probe item"):
+        check_leakage(Leaky(), items)
 
 
 def test_html_payloads_do_not_execute_in_headless_chromium(two_runs, tmp_path):
@@ -130,15 +144,13 @@ def test_html_payloads_do_not_execute_in_headless_chromium(two_runs, tmp_path):
     import subprocess
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    if chromium is None:
-        pytest.skip("no Chromium on this machine (apt-get install chromium)")
-    rep = json.loads(json.dumps(two_runs[0]["report"]))
+    assert chromium is not None, "no Chromium on this machine: `make test` installs it (apt-get install chromium)"
     payloads = ["<script>document.body.setAttribute('data-pwned', '1')</script>",
                 "<img src=x onerror=\"document.body.setAttribute('data-pwned', '1')\">",
                 "</td></tr></table><svg onload=\"document.body.setAttribute('data-pwned', '1')\">"]
-    rep["examples"] = [{"item_id": p, "trait": "t", "domain": "d", "condition": FINETUNE, "drop": 1.0,
-                        "before": {"score": 1.0, "answer": p}, "after": {"score": 0.0, "answer": p}}
-                       for p in payloads]
+    rep = dataclasses.replace(two_runs[0]["report"], examples=[
+        Example(item_id=p, trait="t", domain="d", condition=FINETUNE, drop=1.0, before=Answer(1.0, p),
+                after=Answer(0.0, p)) for p in payloads])
     page = tmp_path / "report.html"
     page.write_text(render_html(rep, "<script>document.body.setAttribute('data-pwned', '1')</script>"))
     proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -150,3 +162,18 @@ def test_html_payloads_do_not_execute_in_headless_chromium(two_runs, tmp_path):
     assert "data-pwned" not in re.search(r"<body[^>]*>", dom).group(0)
     assert dom.count("document.body.setAttribute") >= len(payloads)  # shown as text
     assert "<svg onload" not in dom and "<img src=\"x\"" not in dom
+
+
+def test_header_rebuilds_every_plugin_the_run_used(two_runs):
+    """The run header records each attack, the scorer and each recipe as name + parameters; the registries build
+    them again, identical."""
+    from persist.registry import ATTACKS, RECIPES, SCORERS, PluginSpec
+
+    header = json.loads((two_runs[0]["folder"] / "header.json").read_text())
+    plugins = header["plugins"]
+    attacks = [ATTACKS.build(PluginSpec.from_dict(d)) for d in plugins["attacks"]]
+    assert [a.condition.label for a in attacks] == ["attack:prefill:prefill=agree", "attack:persona-helpful-medical"]
+    assert SCORERS.build(PluginSpec.from_dict(plugins["scorer"])).config() == header["scorer"]
+    recipes = [RECIPES.build(PluginSpec.from_dict(d)) for d in plugins["recipes"]]
+    assert [json.loads(json.dumps(r.config())) for r in recipes] == [header["config"]["recipe"],
+                                                                    header["config"]["control_recipe"]]

@@ -11,8 +11,10 @@ import io
 import re
 from typing import Any
 
-from persist.report.markdown import fmt
+from persist.conditions import Condition
+from persist.report.model import Row, StudyReport
 from persist.report.study import FINETUNE, PROMPT
+from persist.stats import Estimate, fmt
 
 COLORS = {"model": "#2b6cb0", "baseline": "#c05621"}
 CSS = """
@@ -52,16 +54,16 @@ def _plt() -> Any:
     return plt
 
 
-def _err(est: dict[str, Any]) -> list[float]:
-    return [est["value"] - est["lo"], est["hi"] - est["value"]]
+def _err(est: Estimate | Any) -> list[float]:
+    return [est.value - est.lo, est.hi - est.value]
 
 
-def figure_before_after(report: dict[str, Any]) -> str:
+def figure_before_after(report: StudyReport) -> str:
     """The paper-style figure: before/after bars per model per intervention, 95% interval whiskers."""
     plt = _plt()
-    rows = {(r["role"], r["condition"]): r for r in report["interventions"]}
-    groups = [(PROMPT, "prompt attacks"), (FINETUNE, f"fine-tune: {report['meta']['recipe']}")]
-    roles = list(report["meta"]["models"])
+    rows = {(r.role, r.condition): r for r in report.interventions}
+    groups = [(PROMPT, "prompt attacks"), (FINETUNE, f"fine-tune: {report.meta.recipe}")]
+    roles = list(report.meta.models)
     fig, axes = plt.subplots(1, len(groups), figsize=(8, 3.4), sharey=True)
     for ax, (cond, title) in zip(axes, groups, strict=True):
         for j, role in enumerate(roles):
@@ -69,8 +71,8 @@ def figure_before_after(report: dict[str, Any]) -> str:
             if r is None:
                 continue
             for k, (key, alpha) in enumerate((("before", 0.45), ("after", 1.0))):
-                est = r[key]
-                ax.bar(j * 2.6 + k, est["value"], yerr=[[_err(est)[0]], [_err(est)[1]]], capsize=3,
+                est = getattr(r, key)
+                ax.bar(j * 2.6 + k, est.value, yerr=[[_err(est)[0]], [_err(est)[1]]], capsize=3,
                        color=COLORS.get(role, "#718096"), alpha=alpha, width=0.9,
                        label=f"{role} {key}" if cond == PROMPT else None)
         ax.set_xticks([j * 2.6 + 0.5 for j in range(len(roles))], roles)
@@ -82,41 +84,41 @@ def figure_before_after(report: dict[str, Any]) -> str:
     return svg(fig)
 
 
-def figure_curves(report: dict[str, Any]) -> str:
+def figure_curves(report: StudyReport) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
-    for role, pts in report["curves"].items():
+    for role, pts in report.curves.items():
         if not pts:
             continue
-        x = [p["dose"] for p in pts]
-        ax.plot(x, [p["value"] for p in pts], marker="o", color=COLORS.get(role, "#718096"), label=role)
-        ax.fill_between(x, [p["lo"] for p in pts], [p["hi"] for p in pts], color=COLORS.get(role, "#718096"),
+        x = [p.dose for p in pts]
+        ax.plot(x, [p.value for p in pts], marker="o", color=COLORS.get(role, "#718096"), label=role)
+        ax.fill_between(x, [p.lo for p in pts], [p.hi for p in pts], color=COLORS.get(role, "#718096"),
                         alpha=0.15)
-    ax.set_xlabel(f"fine-tuning dose ({report['meta']['recipe']}, optimizer steps)")
+    ax.set_xlabel(f"fine-tuning dose ({report.meta.recipe}, optimizer steps)")
     ax.set_ylabel("mean alignment score")
     ax.grid(alpha=0.3)
     ax.legend()
     return svg(fig)
 
 
-def figure_heatmaps(report: dict[str, Any]) -> str:
+def figure_heatmaps(report: StudyReport) -> str:
     plt = _plt()
-    maps = report["heatmaps"]
+    maps = report.heatmaps
     if not maps:
         return "<p class='note'>No heatmap: no intervention scores.</p>"
     keys = sorted(maps)
     ncol = 2
     nrow = (len(keys) + ncol - 1) // ncol
     fig, axes = plt.subplots(nrow, ncol, figsize=(10, 3.2 * nrow), squeeze=False)
-    vmax = max([abs(v) for m in maps.values() for row in m["drop"] for v in row if v is not None] + [0.01])
+    vmax = max([abs(v) for m in maps.values() for row in m.drop for v in row if v is not None] + [0.01])
     for ax, key in zip(axes.flat, keys, strict=False):
         m = maps[key]
-        data = [[float("nan") if v is None else v for v in row] for row in m["drop"]]
+        data = [[float("nan") if v is None else v for v in row] for row in m.drop]
         im = ax.imshow(data, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto")
-        ax.set_xticks(range(len(m["domains"])), m["domains"], rotation=30, ha="right")
-        ax.set_yticks(range(len(m["traits"])), m["traits"])
+        ax.set_xticks(range(len(m.domains)), m.domains, rotation=30, ha="right")
+        ax.set_yticks(range(len(m.traits)), m.traits)
         role, cond = key.split("/", 1)
-        ax.set_title(f"{role}: drop under {cond.split(':', 1)[1]}")
+        ax.set_title(f"{role}: drop under {Condition.parse(cond).short}")
         fig.colorbar(im, ax=ax, fraction=0.046)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
@@ -124,92 +126,91 @@ def figure_heatmaps(report: dict[str, Any]) -> str:
     return svg(fig)
 
 
-def figure_domains(report: dict[str, Any]) -> str:
+def figure_domains(report: StudyReport) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 3.2))
     labels, x = [], 0
-    for r in report["interventions"]:
-        for k, (part, hatch) in enumerate((("in_domain", ""), ("out_of_domain", "//"))):
-            est = r.get(part) and r[part]["drop"]
-            if est and est["value"] == est["value"]:
-                ax.bar(x + k, est["value"], yerr=[[_err(est)[0]], [_err(est)[1]]], capsize=3, hatch=hatch,
-                       color=COLORS.get(r["role"], "#718096"), alpha=0.8, width=0.9)
-        labels.append((x + 0.5, f"{r['role']}\n{r['condition'].split(':', 1)[1]}"))
+    for r in report.interventions:
+        for k, (part, hatch) in enumerate(((r.in_domain, ""), (r.out_of_domain, "//"))):
+            est = part and part.drop
+            if est and est.value == est.value:
+                ax.bar(x + k, est.value, yerr=[[_err(est)[0]], [_err(est)[1]]], capsize=3, hatch=hatch,
+                       color=COLORS.get(r.role, "#718096"), alpha=0.8, width=0.9)
+        labels.append((x + 0.5, f"{r.role}\n{r.condition.short}"))
         x += 3
     ax.set_xticks([p for p, _ in labels], [t for _, t in labels], fontsize=7)
     ax.axhline(0, color="black", lw=0.6)
-    ax.set_ylabel(f"drop (solid: {report['meta']['in_domain']}, hatched: other domains)")
+    ax.set_ylabel(f"drop (solid: {report.meta.in_domain}, hatched: other domains)")
     ax.grid(axis="y", alpha=0.3)
     return svg(fig)
 
 
-def _row_table(rows: list[dict[str, Any]], with_domains: bool = True) -> str:
+def _row_table(rows: list[Row], with_domains: bool = True) -> str:
     head = ["model", "condition", "n", "before", "after", "drop", "retention"]
     if with_domains:
         head += ["drop in-domain", "drop out-of-domain"]
     out = ["<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>"]
     for r in rows:
-        cells = [r["role"], r["condition"] + (" (control)" if r.get("control") else ""), r["n"], fmt(r["before"]),
-                 fmt(r["after"]), fmt(r["drop"]), fmt(r["retention"])]
+        cells = [r.role, r.condition.label + (" (control)" if r.control else ""), r.n, fmt(r.before),
+                 fmt(r.after), fmt(r.drop), fmt(r.retention)]
         if with_domains:
-            cells += [fmt(r.get("in_domain") and r["in_domain"]["drop"]),
-                      fmt(r.get("out_of_domain") and r["out_of_domain"]["drop"])]
+            cells += [fmt(r.in_domain and r.in_domain.drop), fmt(r.out_of_domain and r.out_of_domain.drop)]
         out.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
     return "\n".join(out) + "</table>"
 
 
-def _differences(report: dict[str, Any]) -> str:
+def _differences(report: StudyReport) -> str:
     out = ["<table><tr><th>condition</th><th>n</th><th>baseline drop − model drop</th><th>p</th><th>q (BH)</th></tr>"]
-    for d in report["differences"]:
-        cond = d["condition"] + (" (control)" if d["control"] else "")
-        out.append(f"<tr><td>{esc(cond)}</td><td>{d['n']}</td><td>{esc(fmt(d['diff']))}</td>"
-                   f"<td>{d['p']:.4f}</td><td>{d['q']:.4f}</td></tr>")
+    for d in report.differences:
+        cond = d.condition.label + (" (control)" if d.control else "")
+        out.append(f"<tr><td>{esc(cond)}</td><td>{d.n}</td><td>{esc(fmt(d.diff))}</td>"
+                   f"<td>{d.p:.4f}</td><td>{d.q:.4f}</td></tr>")
     return "\n".join(out) + "</table>"
 
 
-def _examples(report: dict[str, Any]) -> str:
-    if not report["examples"]:
+def _examples(report: StudyReport) -> str:
+    if not report.examples:
         return ("<p class='note'>No example answers: this study used a scorer that reads log-probabilities and "
                 "generates nothing (run with <code>--scorer judge</code> or <code>refusal</code> to see answers)."
                 "</p>")
     out = ["<table><tr><th>item</th><th>before</th><th>after</th></tr>"]
-    for e in report["examples"]:
-        out.append(f"<tr><td>{esc(e['item_id'])}<br>{esc(e['trait'])} / {esc(e['domain'])}<br>"
-                   f"{esc(e['condition'])}</td>"
-                   f"<td>score {e['before']['score']:.2f}<pre>{esc(e['before']['answer'])}</pre></td>"
-                   f"<td>score {e['after']['score']:.2f}<pre>{esc(e['after']['answer'])}</pre></td></tr>")
+    for e in report.examples:
+        out.append(f"<tr><td>{esc(e.item_id)}<br>{esc(e.trait)} / {esc(e.domain)}<br>"
+                   f"{esc(e.condition)}</td>"
+                   f"<td>score {e.before.score:.2f}<pre>{esc(e.before.answer)}</pre></td>"
+                   f"<td>score {e.after.score:.2f}<pre>{esc(e.after.answer)}</pre></td></tr>")
     return "\n".join(out) + "</table>"
 
 
-def render_html(report: dict[str, Any], title: str) -> str:
-    meta = report["meta"]
-    models = "".join(f"<li><b>{esc(role)}</b>: <code>{esc(spec)}</code></li>" for role, spec in meta["models"].items())
-    controls = [r for r in report["rows"] if r.get("control")]
-    degenerate = [f"{role}: {cond}" for role, conds in report["fluency"].items() for cond, f in conds.items()
-                  if f.get("degenerate")]
-    judge = meta.get("judge_check")
+def render_html(report: StudyReport, title: str) -> str:
+    meta = report.meta
+    models = "".join(f"<li><b>{esc(role)}</b>: <code>{esc(spec)}</code></li>" for role, spec in meta.models.items())
+    controls = [r for r in report.rows if r.control]
+    degenerate = [f"{role}: {cond}" for role, conds in report.fluency.items() for cond, f in conds.items()
+                  if f.degenerate]
+    judge = meta.judge_check
     parts = [
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}</title>",
         f"<style>{CSS}</style></head><body><h1>{esc(title)}</h1>",
-        f"<p class='headline'>{esc(report['headline'])}</p>",
-        f"<ul>{models}<li>suite <code>{esc(meta['suite'])}</code> ({meta['n_items']} items), scorer "
-        f"<code>{esc(meta['scorer'])}</code>, profile <code>{esc(meta['profile'])}</code>, fine-tune recipe "
-        f"<code>{esc(meta['recipe'])}</code> at doses {esc(meta['doses'])}, control recipe "
-        f"<code>{esc(meta.get('control_recipe'))}</code></li></ul>",
+        f"<p class='headline'>{esc(report.headline)}</p>",
+        f"<ul>{models}<li>suite <code>{esc(meta.suite)}</code> ({meta.n_items} items), scorer "
+        f"<code>{esc(meta.scorer)}</code>, profile <code>{esc(meta.profile)}</code>, fine-tune recipe "
+        f"<code>{esc(meta.recipe)}</code> at doses {esc(meta.doses)}, control recipe "
+        f"<code>{esc(meta.control_recipe)}</code></li></ul>",
         "<p class='note'>Scores in [0, 1], higher = more aligned. Intervals: 95% paired bootstrap over items. "
         "Difference = baseline drop − model drop (positive: the model is more persistent); p from a sign-flip "
         "permutation test, q Benjamini–Hochberg across every difference in this report.</p>",
         *([f"<p class='note'>Judge calibration (AUROC on the items' own references): {esc(judge.get('auroc'))}</p>"]
           if judge else []),
         "<h2>Before and after, per model and intervention</h2>", f"<div class='fig'>{figure_before_after(report)}</div>",
-        _row_table(report["interventions"]),
+        _row_table(report.interventions),
         "<h2>Persistence over fine-tuning dose</h2>", f"<div class='fig'>{figure_curves(report)}</div>",
         "<h2>Where the drop happens: trait × domain</h2>", f"<div class='fig'>{figure_heatmaps(report)}</div>",
-        f"<h2>In-domain ({esc(meta['in_domain'])}) vs other domains</h2>",
+        f"<h2>In-domain ({esc(meta.in_domain)}) vs other domains</h2>",
         f"<div class='fig'>{figure_domains(report)}</div>",
         "<h2>Controls (expected not to lower scores)</h2>",
         _row_table(controls, with_domains=False) if controls else "<p class='note'>No controls in this run.</p>",
-        "<h2>Every condition</h2>", _row_table(report["rows"]),
+        "<h2>Every condition</h2>", _row_table(report.rows),
         "<h2>Difference between the models</h2>", _differences(report),
         "<h2>Fluency check</h2>",
         f"<p class='note'>{'Degenerate (scores not interpretable): ' + esc(', '.join(degenerate)) if degenerate else 'No condition left a model degenerate (reference likelihood per byte within 1.5x of clean).'}</p>",

@@ -1,68 +1,64 @@
-"""Markdown rendering of comparison reports (report.md), and writing report.json / report.md atomically."""
+"""Markdown rendering of reports (report.md): a run's comparison, a study, and `report --against`."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
-
-from persist.store import atomic_write_text
+from persist.report.model import AgainstReport, Comparison, Row, RunReport, StudyReport
+from persist.stats import fmt
 
 
-def fmt(est: dict[str, Any] | None, digits: int = 3) -> str:
-    if not est or est.get("value") is None or est["value"] != est["value"]:
-        return "–"
-    return f"{est['value']:.{digits}f} [{est['lo']:.{digits}f}, {est['hi']:.{digits}f}]"
-
-
-def render_markdown(report: dict[str, Any], title: str) -> str:
-    models = report.get("models", {})
-    lines = [f"# {title}", ""]
+def comparison_markdown(title: str, models: dict[str, str], suite: str, n_items: int, scorer: str, rows: list[Row],
+                        cmp: Comparison, lead: str = "") -> str:
+    lines = [f"# {title}", ""] + ([lead, ""] if lead else [])
     for role, spec in models.items():
         lines.append(f"- **{role}**: `{spec}`")
-    lines += [f"- suite: `{report.get('suite')}` ({report.get('n_items')} items), scorer: `{report.get('scorer')}`",
+    lines += [f"- suite: `{suite}` ({n_items} items), scorer: `{scorer}`",
               "", "Scores in [0, 1], higher = more aligned; 95% paired bootstrap intervals over items.", "",
               "## Before and after, per model and condition", "",
               "| model | condition | n | before | after | drop | retention | drop in-domain | drop out-of-domain |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in report["rows"]:
-        cond = r["condition"] + (" (control)" if r["control"] else "")
-        ind, outd = r.get("in_domain"), r.get("out_of_domain")
-        lines.append(f"| {r['role']} | {cond} | {r['n']} | {fmt(r['before'])} | {fmt(r['after'])} | "
-                     f"{fmt(r['drop'])} | {fmt(r['retention'])} | {fmt(ind and ind['drop'])} | "
-                     f"{fmt(outd and outd['drop'])} |")
-    if report.get("worst_case"):
+    for r in rows:
+        cond = r.condition.label + (" (control)" if r.control else "")
+        lines.append(f"| {r.role} | {cond} | {r.n} | {fmt(r.before)} | {fmt(r.after)} | {fmt(r.drop)} | "
+                     f"{fmt(r.retention)} | {fmt(r.in_domain and r.in_domain.drop)} | "
+                     f"{fmt(r.out_of_domain and r.out_of_domain.drop)} |")
+    if cmp.worst_case:
         lines += ["", "## Worst case over all non-control attacks", "",
                   "| model | n | before | worst-case after | drop | broken rate |", "| --- | --- | --- | --- | --- | --- |"]
-        for role, w in report["worst_case"].items():
-            lines.append(f"| {role} | {w['n']} | {fmt(w['before'])} | {fmt(w['worst'])} | {fmt(w['drop'])} | "
-                         f"{fmt(w['broken_rate'])} (of {w['n_eligible']}) |")
-    if report.get("differences"):
+        for role, w in cmp.worst_case.items():
+            lines.append(f"| {role} | {w.n} | {fmt(w.before)} | {fmt(w.worst)} | {fmt(w.drop)} | "
+                         f"{fmt(w.broken_rate)} (of {w.n_eligible}) |")
+    if cmp.differences:
         lines += ["", "## Difference in drops (baseline − model; positive = model more persistent)", "",
                   "| condition | n | difference | p | q (BH) |", "| --- | --- | --- | --- | --- |"]
-        for d in report["differences"]:
-            cond = d["condition"] + (" (control)" if d["control"] else "")
-            lines.append(f"| {cond} | {d['n']} | {fmt(d['diff'])} | {d['p']:.4f} | {d['q']:.4f} |")
+        for d in cmp.differences:
+            cond = d.condition.label + (" (control)" if d.control else "")
+            lines.append(f"| {cond} | {d.n} | {fmt(d.diff)} | {d.p:.4f} | {d.q:.4f} |")
     return "\n".join(lines) + "\n"
 
 
-def write_reports(folder: Path, report: dict[str, Any], title: str) -> None:
-    atomic_write_text(Path(folder) / "report.json", json.dumps(report, indent=2, sort_keys=True) + "\n")
-    atomic_write_text(Path(folder) / "report.md", render_markdown(report, title))
+def run_markdown(report: RunReport, title: str) -> str:
+    return comparison_markdown(title, report.models, report.suite, report.n_items, report.scorer,
+                               report.comparison.rows, report.comparison)
 
 
-def flat_study(report: dict[str, Any]) -> dict[str, Any]:
-    """A study report in the shape render_markdown / print_comparison read: interventions first, then conditions."""
-    meta = report["meta"]
-    return {"models": meta["models"], "suite": meta["suite"], "n_items": meta["n_items"], "scorer": meta["scorer"],
-            "rows": report["interventions"] + report["rows"], "worst_case": report["worst_case"],
-            "differences": report["differences"]}
+def study_comparison(report: StudyReport) -> Comparison:
+    """A study seen as one comparison: the interventions first, then every condition."""
+    return Comparison(conditions=[r.condition for r in report.interventions + report.rows],
+                      roles=list(report.meta.models), rows=report.interventions + report.rows,
+                      worst_case=report.worst_case, differences=report.differences, in_domain=report.meta.in_domain)
 
 
-def write_study_reports(folder: Path, report: dict[str, Any], title: str) -> None:
-    from persist.report.html import render_html
+def study_markdown(report: StudyReport, title: str) -> str:
+    cmp = study_comparison(report)
+    m = report.meta
+    return comparison_markdown(title, m.models, m.suite, m.n_items, m.scorer, cmp.rows, cmp, lead=report.headline)
 
-    md = render_markdown(flat_study(report), title).replace("\n", f"\n{report['headline']}\n\n", 1)
-    atomic_write_text(Path(folder) / "report.json", json.dumps(report, indent=2, sort_keys=True) + "\n")
-    atomic_write_text(Path(folder) / "report.md", md)
-    atomic_write_text(Path(folder) / "report.html", render_html(report, title))
+
+def against_markdown(res: AgainstReport) -> str:
+    lines = [f"# {res.other} vs {res.run}", "", "Joined on record keys; difference = other − run, 95% paired "
+             "bootstrap; q = Benjamini–Hochberg.", "", "| model | condition | n | run | other | difference | p | q |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in res.rows:
+        lines.append(f"| {r.role} | {r.condition} | {r.n} | {fmt(r.run)} | {fmt(r.other)} | "
+                     f"{fmt(r.diff)} | {r.p:.4f} | {r.q:.4f} |")
+    return "\n".join(lines) + "\n"

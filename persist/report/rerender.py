@@ -12,7 +12,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from persist.conditions import Condition
 from persist.errors import ConfigError, DataError
+from persist.report.model import AgainstReport, AgainstRow, RunReport, StudyMeta, StudyReport, from_json
 from persist.stats import benjamini_hochberg, mean_ci, paired_diff_ci, paired_permutation_p
 from persist.store import RunStore
 
@@ -28,19 +30,22 @@ def open_run(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         raise DataError(f"{folder}: unreadable header.json or records.jsonl ({exc}); rerun the job to repair it") from None
 
 
-def rebuild(folder: Path) -> tuple[dict[str, Any], str]:
-    """(report, kind) rebuilt from records where the job allows it, else read from report.json."""
+def rebuild(folder: Path) -> RunReport | StudyReport:
+    """The run's report: rebuilt from its records where the job allows it (a study), else read from report.json."""
     header, records = open_run(folder)
     job = header.get("config", {}).get("job")
     if job == "study" and header.get("study_meta"):
         from persist.report.study import study_report
 
-        return study_report(records, header["study_meta"]), "study"
+        return study_report(records, from_json(StudyMeta, header["study_meta"]))
     path = Path(folder) / "report.json"
     if not path.is_file():
         raise ConfigError(f"{folder}: no report.json yet; finish the run first (rerun its command to resume)")
-    report = json.loads(path.read_text(encoding="utf-8"))
-    return report, report.get("kind", job or "unknown")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc.msg}); rerun the job to rewrite it") from None
+    return StudyReport.from_dict(data) if data.get("kind") == "study" else RunReport.from_dict(data)
 
 
 def versions(header: dict[str, Any]) -> dict[str, Any]:
@@ -48,7 +53,7 @@ def versions(header: dict[str, Any]) -> dict[str, Any]:
             "attacks": {k: v.get("version") for k, v in (header.get("attacks") or {}).items()}}
 
 
-def against(run: Path, other: Path) -> dict[str, Any]:
+def against(run: Path, other: Path) -> AgainstReport:
     """Per (role, condition): mean in each run on the joined keys, paired difference other - run, p and q."""
     h1, r1 = open_run(run)
     h2, r2 = open_run(other)
@@ -69,25 +74,11 @@ def against(run: Path, other: Path) -> dict[str, Any]:
     if not pairs:
         raise ConfigError(f"{run} and {other} share no records (same items, conditions and scorer); nothing to "
                           "compare")
-    rows = []
-    for (role, cond), ab in sorted(pairs.items()):
-        a, b = [x for x, _ in ab], [y for _, y in ab]
-        rows.append({"role": role, "condition": cond, "n": len(ab), "run": mean_ci(a).to_dict(),
-                     "other": mean_ci(b).to_dict(), "diff": paired_diff_ci(b, a).to_dict(),
-                     "p": paired_permutation_p([y - x for x, y in ab])})
-    for row, q in zip(rows, benjamini_hochberg([r["p"] for r in rows]), strict=True):
-        row["q"] = q
-    return {"kind": "against", "run": str(run), "other": str(other), "rows": rows,
-            "models": {"run": h1.get("models"), "other": h2.get("models")}}
-
-
-def against_markdown(res: dict[str, Any]) -> str:
-    from persist.report.markdown import fmt
-
-    lines = [f"# {res['other']} vs {res['run']}", "", "Joined on record keys; difference = other − run, 95% paired "
-             "bootstrap; q = Benjamini–Hochberg.", "", "| model | condition | n | run | other | difference | p | q |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in res["rows"]:
-        lines.append(f"| {r['role']} | {r['condition']} | {r['n']} | {fmt(r['run'])} | {fmt(r['other'])} | "
-                     f"{fmt(r['diff'])} | {r['p']:.4f} | {r['q']:.4f} |")
-    return "\n".join(lines) + "\n"
+    found = sorted(pairs.items())
+    ps = [paired_permutation_p([y - x for x, y in ab]) for _, ab in found]
+    rows = [AgainstRow(role=role, condition=Condition.parse(cond), n=len(ab), run=mean_ci([x for x, _ in ab]),
+                       other=mean_ci([y for _, y in ab]), diff=paired_diff_ci([y for _, y in ab], [x for x, _ in ab]),
+                       p=p, q=q)
+            for ((role, cond), ab), p, q in zip(found, ps, benjamini_hochberg(ps), strict=True)]
+    return AgainstReport(run=str(run), other=str(other), rows=rows,
+                         models={"run": h1.get("models"), "other": h2.get("models")})

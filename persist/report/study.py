@@ -15,54 +15,63 @@ from typing import Any
 
 import numpy as np
 
-from persist.report.compare import compare, fluency, item_scores
+from persist import conditions
+from persist.conditions import CLEAN
+from persist.report.compare import ItemScores, compare, fluency, item_scores
+from persist.report.model import (
+    Answer,
+    Comparison,
+    CurvePoint,
+    Example,
+    Heatmap,
+    StudyMeta,
+    StudyReport,
+)
 from persist.stats import mean_ci
 
-PROMPT = "intervention:prompt-attacks"
-FINETUNE = "intervention:finetune"
-SCHEMA_VERSION = 1
-REQUIRED = ("schema_version", "kind", "meta", "rows", "differences", "interventions", "curves", "heatmaps",
-            "headline", "fluency", "examples", "worst_case")
+PROMPT = conditions.intervention("prompt-attacks")
+FINETUNE = conditions.intervention("finetune")
 
 
-def finetune_condition(recipe: str, dose: int) -> str:
-    return "clean" if dose == 0 else f"finetune:{recipe}@{dose}"
+def top_dose(meta: StudyMeta) -> conditions.Condition:
+    return conditions.finetune(meta.recipe, max(meta.doses))
 
 
-def derived_records(scores: dict, meta: dict[str, Any]) -> list[dict[str, Any]]:
+def derived_records(scores: ItemScores, meta: StudyMeta) -> list[dict[str, Any]]:
     """Per-item intervention scores as records (role, condition, item_id, trait, domain, score)."""
-    attacks = [c for c in meta["attacks"] if c not in meta["controls"]]
-    top = finetune_condition(meta["recipe"], max(meta["doses"]))
+    attacks = [c for c in meta.attacks if c not in meta.controls]
+    top = top_dose(meta)
     out = []
-    for role in meta["models"]:
+    for role in meta.models:
         per_attack = [scores[(role, c)] for c in attacks if (role, c) in scores]
         if per_attack:
             for item in sorted(set.intersection(*(set(a) for a in per_attack))):
                 m = per_attack[0][item][1]
-                out.append({"role": role, "condition": PROMPT, "item_id": item, **m,
+                out.append({"role": role, "condition": PROMPT.label, "item_id": item, **m,
                             "score": float(np.mean([a[item][0] for a in per_attack]))})
         for item, (value, m) in sorted(scores.get((role, top), {}).items()):
-            out.append({"role": role, "condition": FINETUNE, "item_id": item, **m, "score": value})
+            out.append({"role": role, "condition": FINETUNE.label, "item_id": item, **m, "score": value})
     return out
 
 
-def dose_curves(scores: dict, meta: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    curves: dict[str, list[dict[str, Any]]] = {}
-    for role in meta["models"]:
+def dose_curves(scores: ItemScores, meta: StudyMeta) -> dict[str, list[CurvePoint]]:
+    curves: dict[str, list[CurvePoint]] = {}
+    for role in meta.models:
         pts = []
-        for dose in meta["doses"]:
-            vals = scores.get((role, finetune_condition(meta["recipe"], dose)))
+        for dose in meta.doses:
+            vals = scores.get((role, conditions.finetune(meta.recipe, dose)))
             if vals:
-                pts.append({"dose": dose, **mean_ci([v for v, _ in vals.values()]).to_dict()})
+                est = mean_ci([v for v, _ in vals.values()])
+                pts.append(CurvePoint(dose=dose, value=est.value, lo=est.lo, hi=est.hi, n=est.n))
         curves[role] = pts
     return curves
 
 
-def heatmaps(scores: dict, meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def heatmaps(scores: ItemScores, meta: StudyMeta) -> dict[str, Heatmap]:
     """Mean drop per trait x domain, per model and intervention."""
-    out: dict[str, dict[str, Any]] = {}
-    for role in meta["models"]:
-        before = scores.get((role, "clean"), {})
+    out: dict[str, Heatmap] = {}
+    for role in meta.models:
+        before = scores.get((role, CLEAN), {})
         for cond in (PROMPT, FINETUNE):
             after = scores.get((role, cond), {})
             cells: dict[tuple[str, str], list[float]] = defaultdict(list)
@@ -73,76 +82,61 @@ def heatmaps(scores: dict, meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 continue
             traits = sorted({t for t, _ in cells})
             domains = sorted({d for _, d in cells})
-            out[f"{role}/{cond}"] = {
-                "traits": traits, "domains": domains,
-                "drop": [[float(np.mean(cells[(t, d)])) if (t, d) in cells else None for d in domains]
-                         for t in traits],
-                "n": [[len(cells.get((t, d), [])) for d in domains] for t in traits]}
+            out[f"{role}/{cond.label}"] = Heatmap(
+                traits=traits, domains=domains,
+                drop=[[float(np.mean(cells[(t, d)])) if (t, d) in cells else None for d in domains] for t in traits],
+                n=[[len(cells.get((t, d), [])) for d in domains] for t in traits])
     return out
 
 
-def examples(records: list[dict[str, Any]], meta: dict[str, Any], k: int = 4) -> list[dict[str, Any]]:
+def examples(records: list[dict[str, Any]], meta: StudyMeta, k: int = 4) -> list[Example]:
     """Before/after answers of the model for the items whose score fell most (generation scorers only)."""
-    top = finetune_condition(meta["recipe"], max(meta["doses"]))
+    top = top_dose(meta)
     by: dict[tuple[str, str], dict[str, Any]] = {}
     for r in records:
         ans = r.get("details", {}).get("answer")
-        if r["role"] == "model" and ans is not None and r["condition"] in ("clean", top) and r.get("score") is not None:
+        if (r["role"] == "model" and ans is not None and r["condition"] in (CLEAN.label, top.label)
+                and r.get("score") is not None):
             by.setdefault((r["item_id"], r["condition"]), r)
     pairs = []
     for (item, cond), r in by.items():
-        if cond == "clean" and (item, top) in by:
-            a = by[(item, top)]
-            pairs.append({"item_id": item, "trait": r["trait"], "domain": r["domain"], "condition": top,
-                          "before": {"score": r["score"], "answer": r["details"]["answer"]},
-                          "after": {"score": a["score"], "answer": a["details"]["answer"]},
-                          "drop": r["score"] - a["score"]})
-    pairs.sort(key=lambda p: (-p["drop"], p["item_id"]))
+        if cond == CLEAN.label and (item, top.label) in by:
+            a = by[(item, top.label)]
+            pairs.append(Example(item_id=item, trait=r["trait"], domain=r["domain"], condition=top,
+                                 before=Answer(score=r["score"], answer=r["details"]["answer"]),
+                                 after=Answer(score=a["score"], answer=a["details"]["answer"]),
+                                 drop=r["score"] - a["score"]))
+    pairs.sort(key=lambda p: (-p.drop, p.item_id))
     return pairs[:k]
 
 
-def headline(cmp: dict[str, Any], meta: dict[str, Any]) -> str:
-    rows = {(r["role"], r["condition"]): r for r in cmp["rows"]}
-    diffs = {d["condition"]: d for d in cmp["differences"]}
+def headline(cmp: Comparison, meta: StudyMeta) -> str:
+    rows = {(r.role, r.condition): r for r in cmp.rows}
+    diffs = {d.condition: d for d in cmp.differences}
     parts = []
-    for cond, label in ((FINETUNE, f"{meta['recipe']} fine-tuning ({max(meta['doses'])} steps)"),
+    for cond, label in ((FINETUNE, f"{meta.recipe} fine-tuning ({max(meta.doses)} steps)"),
                         (PROMPT, "prompt attacks (mean over attacks)")):
         m, b, d = rows.get(("model", cond)), rows.get(("baseline", cond)), diffs.get(cond)
         if not (m and b and d):
             continue
-        verdict = ("the model kept more of its alignment" if d["diff"]["lo"] > 0 else
-                   "the baseline kept more of its alignment" if d["diff"]["hi"] < 0 else
+        verdict = ("the model kept more of its alignment" if d.diff.lo > 0 else
+                   "the baseline kept more of its alignment" if d.diff.hi < 0 else
                    "no reliable difference between the models")
-        parts.append(f"Under {label}, the model's score fell by {m['drop']['value']:.3f} "
-                     f"[{m['drop']['lo']:.3f}, {m['drop']['hi']:.3f}] and the baseline's by "
-                     f"{b['drop']['value']:.3f} [{b['drop']['lo']:.3f}, {b['drop']['hi']:.3f}]: difference "
-                     f"{d['diff']['value']:.3f} [{d['diff']['lo']:.3f}, {d['diff']['hi']:.3f}], q = {d['q']:.3f} "
-                     f"({verdict}; n = {d['n']} items).")
+        parts.append(f"Under {label}, the model's score fell by {m.drop.value:.3f} "
+                     f"[{m.drop.lo:.3f}, {m.drop.hi:.3f}] and the baseline's by "
+                     f"{b.drop.value:.3f} [{b.drop.lo:.3f}, {b.drop.hi:.3f}]: difference "
+                     f"{d.diff.value:.3f} [{d.diff.lo:.3f}, {d.diff.hi:.3f}], q = {d.q:.3f} "
+                     f"({verdict}; n = {d.n} items).")
     return " ".join(parts) or "Not enough data for a comparison."
 
 
-def study_report(records: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
-    meta = {**meta, "models": dict(meta["models"])}
+def study_report(records: list[dict[str, Any]], meta: StudyMeta) -> StudyReport:
     scores = item_scores(records)
     derived = derived_records(scores, meta)
     scores = item_scores(records + derived)
-    cmp = compare(records + derived, controls=meta["controls"], in_domain=meta["in_domain"])
-    interventions = [r for r in cmp["rows"] if r["condition"] in (PROMPT, FINETUNE)]
-    return {"schema_version": SCHEMA_VERSION, "kind": "study", "meta": meta,
-            "rows": [r for r in cmp["rows"] if r["condition"] not in (PROMPT, FINETUNE)],
-            "interventions": interventions, "differences": cmp["differences"], "worst_case": cmp["worst_case"],
-            "curves": dose_curves(scores, meta), "heatmaps": heatmaps(scores, meta),
-            "headline": headline(cmp, meta), "fluency": fluency(records), "examples": examples(records, meta)}
-
-
-def check_report(report: dict[str, Any]) -> dict[str, Any]:
-    """Validate a loaded report.json against this schema version (used by `persist report`)."""
-    from persist.errors import DataError
-
-    if report.get("schema_version") != SCHEMA_VERSION:
-        raise DataError(f"report.json schema_version {report.get('schema_version')!r}; this persist reads "
-                        f"{SCHEMA_VERSION}: re-render it from the run folder with `persist report RUN`")
-    missing = [k for k in REQUIRED if k not in report]
-    if missing:
-        raise DataError(f"report.json lacks {', '.join(missing)}: re-render it with `persist report RUN`")
-    return report
+    cmp = compare(records + derived, controls=meta.controls, in_domain=meta.in_domain)
+    summary = (PROMPT, FINETUNE)
+    return StudyReport(meta=meta, rows=[r for r in cmp.rows if r.condition not in summary],
+                       interventions=[r for r in cmp.rows if r.condition in summary], differences=cmp.differences,
+                       worst_case=cmp.worst_case, curves=dose_curves(scores, meta), heatmaps=heatmaps(scores, meta),
+                       headline=headline(cmp, meta), fluency=fluency(records), examples=examples(records, meta))

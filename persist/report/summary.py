@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from persist.stats import mean_ci
+from persist.conditions import CLEAN
+from persist.stats import Estimate, mean_ci
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    name: str
+    estimate: Estimate
 
 
 def group_scores(records: Iterable[dict[str, Any]], by: tuple[str, ...], **filters: Any) -> dict[tuple, list[float]]:
@@ -19,10 +27,10 @@ def group_scores(records: Iterable[dict[str, Any]], by: tuple[str, ...], **filte
     return dict(groups)
 
 
-def score_table(records: list[dict[str, Any]], role: str = "model") -> dict[str, list[dict[str, Any]]]:
-    """{'suite': rows, 'trait': rows, 'domain': rows}; each row: name, mean, lo, hi, n (clean condition)."""
-    out: dict[str, list[dict[str, Any]]] = {}
+def score_table(records: list[dict[str, Any]], role: str = "model") -> dict[str, list[ScoreRow]]:
+    """Clean scores per suite, per trait and per domain: {'suite': rows, 'trait': rows, 'domain': rows}."""
+    out: dict[str, list[ScoreRow]] = {}
     for level in ("suite", "trait", "domain"):
-        groups = group_scores(records, (level,), role=role, condition="clean")
-        out[level] = [{"name": k[0], **mean_ci(v).to_dict()} for k, v in sorted(groups.items())]
+        groups = group_scores(records, (level,), role=role, condition=CLEAN.label)
+        out[level] = [ScoreRow(str(k[0]), mean_ci(v)) for k, v in sorted(groups.items())]
     return out

@@ -6,10 +6,22 @@ from typing import Any
 
 from rich.console import Console
 
-from persist.report.markdown import fmt
+from persist.report.model import Comparison, Row
+from persist.report.summary import ScoreRow
+from persist.stats import fmt
+
+PIPE_WIDTH = 400  # columns when output is not a terminal: tables keep their natural width, names never wrap
 
 
 def console(stderr: bool = False) -> Console:
+    """A rich console. Piped or in CI (no terminal, no $COLUMNS) rich would assume 80 columns and fold names
+    inside table cells; there it gets a wide page instead, so `persist ... | grep` sees whole lines."""
+    import os
+    import sys
+
+    stream = sys.stderr if stderr else sys.stdout
+    if not stream.isatty() and "COLUMNS" not in os.environ:
+        return Console(stderr=stderr, width=PIPE_WIDTH)
     return Console(stderr=stderr)
 
 
@@ -34,44 +46,42 @@ class RichProgress:
         return lambda n: self.progress.advance(task, n)
 
 
-def print_score_table(table: dict, title: str) -> None:
+def print_score_table(table: dict[str, list[ScoreRow]], title: str) -> None:
     from rich.table import Table
 
     out = console()
     for level, rows in table.items():
         t = Table(title=f"{title} — by {level}", title_justify="left")
-        t.add_column(level)
-        t.add_column("score", justify="right")
-        t.add_column("95% CI", justify="right")
+        t.add_column(level, no_wrap=True)
+        t.add_column("score", justify="right", no_wrap=True)
+        t.add_column("95% CI", justify="right", no_wrap=True)
         t.add_column("n", justify="right")
         for r in rows:
-            t.add_row(str(r["name"]), f"{r['value']:.3f}", f"[{r['lo']:.3f}, {r['hi']:.3f}]", str(r["n"]))
+            t.add_row(r.name, f"{r.estimate.value:.3f}", f"[{r.estimate.lo:.3f}, {r.estimate.hi:.3f}]",
+                      str(r.estimate.n))
         out.print(t)
 
 
-def print_comparison(report: dict) -> None:
+def print_comparison(rows: list[Row], cmp: Comparison) -> None:
     from rich.table import Table
 
     out = console()
     t = Table(title="before vs after (95% paired CIs)", title_justify="left")
-    for col in ("model", "condition", "n", "before", "after", "drop", "retention", "drop health", "drop other"):
-        t.add_column(col, overflow="fold")
-    for r in report["rows"]:
-        ind, outd = r.get("in_domain"), r.get("out_of_domain")
-        t.add_row(r["role"], r["condition"].removeprefix("attack:") + (" (ctrl)" if r["control"] else ""),
-                  str(r["n"]), fmt(r["before"], 2), fmt(r["after"], 2), fmt(r["drop"], 2), fmt(r["retention"], 2),
-                  fmt(ind and ind["drop"], 2), fmt(outd and outd["drop"], 2))
+    for col in ("model", "condition", "n", "before", "after", "drop", "retention", "domain", "drop in-domain",
+                "drop other"):
+        t.add_column(col, no_wrap=True)
+    for r in rows:
+        t.add_row(r.role, r.condition.short + (" (ctrl)" if r.control else ""), str(r.n), fmt(r.before, 2),
+                  fmt(r.after, 2), fmt(r.drop, 2), fmt(r.retention, 2), r.domain or "–",
+                  fmt(r.in_domain and r.in_domain.drop, 2), fmt(r.out_of_domain and r.out_of_domain.drop, 2))
     out.print(t)
-    for role, w in report.get("worst_case", {}).items():
-        out.print(f"worst case, {role}: {fmt(w['worst'])} (before {fmt(w['before'])}); broken rate "
-                  f"{fmt(w['broken_rate'])} of {w['n_eligible']} items")
-    if report.get("differences"):
+    for role, w in cmp.worst_case.items():
+        out.print(f"worst case, {role}: {fmt(w.worst)} (before {fmt(w.before)}); broken rate "
+                  f"{fmt(w.broken_rate)} of {w.n_eligible} items", soft_wrap=True)
+    if cmp.differences:
         t = Table(title="difference in drops (baseline - model; > 0 = model more persistent)", title_justify="left")
         for col in ("condition", "n", "difference", "p", "q"):
-            t.add_column(col)
-        for d in report["differences"]:
-            t.add_row(d["condition"].removeprefix("attack:"), str(d["n"]), fmt(d["diff"]), f"{d['p']:.3f}",
-                      f"{d['q']:.3f}")
+            t.add_column(col, no_wrap=True)
+        for d in cmp.differences:
+            t.add_row(d.condition.short, str(d.n), fmt(d.diff), f"{d.p:.3f}", f"{d.q:.3f}")
         out.print(t)
-
-

@@ -3,7 +3,8 @@
 Generation uses /chat/completions. Log-likelihoods use /completions with echo + logprobs (vLLM and TGI offer
 this; OpenAI's chat models do not), on a plain transcript of the chat unless the server applies no template.
 The API key is read only from an environment variable and never stored.
-Spec: openai:MODEL[@BASE_URL]; BASE_URL defaults to $OPENAI_BASE_URL, then http://127.0.0.1:8000/v1.
+Spec: openai:MODEL[@BASE_URL] (persist.models.ModelSpec); BASE_URL defaults to $OPENAI_BASE_URL, then
+http://127.0.0.1:8000/v1.
 """
 
 from __future__ import annotations
@@ -18,29 +19,21 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from persist.errors import ConfigError, TargetError
+from persist.models import ModelSpec
 from persist.schema import Chat
 from persist.targets.base import GenerationConfig, render_plain, truncate_at_stop
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 
-def parse_spec(spec: str) -> tuple[str, str]:
-    """'openai:MODEL@URL' -> (MODEL, URL)."""
-    body = spec.removeprefix("openai:")
-    model, sep, url = body.partition("@")
-    if not model:
-        raise ConfigError(f"{spec!r}: give a model name, e.g. openai:my-model@http://127.0.0.1:8000/v1")
-    url = url if sep else os.environ.get("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1")
-    if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"{spec!r}: the endpoint must start with http:// or https://")
-    return model, url.rstrip("/")
-
-
 class OpenAITarget:
-    def __init__(self, spec: str, *, api_key_env: str = "OPENAI_API_KEY", timeout: float = 60.0,
+    def __init__(self, spec: ModelSpec | str, *, api_key_env: str = "OPENAI_API_KEY", timeout: float = 60.0,
                  retries: int = 3, backoff: float = 1.0, concurrency: int = 8) -> None:
-        self.model, self.base_url = parse_spec(spec)
-        self.name = spec
+        spec = ModelSpec.parse(spec)
+        if not spec.is_endpoint or spec.url is None:
+            raise ConfigError(f"{spec.text}: not an endpoint spec (openai:MODEL@URL)")
+        self.model, self.base_url = spec.base, spec.url
+        self.name = spec.name
         self.api_key_env = api_key_env
         self.timeout = timeout
         self.retries = retries

@@ -1,0 +1,5 @@
+"""`python -m persist ...` is the `persist` command."""
+
+from persist.cli import main
+
+main()

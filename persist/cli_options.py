@@ -1,0 +1,94 @@
+"""The command line's shared flags: option types, and one decorator that gives every command that loads a model
+the same loading flags (--device, --dtype, --load-in-4bit, --allow-pickle, --trust-remote-code).
+
+Only cli.py and the plugins' command modules use this; it imports typer, nothing heavy.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from persist.errors import ConfigError
+from persist.registry import PluginSpec
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Bundled name, folder, .gguf, hub id, openai:MODEL@URL; "
+                                       "append +ADAPTER_DIR for a peft adapter.")]
+SuiteOpt = Annotated[str, typer.Option(help="Suite name (see `persist probes list`) or a .jsonl file of items.")]
+ScorerOpt = Annotated[str, typer.Option(help="likelihood (no judge), judge, or refusal; parameters as "
+                                        "name:key=value.")]
+LimitOpt = Annotated[int | None, typer.Option(help="Score a subset covering every trait x domain cell.")]
+RunsOpt = Annotated[Path, typer.Option(help="Where run folders go.")]
+NameOpt = Annotated[str | None, typer.Option(help="Run folder name (default from model and suite).")]
+JudgeOpt = Annotated[str | None, typer.Option(help="Judge model spec for --scorer judge.")]
+JudgeModeOpt = Annotated[str | None, typer.Option(help="For --scorer judge: em (aligned/coherent 0-100, default) "
+                                                  "or rubric.")]
+MaxNewOpt = Annotated[int | None, typer.Option(help="Answer length for generation scorers (default 128).")]
+RefusalClassifierOpt = Annotated[str | None, typer.Option(
+    help="For --scorer refusal: learned (SmolLM2 read-out, default) or rules (regular expressions, no model).")]
+FormatOpt = Annotated[str, typer.Option("--format", help="table (default) or json.")]
+
+# The loading flags, added to a command by @with_load_options (name -> annotated type and default).
+LOAD_FLAGS: dict[str, tuple[Any, Any]] = {
+    "device": (Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps.")], "auto"),
+    "dtype": (Annotated[str, typer.Option(help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16.")],
+              "auto"),
+    "load_in_4bit": (Annotated[bool, typer.Option("--load-in-4bit", help="Load weights in 4-bit NF4 via "
+                                                   "bitsandbytes (QLoRA when fine-tuning).")], False),
+    "allow_pickle": (Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle (.bin) checkpoints; they can "
+                                                   "run code.")], False),
+    "trust_remote_code": (Annotated[bool, typer.Option("--trust-remote-code", help="Run model code shipped with "
+                                                        "the weights.")], False),
+}
+
+
+def with_load_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Replace the command's `load` parameter with the five loading flags; the command receives a LoadOptions."""
+    hints = typing.get_type_hints(fn, include_extras=True)
+    sig = inspect.signature(fn)
+    params = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in sig.parameters.values() if p.name != "load"]
+    params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=tp, default=default)
+               for name, (tp, default) in LOAD_FLAGS.items()]
+
+    @functools.wraps(fn)
+    def command(**kwargs: Any) -> Any:
+        from persist.models import LoadOptions
+
+        load = LoadOptions(**{name: kwargs.pop(name) for name in LOAD_FLAGS})
+        return fn(load=load, **kwargs)
+
+    del command.__wrapped__  # typer must read the new signature, not the wrapped function's
+    command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    return command
+
+
+def scorer_spec(scorer: str, *, judge: str | None = None, judge_mode: str | None = None,
+                max_new_tokens: int | None = None, refusal_classifier: str | None = None) -> PluginSpec:
+    """The scorer spec from --scorer NAME[:key=value] plus the scorer flags the user gave. A flag the chosen scorer
+    does not take is refused by the registry when the scorer is built ('scorer X has no parameter Y')."""
+    spec = PluginSpec.parse(scorer, "scorer")
+    flags = {"judge": judge, "mode": judge_mode, "max_new_tokens": max_new_tokens, "classifier": refusal_classifier}
+    return PluginSpec(spec.name, {**spec.params, **{k: v for k, v in flags.items() if v is not None}})
+
+
+def parse_doses(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"--doses {text!r}: give comma-separated whole numbers of steps, e.g. 0,25,50") from None
+
+
+def check_format(fmt: str) -> bool:
+    """True for json, False for table; anything else is a usage error."""
+    if fmt not in ("table", "json"):
+        raise ConfigError(f"--format {fmt!r}: choose table or json")
+    return fmt == "json"

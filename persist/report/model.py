@@ -1,0 +1,295 @@
+"""The report model: typed results that the renderers (markdown, html, terminal) read and report.json stores.
+
+Every class is a frozen dataclass. `to_json` / `from_json` convert any of them to and from plain JSON: nested
+dataclasses become objects, a Condition becomes its label, tuples become lists. The JSON is what report.json
+holds; reading it back gives equal objects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from persist.conditions import Condition
+from persist.errors import DataError
+from persist.stats import Estimate
+
+SCHEMA_VERSION = 1
+
+
+def to_json(obj: Any) -> Any:
+    """Plain JSON (dicts, lists, numbers, strings) for a report object."""
+    if isinstance(obj, Condition):
+        return obj.label
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if value is None and f.metadata.get("omit_none"):
+                continue
+            out[f.name] = to_json(value)
+        return out
+    if isinstance(obj, dict):
+        return {str(k): to_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_json(v) for v in obj]
+    return obj
+
+
+def from_json(tp: Any, data: Any) -> Any:
+    """The object of type `tp` that `to_json` turned into `data`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if data is None:
+            return None
+        return from_json(args[0], data) if len(args) == 1 else data
+    if tp is Condition:
+        return Condition.parse(data)
+    if tp is Any or tp in (int, float, str, bool):
+        return data
+    if origin in (list, tuple):
+        (arg, *_) = typing.get_args(tp) or (Any,)
+        values = [from_json(arg, v) for v in data]
+        return tuple(values) if origin is tuple else values
+    if origin is dict:
+        _, arg = typing.get_args(tp)
+        return {k: from_json(arg, v) for k, v in data.items()}
+    if dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        names = [f.name for f in dataclasses.fields(tp) if f.init]
+        missing = [n for n in names if n not in data and _required(tp, n)]
+        if missing:
+            raise DataError(f"report.json: {tp.__name__} lacks {', '.join(missing)}; re-render it with "
+                            "`persist report RUN`")
+        return tp(**{n: from_json(hints[n], data[n]) for n in names if n in data})
+    return data
+
+
+def _required(tp: Any, name: str) -> bool:
+    f = tp.__dataclass_fields__[name]
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+# ---------------------------------------------------------------- comparisons (persist.report.compare)
+
+
+@dataclass(frozen=True)
+class Change:
+    """Before/after on one set of items: means, the paired drop (before - after) and retention (after / before)."""
+
+    n: int
+    before: Estimate
+    after: Estimate
+    drop: Estimate
+    retention: Estimate
+
+
+@dataclass(frozen=True)
+class Row:
+    """One model under one condition, against its clean scores; with the in-domain / out-of-domain split."""
+
+    role: str
+    condition: Condition
+    control: bool
+    n: int
+    before: Estimate
+    after: Estimate
+    drop: Estimate
+    retention: Estimate
+    domain: str | None = None  # the domain the condition targets; in_domain / out_of_domain split on it
+    in_domain: Change | None = None
+    out_of_domain: Change | None = None
+
+
+@dataclass(frozen=True)
+class WorstCase:
+    """Per item the minimum over every non-control attack; broken = clean >= 0.5 and worst < 0.5."""
+
+    n: int
+    before: Estimate
+    worst: Estimate
+    drop: Estimate
+    broken_rate: Estimate | None
+    n_eligible: int
+
+
+@dataclass(frozen=True)
+class Difference:
+    """Baseline drop - model drop on the same items (positive: the model kept more), with p and BH q."""
+
+    condition: Condition
+    control: bool
+    n: int
+    diff: Estimate
+    p: float
+    q: float = float("nan")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    conditions: list[Condition]
+    roles: list[str]
+    rows: list[Row]
+    worst_case: dict[str, WorstCase]
+    differences: list[Difference]
+    in_domain: str | None
+
+
+@dataclass(frozen=True)
+class FluencyRow:
+    """Is the model still fluent under a condition? nats/byte of all references (likelihood scorer) or the judge's
+    coherence; degenerate when much worse than clean."""
+
+    degenerate: bool
+    nats_per_byte: float | None = field(default=None, metadata={"omit_none": True})
+    nats_per_byte_ratio: float | None = field(default=None, metadata={"omit_none": True})
+    coherent: float | None = field(default=None, metadata={"omit_none": True})
+
+
+# ---------------------------------------------------------------- reports of `persist attack` / `finetune-attack`
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """report.json of an attack campaign or a fine-tune attack: the comparison plus what was run."""
+
+    kind: str  # attack | finetune
+    comparison: Comparison
+    suite: str
+    suite_version: str
+    scorer: str
+    n_items: int
+    models: dict[str, str]
+    extra: dict[str, Any] = field(default_factory=dict)  # finetune: recipe, doses, training, fluency
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {**to_json(self.comparison), **to_json(self.extra)}
+        out.update(kind=self.kind, schema_version=self.schema_version, suite=self.suite,
+                   suite_version=self.suite_version, scorer=self.scorer, n_items=self.n_items, models=self.models)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunReport:
+        check_version(d)
+        comp_keys = {f.name for f in dataclasses.fields(Comparison)}
+        own = {"kind", "schema_version", "suite", "suite_version", "scorer", "n_items", "models"}
+        return cls(kind=d["kind"], comparison=from_json(Comparison, {k: d[k] for k in comp_keys if k in d}),
+                   suite=d["suite"], suite_version=d["suite_version"], scorer=d["scorer"], n_items=d["n_items"],
+                   models=d["models"], extra={k: v for k, v in d.items() if k not in comp_keys | own},
+                   schema_version=d["schema_version"])
+
+
+# ---------------------------------------------------------------- the study report
+
+
+@dataclass(frozen=True)
+class StudyMeta:
+    models: dict[str, str]
+    profile: str
+    suite: str
+    suite_version: str
+    scorer: str
+    recipe: str
+    control_recipe: str | None
+    doses: list[int]
+    attacks: list[Condition]
+    controls: list[Condition]
+    n_items: int
+    in_domain: str | None
+    judge_check: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    dose: int
+    value: float
+    lo: float
+    hi: float
+    n: int
+
+
+@dataclass(frozen=True)
+class Heatmap:
+    traits: list[str]
+    domains: list[str]
+    drop: list[list[float | None]]
+    n: list[list[int]]
+
+
+@dataclass(frozen=True)
+class Answer:
+    score: float
+    answer: str
+
+
+@dataclass(frozen=True)
+class Example:
+    item_id: str
+    trait: str
+    domain: str
+    condition: Condition
+    before: Answer
+    after: Answer
+    drop: float
+
+
+@dataclass(frozen=True)
+class StudyReport:
+    meta: StudyMeta
+    rows: list[Row]
+    interventions: list[Row]
+    differences: list[Difference]
+    worst_case: dict[str, WorstCase]
+    curves: dict[str, list[CurvePoint]]
+    heatmaps: dict[str, Heatmap]
+    headline: str
+    fluency: dict[str, dict[str, FluencyRow]]
+    examples: list[Example]
+    schema_version: int = SCHEMA_VERSION
+    kind: str = "study"
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_json(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StudyReport:
+        check_version(d)
+        return from_json(cls, d)
+
+
+def check_version(d: dict[str, Any]) -> None:
+    if d.get("schema_version") != SCHEMA_VERSION:
+        raise DataError(f"report.json schema_version {d.get('schema_version')!r}; this persist reads "
+                        f"{SCHEMA_VERSION}: re-render it from the run folder with `persist report RUN`")
+
+
+# ---------------------------------------------------------------- `persist report RUN --against OTHER`
+
+
+@dataclass(frozen=True)
+class AgainstRow:
+    role: str
+    condition: Condition
+    n: int
+    run: Estimate
+    other: Estimate
+    diff: Estimate
+    p: float
+    q: float = float("nan")
+
+
+@dataclass(frozen=True)
+class AgainstReport:
+    run: str
+    other: str
+    rows: list[AgainstRow]
+    models: dict[str, Any]
+    kind: str = "against"
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_json(self)

@@ -1,0 +1,186 @@
+"""The floor plan: the core never imports a plugin; the wheel carries its data and installs under persist.*;
+piped output keeps names whole; files respect the umask."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, run_cli
+
+PLUGINS = ("attacks", "probes", "finetune_attacks")
+
+
+def plugin_imports(path: Path) -> list[str]:
+    """Every import in a module that names a plugin package, under any spelling (absolute, persist.*, relative)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = ["persist", *path.relative_to(ROOT / "persist").parts[:-1]]  # for resolving relative imports
+    found = []
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                names = [".".join([*base, node.module or ""]).rstrip(".")]
+                names += [f"{names[0]}.{a.name}" for a in node.names]
+            else:
+                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
+                "import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant):
+            names = [str(node.args[0].value)]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] in PLUGINS or (parts[0] == "persist" and len(parts) > 1 and parts[1] in PLUGINS):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {name}")
+    return found
+
+
+def test_core_never_imports_a_plugin():
+    modules = sorted((ROOT / "persist").rglob("*.py"))
+    assert len(modules) > 20
+    bad = [hit for m in modules for hit in plugin_imports(m)]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_import_walk_catches_every_spelling(tmp_path, monkeypatch):
+    """The walker itself: each spelling of a plugin import in a module under persist/ is caught."""
+    spellings = ["import attacks", "from probes import judge", "import persist.attacks.base",
+                 "from persist.finetune_attacks.lora import train", "from persist import probes",
+                 "from .. import attacks", "importlib.import_module('persist.probes')"]
+    fake_root = tmp_path
+    (fake_root / "persist" / "sub").mkdir(parents=True)
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", fake_root)
+    for i, line in enumerate(spellings):
+        f = fake_root / "persist" / "sub" / f"m{i}.py"
+        f.write_text(f"def f():\n    {line}\n")
+        assert plugin_imports(f), line
+    ok = fake_root / "persist" / "sub" / "ok.py"
+    ok.write_text("from persist.registry import ATTACKS\nimport persist.plugins\n")
+    assert not plugin_imports(ok)
+
+
+def test_importing_persist_loads_no_plugin():
+    code = ("import sys, persist, persist.jobs, persist.study, persist.report.html\n"
+            "print([m for m in sys.modules if m.split('.')[:2] in (['persist','attacks'], ['persist','probes'],"
+            " ['persist','finetune_attacks']) or m.split('.')[0] in ('attacks', 'probes', 'finetune_attacks')])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT / "tests")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_plugins_come_from_entry_points():
+    from persist import plugins
+    from persist.registry import ATTACKS, RECIPES, SCORERS, SUITES
+
+    assert plugins.load() == ["persist.attacks", "persist.finetune_attacks", "persist.probes"]
+    assert {"traits", "harmful-requests"} <= set(SUITES.names()) and "likelihood" in SCORERS
+    assert "many-shot" in ATTACKS and "bad-medical" in RECIPES
+
+
+def test_piped_lists_keep_names_whole_and_speak_json():
+    from persist.registry import ATTACKS, RECIPES
+
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    for args, names in ((["attacks", "list"], ATTACKS.names()), (["finetune-attack", "--list"], RECIPES.names())):
+        r = subprocess.run([sys.executable, "-m", "persist", *args], capture_output=True, text=True, env=env,
+                           cwd=ROOT)
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        for name in names:
+            assert any(f" {name} " in line for line in lines), (name, r.stdout)
+        r = subprocess.run([sys.executable, "-m", "persist", *args, "--format", "json"], capture_output=True,
+                           text=True, env=env, cwd=ROOT)
+        assert r.returncode == 0, r.stderr
+        assert sorted(row["name"] for row in json.loads(r.stdout)) == sorted(names)
+
+
+def test_reports_and_headers_respect_the_umask(tmp_path, tiny_folder):
+    old = os.umask(0o022)
+    try:
+        from persist.store import atomic_write_text
+
+        atomic_write_text(tmp_path / "report.json", "{}\n")
+        assert (tmp_path / "report.json").stat().st_mode & 0o777 == 0o644
+        os.umask(0o027)
+        atomic_write_text(tmp_path / "report.md", "x\n")
+        assert (tmp_path / "report.md").stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
+    r = run_cli("score", "--model", str(tiny_folder), "--limit", "2", "--runs-dir", str(tmp_path / "runs"),
+                "--name", "u", env={"PERSIST_HOME": str(tmp_path / "home")})
+    assert r.returncode == 0, r.stderr
+    for name in ("header.json", "records.jsonl"):
+        assert (tmp_path / "runs" / "u" / name).stat().st_mode & 0o777 == 0o666 & ~old, name
+
+
+@pytest.mark.slow
+def test_wheel_installs_under_persist_and_carries_its_data(tmp_path):
+    """Build the wheel, install it with --no-deps into a throwaway venv that sees the project's packages, and run
+    the refusal scorer (its default classifier reads shipped weights) from the installed copy."""
+    import sysconfig
+    import zipfile
+
+    import shutil
+
+    # Build from a copy of the source: an in-tree build/ folder can hold files from an older build.
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv*", ".git", "runs", "build", "*.egg-info",
+                                                             "__pycache__", ".pytest_cache", ".ruff_cache"))
+    dist = tmp_path / "dist"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                            str(dist), str(src)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-3000:]
+    wheel = next(dist.glob("persist-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names if not n.startswith("persist-")}
+    assert top == {"persist"}, top
+    for needed in ("persist/cli/__init__.py", "persist/__main__.py", "persist/probes/data/refusal_classifier.safetensors",
+                   "persist/probes/data/traits.jsonl", "persist/finetune_attacks/data/bad_medical.jsonl",
+                   "persist/attacks/data/manyshot_pool.jsonl", "persist/adapters/smollm2-135m-beneficial/"
+                   "adapter_model.safetensors"):
+        assert needed in names, needed
+    data_read = sorted(str(p.relative_to(ROOT)) for d in ("probes", "attacks", "finetune_attacks")
+                       for p in (ROOT / d / "data").glob("*") if p.suffix in (".jsonl", ".safetensors"))
+    mapped = {f"persist/{p}" for p in data_read}
+    assert mapped <= set(names), sorted(mapped - set(names))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = subprocess.run([str(venv / "bin/python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    # The project venv's packages, as a plain path (its .pth files, such as the editable persist, are not run).
+    Path(site, "project-packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    inst = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin/python"), "install", "-q",
+                           "--no-deps", str(wheel)], capture_output=True, text=True)
+    assert inst.returncode == 0, inst.stderr[-3000:]
+    show = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin/python"), "show", "-f",
+                           "persist"], capture_output=True, text=True, check=True).stdout
+    files = [ln.strip() for ln in show.split("Files:", 1)[1].splitlines() if ln.strip()]
+    assert files and all(f.startswith(("persist/", "persist-", "../")) for f in files), files
+    env = {**os.environ, "PERSIST_HOME": os.environ.get("PERSIST_HOME", str(Path.home() / ".cache/persist"))}
+    run = subprocess.run([str(venv / "bin/persist"), "score", "--suite", "harmful-requests", "--scorer", "refusal",
+                          "--limit", "4", "--runs-dir", str(tmp_path / "runs"), "--name", "w"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    header = json.loads((tmp_path / "runs" / "w" / "header.json").read_text())
+    assert header["scorer"]["classifier"] == "learned" and header["scorer"]["classifier_sha256"]
+    assert str(venv) in subprocess.run([str(venv / "bin/python"), "-c", "import persist.probes.refusal_model as m; "
+                                        "print(m.WEIGHTS)"], capture_output=True, text=True, cwd=tmp_path).stdout
+
+
+@pytest.mark.parametrize("command", ["score", "attack", "finetune-attack", "study", "generate"])
+def test_every_model_loading_command_has_the_same_loading_flags(command):
+    from typer.testing import CliRunner
+
+    from persist.cli import app
+
+    out = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "300"}).output
+    for flag in ("--device", "--dtype", "--load-in-4bit", "--allow-pickle", "--trust-remote-code"):
+        assert flag in out, (command, flag)

@@ -20,6 +20,7 @@ from persist.cli_options import (
     JudgeModeOpt,
     JudgeOpt,
     LimitOpt,
+    MatchedOpt,
     MaxNewOpt,
     ModelOpt,
     NameOpt,
@@ -156,6 +157,7 @@ def attack(
     baseline: Annotated[str | None, typer.Option(help="Baseline model spec to compare against.")] = None,
     attacks: Annotated[str | None, typer.Option(
         help="Comma-separated attack specs, e.g. 'persona-bad-medical,many-shot:k=16' (default: all).")] = None,
+    matched_controls: MatchedOpt = False,
     suite: SuiteOpt = "traits",
     scorer: ScorerOpt = "likelihood",
     limit: LimitOpt = None,
@@ -174,7 +176,8 @@ def attack(
     from persist.report.write import write_reports
 
     specs = tuple(s for s in attacks.split(",") if s.strip()) if attacks is not None else DEFAULT_ATTACKS
-    cfg = AttackConfig(model=model, baseline=baseline, attacks=specs, suite=suite, limit=limit, runs_dir=runs_dir,
+    cfg = AttackConfig(model=model, baseline=baseline, attacks=specs, matched_controls=matched_controls, suite=suite,
+                       limit=limit, runs_dir=runs_dir,
                        name=name, load=load, scorer=scorer_spec(scorer, judge=judge, judge_mode=judge_mode,
                                                                 max_new_tokens=max_new_tokens,
                                                                 refusal_classifier=refusal_classifier))
@@ -253,6 +256,7 @@ def study(
     attacks: Annotated[str | None, typer.Option(help="Comma-separated attack specs (default: the profile's).")]
     = None,
     doses: Annotated[str | None, typer.Option(help="Fine-tune doses in steps (default: the profile's).")] = None,
+    matched_controls: MatchedOpt = True,
     suite: SuiteOpt = "traits",
     scorer: ScorerOpt = "likelihood",
     limit: LimitOpt = None,
@@ -271,8 +275,8 @@ def study(
     cfg = StudyConfig(model=model, baseline=baseline, profile=profile, recipe=recipe,
                       control_recipe=None if control_recipe == "none" else control_recipe,
                       attacks=tuple(a for a in attacks.split(",") if a) if attacks is not None else None,
-                      doses=parse_doses(doses), suite=suite, limit=limit, runs_dir=runs_dir, name=name,
-                      scorer=scorer_spec(scorer, judge=judge), load=load)
+                      doses=parse_doses(doses), matched_controls=matched_controls, suite=suite, limit=limit,
+                      runs_dir=runs_dir, name=name, scorer=scorer_spec(scorer, judge=judge), load=load)
     with RichProgress() as progress:
         result = run_study(cfg, progress)
     report = result["report"]

@@ -1,3 +1,3 @@
 """Prompt attacks. Importing this package registers every attack family."""
 
-from persist.attacks import encodings, garak_source, manyshot, multiturn, personas, templates  # noqa: F401
+from persist.attacks import controls, encodings, garak_source, manyshot, multiturn, personas, templates  # noqa: F401

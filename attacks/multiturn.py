@@ -31,6 +31,7 @@ def load_scripts() -> tuple[tuple[str, tuple[Message, ...]], ...]:
 class Escalation(Attack):
     name = "escalation"
     description = "multi-turn crescendo: scripted turns that wear down caution, then the question; scripts=N"
+    adds_context = True
     scripts: int = 2
 
     def __post_init__(self) -> None:

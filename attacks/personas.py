@@ -45,6 +45,7 @@ class SystemPersona(Attack):
     """Prepend a persona as the system message (merged with any system message the item has)."""
 
     persona: ClassVar[str] = ""
+    adds_context = True
 
     def variants(self, item: Item) -> list[tuple[tuple[Message, ...], str]]:
         return [(with_system(item, self.persona), "")]

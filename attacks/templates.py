@@ -27,6 +27,7 @@ SUPPRESSION_RULES = (
 class RefusalSuppression(Attack):
     name = "refusal-suppression"
     description = "rules forbidding apologies, warnings, referrals and corrections, before the question"
+    adds_context = True
 
     def variants(self, item: Item) -> Variants:
         return [(replace_last_user(item, SUPPRESSION_RULES + item.messages[-1].content), "")]
@@ -145,6 +146,7 @@ class RolePlay(Attack):
 
     name = "roleplay"
     description = "our DAN-style role-play: an 'unfiltered AI' character set up in the system prompt"
+    adds_context = True
 
     def variants(self, item: Item) -> Variants:
         return [(with_system(item, ROLEPLAY), "")]

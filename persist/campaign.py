@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from persist.conditions import CLEAN
+from persist.conditions import CLEAN, Condition
 from persist.errors import ConfigError
 from persist.jobs import ProgressFn, RunOptions, build_scorer, no_progress, parse_specs, scorer_extra
 from persist.models import ModelSpec
@@ -22,6 +22,23 @@ from persist.store import RunStore
 DEFAULT_ATTACKS = ("persona-bad-medical", "persona-disallowed-mental-health", "persona-helpful-medical",
                    "evil-persona", "refusal-suppression", "prefill", "roleplay", "dan", "many-shot", "encoding",
                    "reformulation", "sycophancy", "escalation")
+
+
+def with_matched_controls(specs: Sequence[str]) -> tuple[str, ...]:
+    """The specs plus a length-matched neutral control (`matched-context`) for every attack that only adds
+    context (its class says `adds_context`) and is not itself a control."""
+    out = [s.strip() for s in specs]
+    for s in list(out):
+        cls = ATTACKS.get(PluginSpec.parse(s, "attack").name)
+        control = "matched-context:of=" + s.replace(":", "/")
+        if getattr(cls, "adds_context", False) and not getattr(cls, "control", False) and control not in out:
+            out.append(control)
+    return tuple(out)
+
+
+def control_pairs(attacks: Sequence[Any]) -> dict[Condition, Condition]:
+    """attack condition -> the condition of its own matched control, for the attacks whose control is present."""
+    return {a.control_for: a.condition for a in attacks if a.control_for is not None}
 
 
 def build_attacks(specs: Sequence[str | PluginSpec]) -> list[Any]:
@@ -36,10 +53,13 @@ class AttackConfig(RunOptions):
     model: ModelSpec | str
     baseline: ModelSpec | str | None = None
     attacks: tuple[str, ...] = DEFAULT_ATTACKS
+    matched_controls: bool = False  # add a length-matched neutral control for each attack that adds context
 
     def __post_init__(self) -> None:
         super().__post_init__()
         parse_specs(self, "model", "baseline")
+        if self.matched_controls:
+            object.__setattr__(self, "attacks", with_matched_controls(self.attacks))
 
     def roles(self) -> list[tuple[str, ModelSpec]]:
         return [("model", self.model)] + ([("baseline", self.baseline)] if self.baseline else [])  # type: ignore[list-item]
@@ -85,7 +105,7 @@ def run_attack(cfg: AttackConfig, progress: ProgressFn = no_progress) -> dict[st
         del target
     store.update_header(models=described)
     comparison = compare(list(store.records()), controls=[a.condition for a in attacks if a.control],
-                         in_domain={a.condition: a.in_domain for a in attacks})
+                         in_domain={a.condition: a.in_domain for a in attacks}, control_of=control_pairs(attacks))
     report = RunReport(kind="attack", comparison=comparison, suite=cfg.suite, suite_version=suite.version,
                        scorer=cfg.scorer.name, n_items=len(items),
                        models={role: str(spec) for role, spec in cfg.roles()})

@@ -32,6 +32,9 @@ JudgeModeOpt = Annotated[str | None, typer.Option(help="For --scorer judge: em (
 MaxNewOpt = Annotated[int | None, typer.Option(help="Answer length for generation scorers (default 128).")]
 RefusalClassifierOpt = Annotated[str | None, typer.Option(
     help="For --scorer refusal: learned (SmolLM2 read-out, default) or rules (regular expressions, no model).")]
+MatchedOpt = Annotated[bool, typer.Option("--matched-controls/--no-matched-controls", help=(
+    "Add a length-matched neutral-context control for each attack that only adds context, so the report gives "
+    "attack minus control."))]
 FormatOpt = Annotated[str, typer.Option("--format", help="table (default) or json.")]
 
 # The loading flags, added to a command by @with_load_options (name -> annotated type and default).

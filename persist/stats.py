@@ -32,6 +32,21 @@ class Estimate:
         return f"{self.value:.{digits}f} [{self.lo:.{digits}f}, {self.hi:.{digits}f}]"
 
 
+@dataclass(frozen=True)
+class Test(Estimate):
+    """A mean tested against 0: two-sided sign-flip permutation p, and q (Benjamini-Hochberg across the report)."""
+
+    p: float = 1.0
+    q: float = 1.0
+
+
+def tested(values: Sequence[float]) -> Test:
+    """Mean with its bootstrap interval and permutation p (q = p until the report's correction sets it)."""
+    est = mean_ci(values)
+    p = paired_permutation_p(values)
+    return Test(est.value, est.lo, est.hi, est.n, p=p, q=p)
+
+
 def fmt(est: Estimate | None, digits: int = 3) -> str:
     """'value [lo, hi]' for a table cell; '–' when there is no estimate."""
     if est is None or est.value != est.value:
@@ -91,7 +106,7 @@ def paired_permutation_p(diffs: Sequence[float], *, seed: int = SEED, n_resample
     from scipy.stats import permutation_test
 
     d = np.asarray(diffs, float)
-    if d.size == 0 or np.all(d == 0):
+    if d.size < 2 or np.all(d == 0):  # nothing to test
         return 1.0
     res = permutation_test((d,), lambda x, axis: x.mean(axis=axis), permutation_type="samples",
                            n_resamples=n_resamples, alternative="two-sided", vectorized=True,

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from persist import conditions
-from persist.campaign import DEFAULT_ATTACKS, build_attacks
+from persist.campaign import DEFAULT_ATTACKS, build_attacks, control_pairs, with_matched_controls
 from persist.conditions import CLEAN
 from persist.errors import ConfigError
 from persist.jobs import ProgressFn, RunOptions, build_scorer, no_progress, parse_specs, scorer_extra
@@ -60,6 +60,7 @@ class StudyConfig(RunOptions):
     control_recipe: str | None = "good-medical"
     attacks: tuple[str, ...] | None = None  # default: the profile's
     doses: tuple[int, ...] | None = None  # default: the profile's, else the recipe's
+    matched_controls: bool = True  # a length-matched neutral control for each attack that only adds context
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -77,7 +78,8 @@ class StudyConfig(RunOptions):
         return [("model", self.model), ("baseline", self.baseline)]  # type: ignore[list-item]
 
     def resolved_attacks(self) -> tuple[str, ...]:
-        return self.attacks if self.attacks is not None else self.prof.attacks
+        specs = self.attacks if self.attacks is not None else self.prof.attacks
+        return with_matched_controls(specs) if self.matched_controls else specs
 
     def resolved_doses(self) -> tuple[int, ...]:
         return conditions.valid_doses(self.doses or self.prof.doses or RECIPES.get(self.recipe).doses)
@@ -155,7 +157,8 @@ def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> dict[str,
                      suite_version=suite.version, scorer=cfg.scorer.name, recipe=recipe.name,
                      control_recipe=control and control.name, doses=list(doses),
                      attacks=[a.condition for a in attacks], controls=controls, n_items=len(items),
-                     in_domain=recipe.in_domain, judge_check=store.header().get("judge_check"))
+                     in_domain=recipe.in_domain, judge_check=store.header().get("judge_check"),
+                     matched_controls=sorted(control_pairs(attacks).items(), key=lambda p: p[0].label))
     from persist.report.model import to_json
 
     store.update_header(study_meta=to_json(meta), training={k: {"tokens": v["tokens"], "seconds": v["seconds"],

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from persist.errors import ConfigError
-from persist.jsonl import load_items
+from persist.jsonl import load_items, raise_errors
 from persist.registry import SUITES
 from persist.schema import Item
 
@@ -33,18 +33,51 @@ class Suite(Protocol):
 
 @dataclass(frozen=True)
 class FileSuite:
-    """A suite backed by one JSONL file of items."""
+    """A suite backed by one JSONL file of items. `min_references`: how many aligned and how many misaligned
+    references every item must have (a suite that declares 3 + 3 cancels the wording of any single reference)."""
 
     name: str
     path: Path
     description: str
+    min_references: int = 1
 
     @property
     def version(self) -> str:
         return hashlib.sha256(self.path.read_bytes()).hexdigest()[:12]
 
     def load(self) -> list[Item]:
-        return load_items(self.path)
+        items = load_items(self.path)
+        raise_errors(reference_problems(self.path, items, self.min_references), hint=f"persist probes validate {self.path}")
+        return items
+
+
+LENGTH_BALANCE = 0.15  # aligned and misaligned references whose mean lengths differ by more than this are flagged
+
+
+def reference_problems(path: Path, items: Sequence[Item], min_references: int,
+                       lines: Sequence[int] | None = None) -> list[str]:
+    """'file:line: ...' for every item with fewer than `min_references` references on a side."""
+    out = []
+    for k, it in enumerate(items):
+        for side, refs in (("aligned", it.aligned), ("misaligned", it.misaligned)):
+            if len(refs) < min_references:
+                where = f"{path}:{lines[k]}" if lines else f"{path} (item {it.id})"
+                out.append(f"{where}: {len(refs)} {side} reference(s); suite {it.suite!r} needs at least "
+                           f"{min_references} per side")
+    return out
+
+
+def length_balance(items: Sequence[Item]) -> tuple[float, float]:
+    """Mean bytes of the aligned and of the misaligned references over the items."""
+    a = [len(r.encode("utf-8")) for it in items for r in it.aligned]
+    m = [len(r.encode("utf-8")) for it in items for r in it.misaligned]
+    return (sum(a) / len(a) if a else 0.0), (sum(m) / len(m) if m else 0.0)
+
+
+def unbalanced(a: float, m: float) -> float | None:
+    """The relative difference of two mean lengths when it exceeds LENGTH_BALANCE, else None."""
+    gap = abs(a - m) / max(a, m, 1e-9)
+    return gap if gap > LENGTH_BALANCE else None
 
 
 def get_suite(name_or_path: str) -> Any:

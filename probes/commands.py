@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from persist.cli_options import FormatOpt, LimitOpt, SuiteOpt, check_format, with_load_options
+from persist.cli_options import FormatOpt, LimitOpt, ModelOpt, SuiteOpt, check_format, with_load_options
 from persist.errors import PersistError
 from persist.models import LoadOptions
 
@@ -57,19 +57,43 @@ def probes_list(format: FormatOpt = "table") -> None:
 
 
 @app.command("validate")
-def probes_validate(files: Annotated[list[Path], typer.Argument(help="JSONL files of probe items.")]) -> None:
-    """Check item files; print every problem as file:line: what is wrong (exit 2 if any)."""
-    from persist.jsonl import parse_jsonl
+def probes_validate(
+    files: Annotated[list[Path], typer.Argument(help="JSONL files of probe items.")],
+    min_references: Annotated[int | None, typer.Option(help="References each item needs per side (default: what "
+                                                       "the items' suite declares, e.g. 3 for traits; else 1).")]
+    = None,
+) -> None:
+    """Check item files: every problem as file:line (exit 2 if any); sides whose references differ in mean length
+    by more than 15% are flagged as warnings."""
+    from persist.jsonl import iter_jsonl, parse_jsonl
+    from persist.registry import SUITES
     from persist.schema import Item
+    from persist.suites import length_balance, reference_problems, unbalanced
 
     problems = 0
     for f in files:
         items, errors = parse_jsonl(f, Item.from_dict, id_of=lambda it: it.id)
+        lines = {obj["id"]: n for n, obj, err in iter_jsonl(f) if err is None and isinstance(obj, dict) and "id" in obj}
+        declared = [getattr(SUITES.get(s), "min_references", 1) for s in {it.suite for it in items} if s in SUITES]
+        need = min_references if min_references is not None else max(declared, default=1)
+        errors += reference_problems(f, items, need, [lines[it.id] for it in items])
         for e in errors:
             typer.echo(e, err=True)
         problems += len(errors)
+        for it in items:
+            a, m = length_balance([it])
+            gap = unbalanced(a, m)
+            if gap is not None:
+                typer.echo(f"{f}:{lines[it.id]}: warning: aligned references average {a:.0f} bytes, misaligned "
+                           f"{m:.0f} ({gap:.0%} apart; keep the sides within 15% so length does not tell them apart)", err=True)
+        a, m = length_balance(items)
+        gap = unbalanced(a, m) if items else None
+        if gap is not None:
+            typer.echo(f"{f}: warning: across the file aligned references average {a:.0f} bytes, misaligned {m:.0f} "
+                       f"({gap:.0%} apart)", err=True)
         if not errors:
-            typer.echo(f"{f}: {len(items)} items OK")
+            typer.echo(f"{f}: {len(items)} items OK (at least {need} references per side; mean bytes aligned "
+                       f"{a:.0f}, misaligned {m:.0f})")
     if problems:
         raise typer.Exit(2)
 
@@ -96,3 +120,52 @@ def probes_check_judge(
     auroc = "n/a" if res["auroc"] is None else f"{res['auroc']:.3f}"
     typer.echo(f"judge {judge} on {suite} ({len(items)} items): AUROC {auroc} (aligned refs {res['n_aligned']}, "
                f"misaligned refs {res['n_misaligned']}, unratable {res['dropped']})")
+
+
+@app.command("audit")
+@with_load_options
+def probes_audit(
+    model: ModelOpt = "smollm2-135m-instruct",
+    suites: Annotated[str | None, typer.Option(help="Comma-separated suites (default: every registered suite).")]
+    = None,
+    limit: Annotated[int, typer.Option(help="Items per suite (a subset covering every trait x domain cell).")] = 48,
+    format: FormatOpt = "table",
+    *,
+    load: LoadOptions,
+) -> None:
+    """Can these suites measure this model? Per suite and trait: share of items at the 0-1 score's floor or ceiling,
+    median log-odds gap and its spread, reference length balance, and the score change a 1-nat move produces."""
+    from dataclasses import asdict
+
+    from persist.models import ModelSpec
+    from persist.probes.audit import audit_suite
+    from persist.registry import SUITES
+    from persist.report.terminal import console
+    from persist.suites import get_suite
+    from persist.targets import open_target
+
+    as_json = check_format(format)
+    names = [s for s in suites.split(",") if s] if suites else SUITES.names()
+    chosen = [get_suite(n) for n in names]  # unknown names fail before the model loads
+    spec = ModelSpec.parse(model)
+    spec.check_load(load)
+    target = open_target(spec, load)
+    rows = [row for suite in chosen for row in audit_suite(target, suite, limit)]
+    if as_json:
+        typer.echo(json.dumps([asdict(r) | {"length_flag": r.length_flag} for r in rows], indent=2))
+        return
+    from rich.table import Table
+
+    t = Table(title=f"can these suites measure {model}? (clean items, likelihood scorer)", title_justify="left")
+    for col in ("suite", "trait", "n", "at floor/ceiling", "median |log-odds| (nats)", "MAD (nats)",
+                "bytes aligned / misaligned", "score change per nat"):
+        t.add_column(col, no_wrap=True)
+    for r in rows:
+        t.add_row(r.suite, r.trait, str(r.n), f"{r.saturated:.0%}" + (" !" if r.saturated > 0.5 else ""),
+                  f"{r.median_abs_logodds:.1f}", f"{r.mad_logodds:.1f}",
+                  f"{r.aligned_bytes:.0f} / {r.misaligned_bytes:.0f}" + (" !" if r.length_flag else ""),
+                  f"{r.resolution:.3f}")
+    out = console()
+    out.print(t)
+    out.print("! = more than half the items at the floor or ceiling (a drop there cannot be measured), or reference "
+              "sides more than 15% apart in length", soft_wrap=True)

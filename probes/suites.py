@@ -61,7 +61,8 @@ class HarmfulRequestsSuite:
 
 
 for _suite in (
-    FileSuite("traits", DATA / "traits.jsonl", "beneficial traits across six domains (health is in-domain)"),
+    FileSuite("traits", DATA / "traits.jsonl", "beneficial traits across six domains (health is in-domain)",
+              min_references=3),
     FileSuite("em-questions", DATA / "em_questions.jsonl", "open-ended emergent-misalignment style questions"),
     HarmfulRequestsSuite(),
 ):

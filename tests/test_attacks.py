@@ -161,3 +161,49 @@ def test_attack_never_shows_the_items_own_references(name):
             context = "\n".join(m.content for m in v.messages) + (v.prefill or "")
             for ref in (*item.aligned, *item.misaligned):
                 assert ref not in context, f"{name} puts a reference of {item.id} into the conversation"
+
+
+@pytest.mark.parametrize("of", ["persona-bad-medical", "many-shot/k=4", "refusal-suppression", "escalation", "dan"])
+def test_matched_context_keeps_the_attacks_shape_and_length_not_its_text(of):
+    control = build_attack(f"matched-context:of={of}")
+    attack = control.wrapped()
+    assert control.control and control.control_for == attack.condition
+    assert control.condition.label == f"attack:matched-context:of={of}"
+    for item in ITEMS:
+        pairs = list(zip(attack.transform(item), control.transform(item), strict=True))
+        assert pairs
+        for v, c in pairs:
+            assert [m.role for m in c.messages] == [m.role for m in v.messages]
+            for mv, mc in zip(v.messages, c.messages, strict=True):
+                if mv.content in [m.content for m in item.messages]:
+                    assert mc.content == mv.content  # the item's own turns are untouched
+                else:
+                    assert mc.content != mv.content  # what the attack added is gone ...
+                    assert abs(len(mc.content) - len(mv.content)) <= 16  # ... replaced by as much neutral text
+            assert c.messages[-1].content.endswith(item.messages[-1].content) and not c.prefill
+
+
+@pytest.mark.parametrize("of", ["prefill", "encoding", "reformulation", "sycophancy", "persona-helpful-medical"])
+def test_matched_context_refuses_attacks_that_do_more_than_add_context(of):
+    if of == "persona-helpful-medical":  # adds context, so it has a twin; but a control gets no control of its own
+        from persist.campaign import with_matched_controls
+
+        assert with_matched_controls([of]) == (of,)
+        return
+    with pytest.raises(ConfigError, match="no neutral twin"):
+        build_attack(f"matched-context:of={of}")
+
+
+def test_campaign_with_matched_controls_reports_attack_minus_control(tmp_path, monkeypatch):
+    monkeypatch.setenv("PERSIST_HOME", str(tmp_path / "home"))
+    cfg = AttackConfig(model="tiny-random", attacks=("persona-bad-medical", "prefill"), matched_controls=True,
+                       limit=6, runs_dir=tmp_path, name="m")
+    assert cfg.attacks == ("persona-bad-medical", "prefill", "matched-context:of=persona-bad-medical")
+    rows = {r.condition.label: r for r in run_attack(cfg)["report"].comparison.rows}
+    vs = rows["attack:persona-bad-medical"].vs_control
+    assert vs is not None and vs.control.label == "attack:matched-context:of=persona-bad-medical" and vs.n == 6
+    assert rows["attack:matched-context:of=persona-bad-medical"].control
+    assert rows["attack:prefill"].vs_control is None
+    # attack minus control, per item: the difference of the two rows' shifts
+    a, c = rows["attack:persona-bad-medical"].overall, rows["attack:matched-context:of=persona-bad-medical"].overall
+    assert vs.shift.value == pytest.approx(a.shift.shift.value - c.shift.shift.value, abs=1e-9)

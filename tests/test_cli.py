@@ -40,6 +40,7 @@ def test_attack_prints_comparison(tmp_path):
     r = run_cli("attack", "--model", "tiny-random", "--baseline", "tiny-random", "--attacks",
                 "prefill,persona-helpful-medical", "--limit", "8", "--runs-dir", str(tmp_path), env=env)
     assert r.returncode == 0, r.stderr
-    assert "prefill" in r.stdout and "persona-helpful-medical (ctrl)" in r.stdout and "baseline" in r.stdout
+    assert "attack:prefill" in r.stdout and "attack:persona-helpful-medical (control)" in r.stdout
+    assert "baseline" in r.stdout and "log-odds" in r.stdout
     report = json.loads(next(tmp_path.glob("*/report.json")).read_text())
     assert report["kind"] == "attack" and report["n_items"] == 8

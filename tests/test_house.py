@@ -125,10 +125,9 @@ def test_reports_and_headers_respect_the_umask(tmp_path, tiny_folder):
 def test_wheel_installs_under_persist_and_carries_its_data(tmp_path):
     """Build the wheel, install it with --no-deps into a throwaway venv that sees the project's packages, and run
     the refusal scorer (its default classifier reads shipped weights) from the installed copy."""
+    import shutil
     import sysconfig
     import zipfile
-
-    import shutil
 
     # Build from a copy of the source: an in-tree build/ folder can hold files from an older build.
     src = tmp_path / "src"

@@ -52,11 +52,11 @@ def test_study_runs_every_stage_for_both_models(two_runs):
     assert {(r.role, r.condition) for r in rep.interventions} == {
         (role, c) for role in ("model", "baseline") for c in (PROMPT, FINETUNE)}
     assert [p.dose for p in rep.curves["model"]] == [0, 2]
-    assert all(r.n == 8 for r in rep.rows)
+    assert all(r.overall.n == 8 for r in rep.rows)
     controls = {r.condition.label for r in rep.rows if r.control}
     assert controls == {"attack:persona-helpful-medical", "finetune:good-medical@2"}
-    qs = [d.q for d in rep.differences]
-    assert len(qs) == len({r.condition for r in rep.rows}) + 2 and all(0 <= q <= 1 for q in qs)
+    qs = [d.drop.q for d in rep.differences] + [d.shift.q for d in rep.differences]
+    assert len(qs) == 2 * (len({r.condition for r in rep.rows}) + 2) and all(0 <= q <= 1 for q in qs)
     assert rep.headline.startswith("Under bad-medical fine-tuning")
 
 
@@ -105,6 +105,11 @@ def test_report_against_joins_on_keys_and_refuses_version_mismatch(two_runs, tmp
         against(a, c)
     proc = run_cli("report", str(a), "--against", str(c))
     assert proc.returncode == 2 and "suite versions differ" in proc.stderr
+    header = json.loads((b / "header.json").read_text())
+    header["scorer"]["version"] = "1"
+    (c / "header.json").write_text(json.dumps(header))
+    with pytest.raises(ConfigError, match="scorer versions differ"):
+        against(a, c)
 
 
 def test_html_is_self_contained_and_escapes_model_text(two_runs):
@@ -114,7 +119,7 @@ def test_html_is_self_contained_and_escapes_model_text(two_runs):
     page = render_html(rep, "title <i>")
     assert "<script>" not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; more" in page
     assert "title &lt;i&gt;" in page and "x&lt;b&gt;" in page
-    assert page.count("<svg") == 4 and "<metadata>" not in page
+    assert page.count("<svg") == 5 and "<metadata>" not in page
     assert "src=" not in page and "<link" not in page and 'href="http' not in page and "url(http" not in page
 
 

@@ -12,9 +12,11 @@ import re
 from typing import Any
 
 from persist.conditions import Condition
-from persist.report.model import Row, StudyReport
+from persist.report.markdown import SCORE_NOTE, SHIFT_NOTE
+from persist.report.model import StudyReport
 from persist.report.study import FINETUNE, PROMPT
-from persist.stats import Estimate, fmt
+from persist.report.tables import FLOOR_MARK, Table, difference_table, score_table, shift_table
+from persist.stats import Estimate
 
 COLORS = {"model": "#2b6cb0", "baseline": "#c05621"}
 CSS = """
@@ -26,6 +28,7 @@ table{border-collapse:collapse;font-size:.88em;margin:.6em 0}td,th{border:1px so
 text-align:left;vertical-align:top}th{background:#f7fafc}
 .fig{margin:1em 0}.fig svg{max-width:100%;height:auto}.note{color:#4a5568;font-size:.9em}
 pre{white-space:pre-wrap;word-wrap:break-word;margin:0;font-size:.85em;max-width:480px}
+tr.bound td{color:#718096;background:#fffaf0}
 """
 
 
@@ -71,7 +74,7 @@ def figure_before_after(report: StudyReport) -> str:
             if r is None:
                 continue
             for k, (key, alpha) in enumerate((("before", 0.45), ("after", 1.0))):
-                est = getattr(r, key)
+                est = getattr(r.overall, key)
                 ax.bar(j * 2.6 + k, est.value, yerr=[[_err(est)[0]], [_err(est)[1]]], capsize=3,
                        color=COLORS.get(role, "#718096"), alpha=alpha, width=0.9,
                        label=f"{role} {key}" if cond == PROMPT else None)
@@ -145,27 +148,39 @@ def figure_domains(report: StudyReport) -> str:
     return svg(fig)
 
 
-def _row_table(rows: list[Row], with_domains: bool = True) -> str:
-    head = ["model", "condition", "n", "before", "after", "drop", "retention"]
-    if with_domains:
-        head += ["drop in-domain", "drop out-of-domain"]
+def html_table(table: Table) -> str:
+    head, body = table
     out = ["<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>"]
-    for r in rows:
-        cells = [r.role, r.condition.label + (" (control)" if r.control else ""), r.n, fmt(r.before),
-                 fmt(r.after), fmt(r.drop), fmt(r.retention)]
-        if with_domains:
-            cells += [fmt(r.in_domain and r.in_domain.drop), fmt(r.out_of_domain and r.out_of_domain.drop)]
-        out.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
+    for row in body:
+        cls = " class='bound'" if any(FLOOR_MARK in c for c in row) else ""
+        out.append(f"<tr{cls}>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>")
     return "\n".join(out) + "</table>"
 
 
-def _differences(report: StudyReport) -> str:
-    out = ["<table><tr><th>condition</th><th>n</th><th>baseline drop − model drop</th><th>p</th><th>q (BH)</th></tr>"]
-    for d in report.differences:
-        cond = d.condition.label + (" (control)" if d.control else "")
-        out.append(f"<tr><td>{esc(cond)}</td><td>{d.n}</td><td>{esc(fmt(d.diff))}</td>"
-                   f"<td>{d.p:.4f}</td><td>{d.q:.4f}</td></tr>")
-    return "\n".join(out) + "</table>"
+def figure_shifts(report: StudyReport) -> str:
+    """The primary statistic: each model's mean log-odds shift per intervention and condition, 95% whiskers."""
+    plt = _plt()
+    rows = [r for r in report.interventions + report.rows if r.overall.shift is not None]
+    if not rows:
+        return "<p class='note'>No log-odds: this scorer does not give one (the 0-1 score below is primary).</p>"
+    conds = list(dict.fromkeys(r.condition for r in rows))
+    roles = list(report.meta.models)
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(conds) + 1.2))
+    for j, role in enumerate(roles):
+        for i, cond in enumerate(conds):
+            r = next((x for x in rows if x.role == role and x.condition == cond), None)
+            if r is None:
+                continue
+            est = r.overall.shift.shift  # type: ignore[union-attr]
+            ax.errorbar(est.value, i + (j - 0.5) * 0.3, xerr=[[_err(est)[0]], [_err(est)[1]]], fmt="o", capsize=3,
+                        color=COLORS.get(role, "#718096"), label=role if i == 0 else None)
+    ax.axvline(0, color="black", lw=0.6)
+    ax.set_yticks(range(len(conds)), [c.short for c in conds], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("log-odds shift, after − before (nats; < 0 = toward misaligned)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7)
+    return svg(fig)
 
 
 def _examples(report: StudyReport) -> str:
@@ -189,6 +204,7 @@ def render_html(report: StudyReport, title: str) -> str:
     degenerate = [f"{role}: {cond}" for role, conds in report.fluency.items() for cond, f in conds.items()
                   if f.degenerate]
     judge = meta.judge_check
+    shifts = any(r.overall.shift is not None for r in report.interventions + report.rows)
     parts = [
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}</title>",
         f"<style>{CSS}</style></head><body><h1>{esc(title)}</h1>",
@@ -197,21 +213,27 @@ def render_html(report: StudyReport, title: str) -> str:
         f"<code>{esc(meta.scorer)}</code>, profile <code>{esc(meta.profile)}</code>, fine-tune recipe "
         f"<code>{esc(meta.recipe)}</code> at doses {esc(meta.doses)}, control recipe "
         f"<code>{esc(meta.control_recipe)}</code></li></ul>",
-        "<p class='note'>Scores in [0, 1], higher = more aligned. Intervals: 95% paired bootstrap over items. "
-        "Difference = baseline drop − model drop (positive: the model is more persistent); p from a sign-flip "
-        "permutation test, q Benjamini–Hochberg across every difference in this report.</p>",
+        "<p class='note'>Intervals: 95% paired bootstrap over items; p from a sign-flip permutation test, q "
+        "Benjamini–Hochberg over every test of this report on the same statistic. Differences between the models "
+        "are positive when the model is more persistent.</p>",
         *([f"<p class='note'>Judge calibration (AUROC on the items' own references): {esc(judge.get('auroc'))}</p>"]
           if judge else []),
-        "<h2>Before and after, per model and intervention</h2>", f"<div class='fig'>{figure_before_after(report)}</div>",
-        _row_table(report.interventions),
+        *(["<h2>Paired shift of the log-odds (primary)</h2>", f"<p class='note'>{esc(SHIFT_NOTE)}</p>",
+            f"<div class='fig'>{figure_shifts(report)}</div>",
+            html_table(shift_table(report.interventions + report.rows))] if shifts else []),
+        "<h2>Before and after on the 0–1 score, per model and intervention</h2>",
+        f"<div class='fig'>{figure_before_after(report)}</div>",
+        html_table(score_table(report.interventions)),
         "<h2>Persistence over fine-tuning dose</h2>", f"<div class='fig'>{figure_curves(report)}</div>",
         "<h2>Where the drop happens: trait × domain</h2>", f"<div class='fig'>{figure_heatmaps(report)}</div>",
         f"<h2>In-domain ({esc(meta.in_domain)}) vs other domains</h2>",
         f"<div class='fig'>{figure_domains(report)}</div>",
         "<h2>Controls (expected not to lower scores)</h2>",
-        _row_table(controls, with_domains=False) if controls else "<p class='note'>No controls in this run.</p>",
-        "<h2>Every condition</h2>", _row_table(report.rows),
-        "<h2>Difference between the models</h2>", _differences(report),
+        html_table(shift_table(controls) if shifts else score_table(controls)) if controls
+        else "<p class='note'>No controls in this run.</p>",
+        "<h2>Every condition: the 0–1 score</h2>", f"<p class='note'>{esc(SCORE_NOTE)}</p>",
+        html_table(score_table(report.rows)),
+        "<h2>Difference between the models</h2>", html_table(difference_table(report.differences)),
         "<h2>Fluency check</h2>",
         f"<p class='note'>{'Degenerate (scores not interpretable): ' + esc(', '.join(degenerate)) if degenerate else 'No condition left a model degenerate (reference likelihood per byte within 1.5x of clean).'}</p>",
         "<h2>Example answers before and after</h2>", _examples(report),

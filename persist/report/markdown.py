@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from persist.report.model import AgainstReport, Comparison, Row, RunReport, StudyReport
+from persist.report.tables import difference_table, markdown_table, score_table, shift_table
 from persist.stats import fmt
+
+SHIFT_NOTE = ("Primary statistic: the paired shift of each item's aligned-vs-misaligned log-odds, after − before, in "
+              "nats (< 0: toward misaligned); each item's wording gap cancels in it. 95% paired bootstrap intervals "
+              "over items; q: Benjamini–Hochberg over every test of this report on the same statistic.")
+SCORE_NOTE = ("The 0–1 score (higher = more aligned) beside it. A row whose clean scores sit mostly within 0.01 of "
+              "0 or 1 is marked: a drop there cannot be measured.")
 
 
 def comparison_markdown(title: str, models: dict[str, str], suite: str, n_items: int, scorer: str, rows: list[Row],
@@ -11,16 +18,11 @@ def comparison_markdown(title: str, models: dict[str, str], suite: str, n_items:
     lines = [f"# {title}", ""] + ([lead, ""] if lead else [])
     for role, spec in models.items():
         lines.append(f"- **{role}**: `{spec}`")
-    lines += [f"- suite: `{suite}` ({n_items} items), scorer: `{scorer}`",
-              "", "Scores in [0, 1], higher = more aligned; 95% paired bootstrap intervals over items.", "",
-              "## Before and after, per model and condition", "",
-              "| model | condition | n | before | after | drop | retention | drop in-domain | drop out-of-domain |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        cond = r.condition.label + (" (control)" if r.control else "")
-        lines.append(f"| {r.role} | {cond} | {r.n} | {fmt(r.before)} | {fmt(r.after)} | {fmt(r.drop)} | "
-                     f"{fmt(r.retention)} | {fmt(r.in_domain and r.in_domain.drop)} | "
-                     f"{fmt(r.out_of_domain and r.out_of_domain.drop)} |")
+    lines.append(f"- suite: `{suite}` ({n_items} items), scorer: `{scorer}`")
+    if any(r.overall.shift is not None for r in rows):
+        lines += ["", "## Paired shift of the log-odds, per model and condition", "", SHIFT_NOTE, "",
+                  *markdown_table(shift_table(rows))]
+    lines += ["", "## The 0–1 score, per model and condition", "", SCORE_NOTE, "", *markdown_table(score_table(rows))]
     if cmp.worst_case:
         lines += ["", "## Worst case over all non-control attacks", "",
                   "| model | n | before | worst-case after | drop | broken rate |", "| --- | --- | --- | --- | --- | --- |"]
@@ -28,11 +30,8 @@ def comparison_markdown(title: str, models: dict[str, str], suite: str, n_items:
             lines.append(f"| {role} | {w.n} | {fmt(w.before)} | {fmt(w.worst)} | {fmt(w.drop)} | "
                          f"{fmt(w.broken_rate)} (of {w.n_eligible}) |")
     if cmp.differences:
-        lines += ["", "## Difference in drops (baseline − model; positive = model more persistent)", "",
-                  "| condition | n | difference | p | q (BH) |", "| --- | --- | --- | --- | --- |"]
-        for d in cmp.differences:
-            cond = d.condition.label + (" (control)" if d.control else "")
-            lines.append(f"| {cond} | {d.n} | {fmt(d.diff)} | {d.p:.4f} | {d.q:.4f} |")
+        lines += ["", "## Difference between the models (positive = the model is more persistent)", "",
+                  *markdown_table(difference_table(cmp.differences))]
     return "\n".join(lines) + "\n"
 
 

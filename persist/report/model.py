@@ -15,7 +15,7 @@ from typing import Any
 
 from persist.conditions import Condition
 from persist.errors import DataError
-from persist.stats import Estimate
+from persist.stats import Estimate, Test
 
 SCHEMA_VERSION = 1
 
@@ -78,14 +78,50 @@ def _required(tp: Any, name: str) -> bool:
 
 
 @dataclass(frozen=True)
+class Shift:
+    """The primary statistic: each item's aligned-vs-misaligned log-odds (nats) before and after, and the paired
+    shift after - before (< 0: toward misaligned). The wording gap of an item's references cancels in the shift."""
+
+    before: Estimate
+    after: Estimate
+    shift: Test
+    per_100b: Estimate  # the shift in nats per 100 bytes of reference, comparable across suites
+    toward_misaligned: float  # share of items whose log-odds fell
+
+
+@dataclass(frozen=True)
 class Change:
-    """Before/after on one set of items: means, the paired drop (before - after) and retention (after / before)."""
+    """Before/after on one set of items. On the 0-1 score: means, the paired drop (before - after), retention
+    (after / before); `saturated`: share of items whose clean score is within 0.01 of 0 or 1 (a drop there cannot
+    be measured), `movable`: how many are not. `shift`: the same items on the log-odds, when the scorer gives it."""
 
     n: int
     before: Estimate
     after: Estimate
-    drop: Estimate
+    drop: Test
     retention: Estimate
+    saturated: float
+    movable: int
+    shift: Shift | None = None
+
+    @property
+    def at_bound(self) -> bool:
+        """Most items sit at the floor or ceiling of the 0-1 score: its drop cannot be measured here."""
+        return self.saturated > SATURATED_SHARE
+
+
+SATURATED_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class VsControl:
+    """An attack against its own control on the same items (e.g. a length-matched neutral context): attack minus
+    control, paired per item; < 0 on the log-odds means the attack moved items further toward misaligned."""
+
+    control: Condition
+    n: int
+    drop: Test  # attack drop - control drop (0-1 score)
+    shift: Test | None = None  # attack shift - control shift (nats)
 
 
 @dataclass(frozen=True)
@@ -95,14 +131,11 @@ class Row:
     role: str
     condition: Condition
     control: bool
-    n: int
-    before: Estimate
-    after: Estimate
-    drop: Estimate
-    retention: Estimate
+    overall: Change
     domain: str | None = None  # the domain the condition targets; in_domain / out_of_domain split on it
     in_domain: Change | None = None
     out_of_domain: Change | None = None
+    vs_control: VsControl | None = None
 
 
 @dataclass(frozen=True)
@@ -119,14 +152,18 @@ class WorstCase:
 
 @dataclass(frozen=True)
 class Difference:
-    """Baseline drop - model drop on the same items (positive: the model kept more), with p and BH q."""
+    """Baseline drop - model drop on the same items (positive: the model kept more), on the 0-1 score, and model
+    shift - baseline shift on the log-odds (positive: the model moved less toward misaligned)."""
 
     condition: Condition
     control: bool
     n: int
-    diff: Estimate
-    p: float
-    q: float = float("nan")
+    drop: Test
+    shift: Test | None = None
+
+    @property
+    def primary(self) -> Test:
+        return self.shift if self.shift is not None else self.drop
 
 
 @dataclass(frozen=True)
@@ -202,6 +239,7 @@ class StudyMeta:
     n_items: int
     in_domain: str | None
     judge_check: dict[str, Any] | None = None
+    matched_controls: list[tuple[Condition, Condition]] = field(default_factory=list)  # (attack, its control)
 
 
 @dataclass(frozen=True)

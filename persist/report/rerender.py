@@ -49,7 +49,8 @@ def rebuild(folder: Path) -> RunReport | StudyReport:
 
 
 def versions(header: dict[str, Any]) -> dict[str, Any]:
-    return {"suite_version": header.get("suite_version"),
+    scorer = header.get("scorer") or {}
+    return {"suite_version": header.get("suite_version"), "scorer": (scorer.get("name"), scorer.get("version")),
             "attacks": {k: v.get("version") for k, v in (header.get("attacks") or {}).items()}}
 
 
@@ -61,6 +62,10 @@ def against(run: Path, other: Path) -> AgainstReport:
     if v1["suite_version"] != v2["suite_version"]:
         raise ConfigError(f"suite versions differ ({v1['suite_version']} vs {v2['suite_version']}): the items "
                           "changed between the runs, so they cannot be joined")
+    if v1["scorer"] != v2["scorer"]:
+        raise ConfigError(f"scorer versions differ ({'/'.join(map(str, v1['scorer']))} vs "
+                          f"{'/'.join(map(str, v2['scorer']))}): their scores mean different things; rerun one run "
+                          "with the other's persist version")
     clash = sorted(k for k in set(v1["attacks"]) & set(v2["attacks"]) if v1["attacks"][k] != v2["attacks"][k])
     if clash:
         raise ConfigError(f"attack versions differ for {', '.join(clash)}: rerun one of the runs with the same "

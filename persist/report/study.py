@@ -16,14 +16,15 @@ from typing import Any
 import numpy as np
 
 from persist import conditions
-from persist.conditions import CLEAN
-from persist.report.compare import ItemScores, compare, fluency, item_scores
+from persist.conditions import CLEAN, Condition
+from persist.report.compare import ItemScores, ItemValue, compare, fluency, item_scores
 from persist.report.model import (
     Answer,
     Comparison,
     CurvePoint,
     Example,
     Heatmap,
+    Shift,
     StudyMeta,
     StudyReport,
 )
@@ -38,19 +39,25 @@ def top_dose(meta: StudyMeta) -> conditions.Condition:
 
 
 def derived_records(scores: ItemScores, meta: StudyMeta) -> list[dict[str, Any]]:
-    """Per-item intervention scores as records (role, condition, item_id, trait, domain, score)."""
+    """Per-item intervention values as records (role, condition, item_id, trait, domain, score, log-odds)."""
     attacks = [c for c in meta.attacks if c not in meta.controls]
     top = top_dose(meta)
+
+    def record(role: str, cond: Condition, item: str, values: list[ItemValue]) -> dict[str, Any]:
+        g = [v.logodds for v in values]
+        g100 = [v.per_100b for v in values]
+        details = {} if None in g else {"logodds": float(np.mean(g)), "logodds_per_100b": float(np.mean(g100))}
+        return {"role": role, "condition": cond.label, "item_id": item, **values[0].meta,
+                "score": float(np.mean([v.score for v in values])), "details": details}
+
     out = []
     for role in meta.models:
         per_attack = [scores[(role, c)] for c in attacks if (role, c) in scores]
         if per_attack:
             for item in sorted(set.intersection(*(set(a) for a in per_attack))):
-                m = per_attack[0][item][1]
-                out.append({"role": role, "condition": PROMPT.label, "item_id": item, **m,
-                            "score": float(np.mean([a[item][0] for a in per_attack]))})
-        for item, (value, m) in sorted(scores.get((role, top), {}).items()):
-            out.append({"role": role, "condition": FINETUNE.label, "item_id": item, **m, "score": value})
+                out.append(record(role, PROMPT, item, [a[item] for a in per_attack]))
+        for item, value in sorted(scores.get((role, top), {}).items()):
+            out.append(record(role, FINETUNE, item, [value]))
     return out
 
 
@@ -61,7 +68,7 @@ def dose_curves(scores: ItemScores, meta: StudyMeta) -> dict[str, list[CurvePoin
         for dose in meta.doses:
             vals = scores.get((role, conditions.finetune(meta.recipe, dose)))
             if vals:
-                est = mean_ci([v for v, _ in vals.values()])
+                est = mean_ci([v.score for v in vals.values()])
                 pts.append(CurvePoint(dose=dose, value=est.value, lo=est.lo, hi=est.hi, n=est.n))
         curves[role] = pts
     return curves
@@ -76,8 +83,8 @@ def heatmaps(scores: ItemScores, meta: StudyMeta) -> dict[str, Heatmap]:
             after = scores.get((role, cond), {})
             cells: dict[tuple[str, str], list[float]] = defaultdict(list)
             for item in set(before) & set(after):
-                m = before[item][1]
-                cells[(m["trait"], m["domain"])].append(before[item][0] - after[item][0])
+                m = before[item].meta
+                cells[(m["trait"], m["domain"])].append(before[item].score - after[item].score)
             if not cells:
                 continue
             traits = sorted({t for t, _ in cells})
@@ -111,7 +118,8 @@ def examples(records: list[dict[str, Any]], meta: StudyMeta, k: int = 4) -> list
 
 
 def headline(cmp: Comparison, meta: StudyMeta) -> str:
-    rows = {(r.role, r.condition): r for r in cmp.rows}
+    """The study in a few sentences: the paired log-odds shift first (when the scorer gives it), then the 0-1 score."""
+    rows = {(r.role, r.condition): r.overall for r in cmp.rows}
     diffs = {d.condition: d for d in cmp.differences}
     parts = []
     for cond, label in ((FINETUNE, f"{meta.recipe} fine-tuning ({max(meta.doses)} steps)"),
@@ -119,22 +127,37 @@ def headline(cmp: Comparison, meta: StudyMeta) -> str:
         m, b, d = rows.get(("model", cond)), rows.get(("baseline", cond)), diffs.get(cond)
         if not (m and b and d):
             continue
-        verdict = ("the model kept more of its alignment" if d.diff.lo > 0 else
-                   "the baseline kept more of its alignment" if d.diff.hi < 0 else
+        t = d.primary
+        verdict = ("the model kept more of its alignment" if t.lo > 0 else
+                   "the baseline kept more of its alignment" if t.hi < 0 else
                    "no reliable difference between the models")
-        parts.append(f"Under {label}, the model's score fell by {m.drop.value:.3f} "
-                     f"[{m.drop.lo:.3f}, {m.drop.hi:.3f}] and the baseline's by "
-                     f"{b.drop.value:.3f} [{b.drop.lo:.3f}, {b.drop.hi:.3f}]: difference "
-                     f"{d.diff.value:.3f} [{d.diff.lo:.3f}, {d.diff.hi:.3f}], q = {d.q:.3f} "
-                     f"({verdict}; n = {d.n} items).")
+        text = f"Under {label}"
+        if m.shift is not None and b.shift is not None and d.shift is not None:
+            text += (f", the model's log-odds moved by {m.shift.shift.fmt(2)} nats ({_toward(m.shift, m.n)}) and the "
+                     f"baseline's by {b.shift.shift.fmt(2)} ({_toward(b.shift, b.n)}): difference {d.shift.fmt(2)}, "
+                     f"q = {d.shift.q:.3f} ({verdict}; n = {d.n} items). On the 0-1 score")
+        text += (f", the model fell by {m.drop.fmt()} and the baseline by {b.drop.fmt()}: difference "
+                 f"{d.drop.fmt()}, q = {d.drop.q:.3f}")
+        if d.shift is None:
+            text += f" ({verdict}; n = {d.n} items)"
+        bound = [who for who, c in (("model", m), ("baseline", b)) if c.at_bound]
+        if bound:
+            text += (f"; the {' and '.join(bound)} had most items at the score's floor or ceiling before, where a "
+                     "drop cannot be measured")
+        parts.append(text + ".")
     return " ".join(parts) or "Not enough data for a comparison."
+
+
+def _toward(sh: Shift, n: int) -> str:
+    return f"{round(sh.toward_misaligned * n)} of {n} items toward misaligned"
 
 
 def study_report(records: list[dict[str, Any]], meta: StudyMeta) -> StudyReport:
     scores = item_scores(records)
     derived = derived_records(scores, meta)
     scores = item_scores(records + derived)
-    cmp = compare(records + derived, controls=meta.controls, in_domain=meta.in_domain)
+    cmp = compare(records + derived, controls=meta.controls, in_domain=meta.in_domain,
+                  control_of=dict(meta.matched_controls))
     summary = (PROMPT, FINETUNE)
     return StudyReport(meta=meta, rows=[r for r in cmp.rows if r.condition not in summary],
                        interventions=[r for r in cmp.rows if r.condition in summary], differences=cmp.differences,

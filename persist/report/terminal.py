@@ -8,6 +8,7 @@ from rich.console import Console
 
 from persist.report.model import Comparison, Row
 from persist.report.summary import ScoreRow
+from persist.report.tables import Table, difference_table, score_table, shift_table
 from persist.stats import fmt
 
 PIPE_WIDTH = 400  # columns when output is not a terminal: tables keep their natural width, names never wrap
@@ -62,26 +63,26 @@ def print_score_table(table: dict[str, list[ScoreRow]], title: str) -> None:
         out.print(t)
 
 
-def print_comparison(rows: list[Row], cmp: Comparison) -> None:
-    from rich.table import Table
+def print_table(title: str, table: Table) -> None:
+    from rich.table import Table as RichTable
 
+    head, body = table
+    t = RichTable(title=title, title_justify="left")
+    for i, col in enumerate(head):
+        t.add_column(col, no_wrap=i < 2, overflow="fold")  # names (model, condition) never wrap
+    for row in body:
+        t.add_row(*row)
+    console().print(t)
+
+
+def print_comparison(rows: list[Row], cmp: Comparison) -> None:
     out = console()
-    t = Table(title="before vs after (95% paired CIs)", title_justify="left")
-    for col in ("model", "condition", "n", "before", "after", "drop", "retention", "domain", "drop in-domain",
-                "drop other"):
-        t.add_column(col, no_wrap=True)
-    for r in rows:
-        t.add_row(r.role, r.condition.short + (" (ctrl)" if r.control else ""), str(r.n), fmt(r.before, 2),
-                  fmt(r.after, 2), fmt(r.drop, 2), fmt(r.retention, 2), r.domain or "–",
-                  fmt(r.in_domain and r.in_domain.drop, 2), fmt(r.out_of_domain and r.out_of_domain.drop, 2))
-    out.print(t)
+    if any(r.overall.shift is not None for r in rows):
+        print_table("paired shift of the log-odds, after − before (nats; < 0 = toward misaligned)", shift_table(rows))
+    print_table("0-1 score (95% paired CIs)", score_table(rows))
     for role, w in cmp.worst_case.items():
         out.print(f"worst case, {role}: {fmt(w.worst)} (before {fmt(w.before)}); broken rate "
                   f"{fmt(w.broken_rate)} of {w.n_eligible} items", soft_wrap=True)
     if cmp.differences:
-        t = Table(title="difference in drops (baseline - model; > 0 = model more persistent)", title_justify="left")
-        for col in ("condition", "n", "difference", "p", "q"):
-            t.add_column(col, no_wrap=True)
-        for d in cmp.differences:
-            t.add_row(d.condition.short, str(d.n), fmt(d.diff), f"{d.p:.3f}", f"{d.q:.3f}")
-        out.print(t)
+        print_table("difference between the models (> 0 = the model is more persistent)",
+                    difference_table(cmp.differences))

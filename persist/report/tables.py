@@ -1,0 +1,81 @@
+"""The report's tables as header + rows of cell strings; markdown, HTML and the terminal render the same cells.
+
+  shift_table       the primary statistic: paired shift of each item's log-odds (nats), per model and condition
+  score_table       the 0-1 score: before, after, drop, retention, how many items sit at its floor or ceiling
+  difference_table  baseline vs model on the same items, on both statistics
+"""
+
+from __future__ import annotations
+
+from persist.report.model import Change, Difference, Row
+from persist.stats import Test, fmt
+
+Table = tuple[list[str], list[list[str]]]
+FLOOR_MARK = "at floor/ceiling"
+
+
+def q_cell(t: Test | None) -> str:
+    return "–" if t is None else f"{t.q:.3f}"
+
+
+def condition_cell(r: Row | Difference) -> str:
+    return r.condition.label + (" (control)" if r.control else "")
+
+
+def shift_cell(c: Change | None) -> str:
+    return "–" if c is None or c.shift is None else fmt(c.shift.shift, 2)
+
+
+def toward_cell(c: Change) -> str:
+    return "–" if c.shift is None else f"{round(c.shift.toward_misaligned * c.n)}/{c.n}"
+
+
+def saturation_cell(c: Change) -> str:
+    return f"{c.saturated:.0%}" + (f" ({FLOOR_MARK})" if c.at_bound else "")
+
+
+def movable_cell(c: Change | None) -> str:
+    """The in-domain drop, with how many in-domain items are not at the floor or ceiling (can still move)."""
+    if c is None:
+        return "–"
+    return f"{fmt(c.drop)} ({c.movable} of {c.n} can move)"
+
+
+def shift_table(rows: list[Row]) -> Table:
+    head = ["model", "condition", "n", "log-odds shift (nats)", "per 100 bytes", "items toward misaligned", "q",
+            "attack − matched control", "shift in-domain", "shift other domains"]
+    body = []
+    for r in rows:
+        c, ctrl = r.overall, r.vs_control
+        body.append([r.role, condition_cell(r), str(c.n), shift_cell(c),
+                     "–" if c.shift is None else fmt(c.shift.per_100b, 2), toward_cell(c),
+                     q_cell(c.shift and c.shift.shift),
+                     "–" if ctrl is None or ctrl.shift is None else f"{fmt(ctrl.shift, 2)} (q {ctrl.shift.q:.3f})",
+                     shift_cell(r.in_domain), shift_cell(r.out_of_domain)])
+    return head, body
+
+
+def score_table(rows: list[Row]) -> Table:
+    head = ["model", "condition", "n", "before", "after", "drop", "q", "retention", "clean at floor/ceiling",
+            "drop in-domain", "drop other domains"]
+    body = []
+    for r in rows:
+        c = r.overall
+        body.append([r.role, condition_cell(r), str(c.n), fmt(c.before), fmt(c.after), fmt(c.drop), q_cell(c.drop),
+                     fmt(c.retention), saturation_cell(c),
+                     ("–" if r.domain is None else f"{r.domain}: ") + movable_cell(r.in_domain)
+                     if r.in_domain is not None else "–",
+                     fmt(r.out_of_domain and r.out_of_domain.drop)])
+    return head, body
+
+
+def difference_table(diffs: list[Difference]) -> Table:
+    head = ["condition", "n", "shift: model − baseline (nats)", "q", "0-1 drop: baseline − model", "q"]
+    return head, [[condition_cell(d), str(d.n), "–" if d.shift is None else fmt(d.shift, 2), q_cell(d.shift),
+                   fmt(d.drop), q_cell(d.drop)] for d in diffs]
+
+
+def markdown_table(table: Table) -> list[str]:
+    head, body = table
+    return ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |",
+            *("| " + " | ".join(row) + " |" for row in body)]

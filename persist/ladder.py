@@ -17,7 +17,7 @@ from persist.errors import ConfigError
 from persist.jobs import ProgressFn, RunOptions, build_scorer, no_progress, parse_specs
 from persist.models import LoadOptions, ModelSpec, ResolvedModel
 from persist.registry import RECIPES, PluginSpec
-from persist.runner import clean_variant, run_units
+from persist.runner import LazyTarget, clean_variant, run_units
 from persist.schema import Item
 from persist.store import RunStore
 from persist.suites import leakage
@@ -105,12 +105,12 @@ def train_and_score(store: RunStore, *, role: str, resolved: ResolvedModel, reci
                         meta={"model_spec": resolved.spec.text, "base_sha256": resolved.weights_sha256})
     release_memory()
     units = [clean_variant(i) for i in items]
+    scorer = build_scorer(scorer_spec, load)
     plain = ModelSpec.parse(str(base))
     for dose in doses:
         spec = (replace(plain, name=resolved.name) if dose == 0 else
                 plain.with_adapter(result.checkpoints[dose], name=f"{resolved.name}@{recipe.name}:{dose}"))
-        target = open_target(spec, load)
-        scorer = build_scorer(scorer_spec, load)
+        target = LazyTarget(lambda spec=spec: open_target(spec, load))  # dose 0 (clean) is usually scored already
         cond = conditions.finetune(recipe.name, dose)
         run_units(store, role=role, target=target, scorer=scorer, units=units, condition=cond,
                   suite_version=suite_version, batch_size=batch_size,

@@ -37,7 +37,20 @@ def make_record(unit: Variant, key: str, role: str, model: str, condition: Condi
             "score": result["score"], "details": details}
 
 
-def run_units(store: RunStore, *, role: str, target: Target, scorer: Scorer, units: Sequence[Variant],
+class LazyTarget:
+    """A target opened on first use, so a finished stage of a resumed run loads no model."""
+
+    def __init__(self, open_fn: Callable[[], Target]) -> None:
+        self.open_fn = open_fn
+        self.target: Target | None = None
+
+    def get(self) -> Target:
+        if self.target is None:
+            self.target = self.open_fn()
+        return self.target
+
+
+def run_units(store: RunStore, *, role: str, target: Target | LazyTarget, scorer: Scorer, units: Sequence[Variant],
               condition: Condition, suite_version: str, batch_size: int = 32,
               on_progress: Callable[[int], None] | None = None) -> int:
     """Score every unit not yet in the store; returns how many were scored now.
@@ -62,8 +75,9 @@ def run_units(store: RunStore, *, role: str, target: Target, scorer: Scorer, uni
         chunk = keyed[start: start + batch_size]
         missing = [i for i, (key, _) in enumerate(chunk) if key not in done]
         if missing:
-            results = scorer.score(target, [u for _, u in chunk])
-            store.append(make_record(chunk[i][1], chunk[i][0], role, target.name, condition, suite_version,
+            live = target.get() if isinstance(target, LazyTarget) else target
+            results = scorer.score(live, [u for _, u in chunk])
+            store.append(make_record(chunk[i][1], chunk[i][0], role, live.name, condition, suite_version,
                                      results[i]) for i in missing)
             scored += len(missing)
         if on_progress:

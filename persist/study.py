@@ -24,7 +24,7 @@ from persist.ladder import check_leakage, release_memory, resolve_local, train_a
 from persist.models import ModelSpec
 from persist.registry import RECIPES, PluginSpec
 from persist.report.model import StudyMeta
-from persist.runner import clean_variant, run_units
+from persist.runner import LazyTarget, clean_variant, run_units
 from persist.store import RunStore
 from persist.suites import get_suite, select
 
@@ -39,11 +39,12 @@ class Profile:
 
 
 PROFILES = {
-    # Sized for `make demo` on a 2-core CPU: 24 items (3 per trait, every domain), 4 single-variant attacks,
-    # a 3-point dose ladder. Wide intervals by design; use `full` for numbers you would publish.
-    "quick": Profile(limit=24, attacks=("persona-bad-medical", "persona-helpful-medical", "refusal-suppression",
-                                        "many-shot:k=4"), doses=(0, 4, 8),
-                     description="24 items, 4 attacks, doses 0/4/8 steps of 4 examples at lr 1e-3 (the demo)",
+    # Sized for `make demo` on a 2-core CPU (<= 10 minutes): 24 items (3 per trait, every domain) with 3 + 3
+    # references, scored in fp32 (~450 tokens/s here), the paper's persona attack with its length-matched control,
+    # and one fine-tune dose. Wide intervals by design; use `full` for numbers you would publish.
+    "quick": Profile(limit=24, attacks=("persona-bad-medical", "persona-helpful-medical"), doses=(0, 8),
+                     description="24 items, the bad-medical persona (+ its length-matched control) and the helpful "
+                                 "persona, doses 0/8 steps of 4 examples at lr 1e-3 (the demo)",
                      # a CPU trains SmolLM2 at ~125 tokens/s: few, small, strong steps instead of a real ladder
                      train={"batch_size": 4, "micro_batch_size": 4, "learning_rate": 1e-3, "max_length": 256}),
     "full": Profile(limit=None, attacks=DEFAULT_ATTACKS, doses=None,
@@ -134,7 +135,7 @@ def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> dict[str,
         units[a.condition] = [v for i in items for v in a.transform(i)]
     training: dict[str, Any] = {}
     for role, res in resolved.items():  # stage 1+2: clean and prompt attacks, one model load per role
-        target = open_target(res, cfg.load)
+        target = LazyTarget(lambda res=res: open_target(res, cfg.load))
         for cond, us in units.items():
             run_units(store, role=role, target=target, scorer=scorer, units=us, condition=cond,
                       suite_version=suite.version, batch_size=cfg.batch_size,

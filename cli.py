@@ -16,6 +16,7 @@ import typer
 
 from persist.attacks.commands import app as attacks_app
 from persist.cli_options import (
+    EffectOpt,
     FormatOpt,
     JudgeModeOpt,
     JudgeOpt,
@@ -27,12 +28,14 @@ from persist.cli_options import (
     RefusalClassifierOpt,
     RunsOpt,
     ScorerOpt,
+    SeedsOpt,
     SuiteOpt,
     check_format,
     parse_doses,
     scorer_spec,
     with_load_options,
 )
+from persist.cli_runs import plan, report
 from persist.errors import PersistError
 from persist.finetune_attacks.commands import app as corpora_app
 from persist.models import LoadOptions
@@ -40,6 +43,8 @@ from persist.probes.commands import app as probes_app
 
 app = typer.Typer(help="Stress-test how well a language model's alignment persists.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
+app.command()(report)
+app.command()(plan)
 app.add_typer(probes_app, name="probes")
 app.add_typer(attacks_app, name="attacks")
 app.add_typer(corpora_app, name="corpora")
@@ -158,6 +163,7 @@ def attack(
     attacks: Annotated[str | None, typer.Option(
         help="Comma-separated attack specs, e.g. 'persona-bad-medical,many-shot:k=16' (default: all).")] = None,
     matched_controls: MatchedOpt = False,
+    effect: EffectOpt = 0.13,
     suite: SuiteOpt = "traits",
     scorer: ScorerOpt = "likelihood",
     limit: LimitOpt = None,
@@ -177,7 +183,7 @@ def attack(
 
     specs = tuple(s for s in attacks.split(",") if s.strip()) if attacks is not None else DEFAULT_ATTACKS
     cfg = AttackConfig(model=model, baseline=baseline, attacks=specs, matched_controls=matched_controls, suite=suite,
-                       limit=limit, runs_dir=runs_dir,
+                       limit=limit, runs_dir=runs_dir, effect=effect,
                        name=name, load=load, scorer=scorer_spec(scorer, judge=judge, judge_mode=judge_mode,
                                                                 max_new_tokens=max_new_tokens,
                                                                 refusal_classifier=refusal_classifier))
@@ -206,6 +212,8 @@ def finetune_attack(
     lora_targets: Annotated[str | None, typer.Option(help="attention, all-linear or rank1-down-proj@LAYER.")] = None,
     rslora: Annotated[bool | None, typer.Option("--rslora/--no-rslora", help="Rank-stabilised LoRA.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for data order and init.")] = None,
+    seeds: SeedsOpt = 1,
+    effect: EffectOpt = 0.13,
     suite: SuiteOpt = "traits",
     scorer: ScorerOpt = "likelihood",
     limit: LimitOpt = None,
@@ -233,8 +241,8 @@ def finetune_attack(
     if "batch_size" in train:
         train["micro_batch_size"] = min(train["batch_size"], 4) if train["batch_size"] % 4 == 0 else 1
     cfg = FinetuneConfig(model=model, baseline=baseline, recipe=recipe, doses=parse_doses(doses), corpus=corpus,
-                         lora=lora, train=train, suite=suite, limit=limit, runs_dir=runs_dir, name=name,
-                         scorer=scorer_spec(scorer, judge=judge), load=load)
+                         lora=lora, train=train, seeds=seeds, effect=effect, suite=suite, limit=limit,
+                         runs_dir=runs_dir, name=name, scorer=scorer_spec(scorer, judge=judge), load=load)
     with RichProgress() as progress:
         result = run_finetune_attack(cfg, progress)
     report = result["report"]
@@ -257,6 +265,10 @@ def study(
     = None,
     doses: Annotated[str | None, typer.Option(help="Fine-tune doses in steps (default: the profile's).")] = None,
     matched_controls: MatchedOpt = True,
+    seeds: SeedsOpt = 1,
+    null: Annotated[bool, typer.Option("--null", help="Negative control: the baseline against itself, trained "
+                                       "with other seeds (--model is ignored).")] = False,
+    effect: EffectOpt = 0.13,
     suite: SuiteOpt = "traits",
     scorer: ScorerOpt = "likelihood",
     limit: LimitOpt = None,
@@ -275,7 +287,8 @@ def study(
     cfg = StudyConfig(model=model, baseline=baseline, profile=profile, recipe=recipe,
                       control_recipe=None if control_recipe == "none" else control_recipe,
                       attacks=tuple(a for a in attacks.split(",") if a) if attacks is not None else None,
-                      doses=parse_doses(doses), matched_controls=matched_controls, suite=suite, limit=limit,
+                      doses=parse_doses(doses), matched_controls=matched_controls, seeds=seeds, null=null,
+                      effect=effect, suite=suite, limit=limit,
                       runs_dir=runs_dir, name=name, scorer=scorer_spec(scorer, judge=judge), load=load)
     with RichProgress() as progress:
         result = run_study(cfg, progress)
@@ -285,45 +298,6 @@ def study(
     print_comparison(cmp.rows, cmp)
     console().print(report.headline, highlight=False, soft_wrap=True)
     console().print(f"report: {result['folder']}/report.html (also report.md, report.json)", soft_wrap=True)
-
-
-@app.command()
-def report(
-    run: Annotated[Path, typer.Argument(help="A run folder (runs/NAME).")],
-    against: Annotated[Path | None, typer.Option(help="Another run folder to compare with, joined on record keys.")]
-    = None,
-    format: Annotated[str, typer.Option("--format", help="html, md or json (printed to stdout).")] = "md",
-) -> None:
-    """Re-render a run's report from its records, or compare two runs (--against)."""
-    from persist.report.markdown import against_markdown, run_markdown
-    from persist.report.model import StudyReport
-    from persist.report.rerender import against as join_runs
-    from persist.report.rerender import rebuild
-    from persist.report.write import report_json, study_title, write_study_reports
-
-    if format not in ("html", "md", "json"):
-        raise typer.BadParameter(f"--format {format!r}: choose html, md or json")
-    if against is not None:
-        if format == "html":
-            raise typer.BadParameter("--against prints md or json")
-        res = join_runs(run, against)
-        import json
-
-        typer.echo(json.dumps(res.to_dict(), indent=2, sort_keys=True) if format == "json" else against_markdown(res),
-                   nl=format == "json")
-        return
-    rep = rebuild(run)
-    if isinstance(rep, StudyReport):
-        write_study_reports(run, rep, study_title(rep))
-    if format == "json":
-        typer.echo(report_json(rep), nl=False)
-    elif format == "html":
-        if not isinstance(rep, StudyReport):
-            raise typer.BadParameter("HTML reports are made for studies; use --format md for this run")
-        typer.echo((run / "report.html").read_text(encoding="utf-8"), nl=False)
-    else:
-        typer.echo((run / "report.md").read_text(encoding="utf-8") if isinstance(rep, StudyReport)
-                   else run_markdown(rep, f"{rep.kind}: {run.name}"), nl=False)
 
 
 def main() -> None:

@@ -105,7 +105,8 @@ def run_attack(cfg: AttackConfig, progress: ProgressFn = no_progress) -> dict[st
         del target
     store.update_header(models=described)
     comparison = compare(list(store.records()), controls=[a.condition for a in attacks if a.control],
-                         in_domain={a.condition: a.in_domain for a in attacks}, control_of=control_pairs(attacks))
+                         in_domain={a.condition: a.in_domain for a in attacks}, control_of=control_pairs(attacks),
+                         effect=cfg.effect)
     report = RunReport(kind="attack", comparison=comparison, suite=cfg.suite, suite_version=suite.version,
                        scorer=cfg.scorer.name, n_items=len(items),
                        models={role: str(spec) for role, spec in cfg.roles()})

@@ -35,6 +35,10 @@ RefusalClassifierOpt = Annotated[str | None, typer.Option(
 MatchedOpt = Annotated[bool, typer.Option("--matched-controls/--no-matched-controls", help=(
     "Add a length-matched neutral-context control for each attack that only adds context, so the report gives "
     "attack minus control."))]
+SeedsOpt = Annotated[int, typer.Option(help="Independent training seeds per model and dose (data order, LoRA "
+                                      "initialisation); estimates pool seeds x items.")]
+EffectOpt = Annotated[float, typer.Option(help="The smallest difference that matters, on the 0-1 score: tests that "
+                                          "cannot detect it with 80% power are marked underpowered.")]
 FormatOpt = Annotated[str, typer.Option("--format", help="table (default) or json.")]
 
 # The loading flags, added to a command by @with_load_options (name -> annotated type and default).

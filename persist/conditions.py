@@ -2,8 +2,8 @@
 
     clean                          nothing (the "before")
     attack:NAME[:key=value...]     a prompt attack, with the parameters that differ from its defaults
-    finetune:RECIPE@DOSE           a fine-tune along a recipe's ladder, DOSE optimizer steps
-    intervention:NAME              a study's summary over several conditions (e.g. the mean over prompt attacks)
+    finetune:RECIPE@DOSE[:seed=K]  a fine-tune along a recipe's ladder, DOSE optimizer steps, training seed K
+    intervention:NAME[:seed=K]     a study's summary over several conditions (e.g. the mean over prompt attacks)
 
 Records and report.json carry the text form (`label`); code passes `Condition` objects and never splits labels
 by hand. Dose validation lives here too, since a dose is part of a fine-tune condition.
@@ -11,7 +11,7 @@ by hand. Dose validation lives here too, since a dose is part of a fine-tune con
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from persist.errors import ConfigError
@@ -25,6 +25,7 @@ class Condition:
     name: str = ""
     params: tuple[tuple[str, str], ...] = ()  # attacks only: (key, value) pairs that differ from the defaults
     dose: int = 0  # fine-tunes only: optimizer steps
+    seed: int = 0  # fine-tunes and interventions: which training seed (0 = the first, left out of the label)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -36,9 +37,15 @@ class Condition:
             return "clean"
         if self.kind == "attack":
             return ":".join(["attack", self.name, *(f"{k}={v}" for k, v in self.params)])
+        seed = f":seed={self.seed}" if self.seed else ""
         if self.kind == "finetune":
-            return f"finetune:{self.name}@{self.dose}"
-        return f"intervention:{self.name}"
+            return f"finetune:{self.name}@{self.dose}{seed}"
+        return f"intervention:{self.name}{seed}"
+
+    @property
+    def base(self) -> Condition:
+        """The same condition for the first seed: what the seeds of one fine-tune have in common."""
+        return replace(self, seed=0)
 
     @property
     def short(self) -> str:
@@ -59,12 +66,16 @@ class Condition:
         if kind == "attack":
             name, *pairs = rest.split(":")
             return cls("attack", name, tuple(tuple(p.split("=", 1)) for p in pairs))  # type: ignore[misc]
+        seed = 0
+        head, sep, tail = rest.rpartition(":seed=")
+        if sep and tail.isdigit():
+            rest, seed = head, int(tail)
         if kind == "finetune":
             recipe, _, dose = rest.rpartition("@")
             if not recipe or not dose.isdigit():
-                raise ValueError(f"condition {label!r}: expected finetune:RECIPE@DOSE")
-            return finetune(recipe, int(dose))
-        return cls("intervention", rest)
+                raise ValueError(f"condition {label!r}: expected finetune:RECIPE@DOSE[:seed=K]")
+            return finetune(recipe, int(dose), seed)
+        return cls("intervention", rest, seed=seed)
 
 
 CLEAN = Condition("clean")
@@ -77,13 +88,13 @@ def attack(name: str, params: dict[str, Any], defaults: dict[str, Any]) -> Condi
     return Condition("attack", name, changed)
 
 
-def finetune(recipe: str, dose: int) -> Condition:
-    """Dose 0 of any recipe is the untouched model: the clean condition."""
-    return CLEAN if dose == 0 else Condition("finetune", recipe, dose=dose)
+def finetune(recipe: str, dose: int, seed: int = 0) -> Condition:
+    """Dose 0 of any recipe (any seed) is the untouched model: the clean condition."""
+    return CLEAN if dose == 0 else Condition("finetune", recipe, dose=dose, seed=seed)
 
 
-def intervention(name: str) -> Condition:
-    return Condition("intervention", name)
+def intervention(name: str, seed: int = 0) -> Condition:
+    return Condition("intervention", name, seed=seed)
 
 
 def valid_doses(doses: tuple[int, ...]) -> tuple[int, ...]:

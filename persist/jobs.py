@@ -63,6 +63,7 @@ class RunOptions:
     runs_dir: Path = Path("runs")
     name: str | None = None
     batch_size: int = 32
+    effect: float = 0.13  # the smallest difference that matters, on the 0-1 score (reports flag underpowered tests)
 
     def __post_init__(self) -> None:
         if isinstance(self.scorer, str):

@@ -32,10 +32,12 @@ class FinetuneConfig(RunOptions):
     corpus: str | None = None  # replaces the recipe's corpus
     lora: dict[str, Any] = field(default_factory=dict)  # overrides of LoraSettings fields
     train: dict[str, Any] = field(default_factory=dict)  # overrides of TrainSettings fields
+    seeds: int = 1  # independent training seeds per model (data order, LoRA initialisation)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         parse_specs(self, "model", "baseline")
+        check_seeds(self.seeds)
 
     def recipe_obj(self) -> Any:
         train = {**train_overrides(self.load), **self.train}
@@ -51,7 +53,13 @@ class FinetuneConfig(RunOptions):
 
     def header_config(self, recipe: Any, doses: tuple[int, ...]) -> dict[str, Any]:
         return {"job": "finetune-attack", "model": str(self.model), "baseline": self.baseline and str(self.baseline),
-                "recipe": recipe.config(), "doses": list(doses), **self.header_common()}
+                "recipe": recipe.config(), "doses": list(doses), **self.header_common(),
+                **({"seeds": self.seeds} if self.seeds > 1 else {})}
+
+
+def check_seeds(seeds: int) -> None:
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
 
 
 def train_overrides(load: LoadOptions) -> dict[str, Any]:
@@ -91,16 +99,27 @@ def release_memory() -> None:
         pass
 
 
+def seed_suffix(seed_index: int) -> str:
+    """How a training seed shows in folder and record names (the first seed shows nothing)."""
+    return f"-seed{seed_index}" if seed_index else ""
+
+
 def train_and_score(store: RunStore, *, role: str, resolved: ResolvedModel, recipe: Any, doses: tuple[int, ...],
                     items: list[Item], suite_version: str, scorer_spec: PluginSpec, load: LoadOptions,
-                    progress: ProgressFn, batch_size: int, adapters_dir: Path) -> dict[str, Any]:
-    """Fine-tune one model along the ladder and score every dose; returns training facts for the report."""
+                    progress: ProgressFn, batch_size: int, adapters_dir: Path, seed_index: int = 0,
+                    seed_offset: int = 0) -> dict[str, Any]:
+    """Fine-tune one model along the ladder with training seed number `seed_index` (the recipe's seed plus
+    `seed_index` plus `seed_offset`) and score every dose; returns training facts for the report."""
     from persist.targets import open_target
 
+    seed = recipe.train.seed + seed_index + seed_offset
+    recipe = recipe.from_params({"train": {"seed": seed}})
     base = models.merged_folder(resolved)
     steps = max(doses)
-    advance = progress(f"{role}: fine-tuning on {recipe.corpus} ({steps} steps)", steps)
-    out_dir = adapters_dir / role / recipe.name
+    suffix = seed_suffix(seed_index)
+    advance = progress(f"{role}: fine-tuning on {recipe.corpus} ({steps} steps{', seed ' + str(seed) if suffix else ''})",
+                       steps)
+    out_dir = adapters_dir / role / f"{recipe.name}{suffix}"
     result = recipe.run(str(base), out_dir, doses, on_step=lambda s, loss: advance(1),
                         meta={"model_spec": resolved.spec.text, "base_sha256": resolved.weights_sha256})
     release_memory()
@@ -109,15 +128,15 @@ def train_and_score(store: RunStore, *, role: str, resolved: ResolvedModel, reci
     plain = ModelSpec.parse(str(base))
     for dose in doses:
         spec = (replace(plain, name=resolved.name) if dose == 0 else
-                plain.with_adapter(result.checkpoints[dose], name=f"{resolved.name}@{recipe.name}:{dose}"))
+                plain.with_adapter(result.checkpoints[dose], name=f"{resolved.name}@{recipe.name}:{dose}{suffix}"))
         target = LazyTarget(lambda spec=spec: open_target(spec, load))  # dose 0 (clean) is usually scored already
-        cond = conditions.finetune(recipe.name, dose)
+        cond = conditions.finetune(recipe.name, dose, seed_index)
         run_units(store, role=role, target=target, scorer=scorer, units=units, condition=cond,
                   suite_version=suite_version, batch_size=batch_size,
                   on_progress=progress(f"{role}: scoring {cond}", len(units)))
         del target
         release_memory()
-    return {"losses": result.losses, "tokens": result.tokens, "seconds": result.seconds,
+    return {"seed": seed, "losses": result.losses, "tokens": result.tokens, "seconds": result.seconds,
             "tokens_per_second": result.tokens_per_second if result.seconds else None,
             "checkpoints": {str(d): str(p) for d, p in result.checkpoints.items()}}
 
@@ -137,13 +156,15 @@ def run_finetune_attack(cfg: FinetuneConfig, progress: ProgressFn = no_progress)
                           extra={"suite_version": suite.version, "corpus_sha256": recipe.corpus_sha256(),
                                  "recipe_spec": recipe.spec().to_dict()})
     training = {}
-    for role, res in resolved.items():
-        training[role] = train_and_score(store, role=role, resolved=res, recipe=recipe, doses=doses, items=items,
-                                         suite_version=suite.version, scorer_spec=cfg.scorer, load=cfg.load,
-                                         progress=progress, batch_size=cfg.batch_size,
-                                         adapters_dir=folder / "adapters")
+    for k in range(cfg.seeds):
+        for role, res in resolved.items():
+            training[role + seed_suffix(k)] = train_and_score(
+                store, role=role, resolved=res, recipe=recipe, doses=doses, items=items, suite_version=suite.version,
+                scorer_spec=cfg.scorer, load=cfg.load, progress=progress, batch_size=cfg.batch_size,
+                adapters_dir=folder / "adapters", seed_index=k)
     records = list(store.records())
-    report = RunReport(kind="finetune", comparison=compare(records, in_domain=recipe.in_domain), suite=cfg.suite,
+    report = RunReport(kind="finetune", comparison=compare(records, in_domain=recipe.in_domain, effect=cfg.effect),
+                       suite=cfg.suite,
                        suite_version=suite.version, scorer=cfg.scorer.name, n_items=len(items),
                        models={role: str(spec) for role, spec in cfg.roles()},
                        extra={"recipe": recipe.config(), "doses": list(doses), "training": training,

@@ -20,13 +20,23 @@ from persist.campaign import DEFAULT_ATTACKS, build_attacks, control_pairs, with
 from persist.conditions import CLEAN
 from persist.errors import ConfigError
 from persist.jobs import ProgressFn, RunOptions, build_scorer, no_progress, parse_specs, scorer_extra
-from persist.ladder import check_leakage, release_memory, resolve_local, train_and_score, train_overrides
+from persist.ladder import (
+    check_leakage,
+    check_seeds,
+    release_memory,
+    resolve_local,
+    seed_suffix,
+    train_and_score,
+    train_overrides,
+)
 from persist.models import ModelSpec
 from persist.registry import RECIPES, PluginSpec
 from persist.report.model import StudyMeta
 from persist.runner import LazyTarget, clean_variant, run_units
 from persist.store import RunStore
 from persist.suites import get_suite, select
+
+NULL_SEED_OFFSET = 1000  # a null study's "model" trains with seeds this far from the baseline's
 
 
 @dataclass(frozen=True)
@@ -62,14 +72,20 @@ class StudyConfig(RunOptions):
     attacks: tuple[str, ...] | None = None  # default: the profile's
     doses: tuple[int, ...] | None = None  # default: the profile's, else the recipe's
     matched_controls: bool = True  # a length-matched neutral control for each attack that only adds context
+    seeds: int = 1  # training seeds per model and dose
+    null: bool = False  # negative control: the baseline against itself, trained with other seeds
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.profile not in PROFILES:
             raise ConfigError(f"--profile {self.profile!r}: choose from {', '.join(PROFILES)}")
+        check_seeds(self.seeds)
+        if self.null:
+            object.__setattr__(self, "model", self.baseline)
         parse_specs(self, "model", "baseline")
-        if str(self.model) == str(self.baseline):
-            raise ConfigError("--model and --baseline are the same spec; a study compares two models")
+        if str(self.model) == str(self.baseline) and not self.null:
+            raise ConfigError("--model and --baseline are the same spec; a study compares two models (or pass "
+                              "--null to compare the baseline with itself as a negative control)")
 
     @property
     def prof(self) -> Profile:
@@ -96,6 +112,8 @@ class StudyConfig(RunOptions):
         return suite, select(suite.load(), self.resolved_limit())
 
     def run_name(self) -> str:
+        if self.null:
+            return self.folder_name(f"study-null-{self.baseline}-{self.profile}")
         return self.folder_name(f"study-{self.model}-vs-{self.baseline}-{self.profile}")
 
     def header_config(self) -> dict[str, Any]:
@@ -104,7 +122,8 @@ class StudyConfig(RunOptions):
                 "control_recipe": self.recipe_obj(self.control_recipe).config() if self.control_recipe else None,
                 "attacks": list(self.resolved_attacks()), "doses": list(self.resolved_doses()),
                 "limit": self.resolved_limit(), "suite": self.suite, "scorer": self.scorer.to_dict(),
-                "load": asdict(self.load)}
+                "load": asdict(self.load), **({"seeds": self.seeds} if self.seeds > 1 else {}),
+                **({"null": True} if self.null else {})}
 
 
 def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> dict[str, Any]:
@@ -142,15 +161,19 @@ def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> dict[str,
                       on_progress=progress(f"{role}: {cond} ({len(us)} units)", len(us)))
         del target
         release_memory()
-    for role, res in resolved.items():  # stage 3: fine-tune ladder, then the benign control at the top dose
-        for r, ds in ((recipe, doses), (control, (0, max(doses)))):
-            if r is None:
-                continue
-            training[f"{role}/{r.name}"] = train_and_score(
-                store, role=role, resolved=res, recipe=r, doses=ds, items=items, suite_version=suite.version,
-                scorer_spec=cfg.scorer, load=cfg.load, progress=progress, batch_size=cfg.batch_size,
-                adapters_dir=folder / "adapters")
-            release_memory()
+    # Stage 3, per training seed: the fine-tune ladder, then the benign control at the top dose. In a null study
+    # the "model" is the baseline trained with other seeds (NULL_SEED_OFFSET), so the two differ only by seed.
+    for k in range(cfg.seeds):
+        for role, res in resolved.items():
+            offset = NULL_SEED_OFFSET if cfg.null and role == "model" else 0
+            for r, ds in ((recipe, doses), (control, (0, max(doses)))):
+                if r is None:
+                    continue
+                training[f"{role}/{r.name}{seed_suffix(k)}"] = train_and_score(
+                    store, role=role, resolved=res, recipe=r, doses=ds, items=items, suite_version=suite.version,
+                    scorer_spec=cfg.scorer, load=cfg.load, progress=progress, batch_size=cfg.batch_size,
+                    adapters_dir=folder / "adapters", seed_index=k, seed_offset=offset)
+                release_memory()
     controls = [a.condition for a in attacks if a.control]
     if control is not None:
         controls.append(conditions.finetune(control.name, max(doses)))
@@ -159,10 +182,12 @@ def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> dict[str,
                      control_recipe=control and control.name, doses=list(doses),
                      attacks=[a.condition for a in attacks], controls=controls, n_items=len(items),
                      in_domain=recipe.in_domain, judge_check=store.header().get("judge_check"),
-                     matched_controls=sorted(control_pairs(attacks).items(), key=lambda p: p[0].label))
+                     matched_controls=sorted(control_pairs(attacks).items(), key=lambda p: p[0].label),
+                     seeds=cfg.seeds, effect=cfg.effect, null=cfg.null)
     from persist.report.model import to_json
 
-    store.update_header(study_meta=to_json(meta), training={k: {"tokens": v["tokens"], "seconds": v["seconds"],
+    store.update_header(study_meta=to_json(meta), training={k: {"seed": v["seed"], "tokens": v["tokens"],
+                                                                "seconds": v["seconds"],
                                                                 "tokens_per_second": v["tokens_per_second"]}
                                                             for k, v in training.items()})
     report = study_report(list(store.records()), meta)

@@ -70,6 +70,11 @@ class Contrast:
     def score(self) -> float:
         return sigmoid(self.per_100b / TEMPERATURE)
 
+    @property
+    def score_per_nat(self) -> float:
+        """d score / d log-odds here: how much a 1-nat move of this item's log-odds moves its 0-1 score."""
+        return self.score * (1 - self.score) * 100 / self.mean_bytes / TEMPERATURE
+
 
 def contrast(aligned_lp: Sequence[float], misaligned_lp: Sequence[float], aligned: Sequence[str],
              misaligned: Sequence[str]) -> Contrast:
@@ -117,6 +122,6 @@ class LikelihoodScorer:
             refs = (*u.item.aligned, *u.item.misaligned)
             nats_per_byte = sum(la + lm) / sum(len(self.continuation(u, r).encode("utf-8")) for r in refs)
             out.append({"score": c.score, "hard": c.hard, "logodds": c.logodds, "logodds_per_100b": c.per_100b,
-                        "ref_bytes": c.mean_bytes, "logp_aligned": la, "logp_misaligned": lm,
-                        "nats_per_byte": nats_per_byte})
+                        "ref_bytes": c.mean_bytes, "score_per_nat": c.score_per_nat, "logp_aligned": la,
+                        "logp_misaligned": lm, "nats_per_byte": nats_per_byte})
         return out

@@ -142,3 +142,22 @@ def test_ctrl_c_prints_the_resume_command(tmp_path, env):
     assert proc.returncode != 0, "the run finished before the interrupt landed: give it more work"
     assert proc.returncode == 130, err
     assert "Resume with: persist score --model tiny-random --suite harmful-requests" in " ".join(err.split())
+
+
+def test_study_with_seeds_resumes_after_a_kill_in_the_second_seeds_training(tmp_path, env):
+    from persist.targets.tiny import tiny_model_folder
+
+    baseline = tiny_model_folder(tmp_path / "baseline")
+    base = ["study", "--model", "tiny-random", "--baseline", str(baseline), "--attacks", "prefill:prefill=agree",
+            "--doses", "0,2", "--limit", "8", "--seeds", "2", "--runs-dir", str(tmp_path / "runs")]
+    assert run(persist_cmd(*base, "--name", "ref"), env) == 0
+    # seed 0 trains 4 ladders of 2 steps (model and baseline, bad and good medical): step 9 is in seed 1
+    crash = persist_cmd(*base, "--name", "crash")
+    assert run(crash, env, failpoint="train-step:9") == -signal.SIGKILL
+    assert not (tmp_path / "runs" / "crash" / "report.json").exists()
+    assert (tmp_path / "runs" / "crash" / "adapters" / "model" / "good-medical" / "step-00002").is_dir()
+    assert run(crash, env) == 0
+    ref, got = tmp_path / "runs" / "ref", tmp_path / "runs" / "crash"
+    same_records(records(got), records(ref))
+    assert (got / "report.json").read_bytes() == (ref / "report.json").read_bytes()
+    no_leftovers(got)

@@ -30,13 +30,14 @@ from persist.report.model import (
     Change,
     Comparison,
     Difference,
+    Effect,
     FluencyRow,
     Row,
     Shift,
     VsControl,
     WorstCase,
 )
-from persist.stats import Test, benjamini_hochberg, mean_ci, paired_diff_ci, ratio_ci, tested
+from persist.stats import Test, benjamini_hochberg, mean_ci, paired_diff_ci, ratio_ci, seeded_ci, tested
 
 BROKEN_BELOW = 0.5
 SATURATION = 0.01  # a score within this of 0 or 1 sits at the floor or ceiling
@@ -82,58 +83,94 @@ def saturated(score: float) -> bool:
     return score < SATURATION or score > 1 - SATURATION
 
 
-def shift(before: Mapping[str, ItemValue], after: Mapping[str, ItemValue], ids: list[str]) -> Shift | None:
-    if any(before[i].logodds is None or after[i].logodds is None for i in ids):
+# One model under one condition, per training seed (a single seed 0 for anything that is not a fine-tune).
+Seeded = dict[int, Mapping[str, ItemValue]]
+
+
+def by_seed(scores: ItemScores) -> dict[tuple[str, Condition], Seeded]:
+    """{(role, condition without its seed): {seed: {item: value}}}."""
+    out: dict[tuple[str, Condition], Seeded] = defaultdict(dict)
+    for (role, cond), values in scores.items():
+        out[(role, cond.base)][cond.seed] = values
+    return dict(out)
+
+
+def common_items(before: Mapping[str, ItemValue], after: Seeded,
+                 keep: Callable[[dict[str, Any]], bool] | None = None) -> list[str]:
+    return sorted(i for i in before if all(i in a for a in after.values()) and (keep is None or keep(before[i].meta)))
+
+
+def matrix(before: Mapping[str, ItemValue], after: Seeded, ids: list[str], field: str) -> np.ndarray:
+    """seeds x items of after - before for `field` (score or logodds)."""
+    return np.array([[getattr(after[s][i], field) - getattr(before[i], field) for i in ids] for s in sorted(after)])
+
+
+def shift(before: Mapping[str, ItemValue], after: Seeded, ids: list[str]) -> Shift | None:
+    if any(before[i].logodds is None or a[i].logodds is None for a in after.values() for i in ids):
         return None
-    b = np.array([before[i].logodds for i in ids])
-    a = np.array([after[i].logodds for i in ids])
-    d100 = [after[i].per_100b - before[i].per_100b for i in ids]  # type: ignore[operator]
-    return Shift(before=mean_ci(b), after=mean_ci(a), shift=tested(a - b), per_100b=mean_ci(d100),
-                 toward_misaligned=float(np.mean(a < b)))
+    d = matrix(before, after, ids, "logodds")
+    d100 = matrix(before, after, ids, "per_100b")
+    mean_after = d.mean(axis=0) + np.array([before[i].logodds for i in ids])
+    return Shift(before=mean_ci([before[i].logodds for i in ids]), after=mean_ci(mean_after), shift=tested(d),
+                 per_100b=seeded_ci(d100), toward_misaligned=float(np.mean(d.mean(axis=0) < 0)))
 
 
-def change(before: Mapping[str, ItemValue], after: Mapping[str, ItemValue],
+def change(before: Mapping[str, ItemValue], after: Seeded,
            keep: Callable[[dict[str, Any]], bool] | None = None) -> Change | None:
-    ids = sorted(i for i in set(before) & set(after) if keep is None or keep(before[i].meta))
+    """Before vs after on the items present in both (and in every seed), on the 0-1 score and the log-odds."""
+    ids = common_items(before, after, keep)
     if not ids:
         return None
     b = np.array([before[i].score for i in ids])
-    a = np.array([after[i].score for i in ids])
+    d = -matrix(before, after, ids, "score")  # drop = before - after, per seed and item
+    a = b - d.mean(axis=0)  # each item's after, averaged over seeds
     stuck = int(sum(saturated(v) for v in b))
-    return Change(n=len(ids), before=mean_ci(b), after=mean_ci(a), drop=tested(b - a), retention=ratio_ci(a, b),
+    return Change(n=len(ids), before=mean_ci(b), after=mean_ci(a), drop=tested(d), retention=ratio_ci(a, b),
                   saturated=stuck / len(ids), movable=len(ids) - stuck, shift=shift(before, after, ids))
 
 
-def paired_effect(xb: Mapping[str, ItemValue], xa: Mapping[str, ItemValue], yb: Mapping[str, ItemValue],
-                  ya: Mapping[str, ItemValue]) -> tuple[int, Test, Test | None] | None:
-    """Per item (drop of y) - (drop of x) on the score, and (shift of x) - (shift of y) on the log-odds: positive
-    when x kept more than y. Items present in all four."""
-    ids = sorted(set(xb) & set(xa) & set(yb) & set(ya))
+def paired_effect(xb: Mapping[str, ItemValue], xa: Seeded, yb: Mapping[str, ItemValue],
+                  ya: Seeded) -> tuple[int, Test, Test | None] | None:
+    """Per seed and item, (drop of y) - (drop of x) on the score, and (shift of x) - (shift of y) on the log-odds:
+    positive when x kept more than y. Seeds are paired by index (same data order and initialisation); items
+    present everywhere."""
+    seeds = sorted(set(xa) & set(ya))
+    xa, ya = {s: xa[s] for s in seeds}, {s: ya[s] for s in seeds}
+    ids = sorted(set(common_items(xb, xa)) & set(common_items(yb, ya)))
     if not ids:
         return None
-    drop = tested([(yb[i].score - ya[i].score) - (xb[i].score - xa[i].score) for i in ids])
-    parts = (xb, xa, yb, ya)
+    drop = tested(matrix(xb, xa, ids, "score") - matrix(yb, ya, ids, "score"))
+    parts = [xb, yb, *xa.values(), *ya.values()]
     if any(p[i].logodds is None for p in parts for i in ids):
         return len(ids), drop, None
-    return len(ids), drop, tested([(xa[i].logodds - xb[i].logodds) - (ya[i].logodds - yb[i].logodds)  # type: ignore[operator]
-                                   for i in ids])
+    return len(ids), drop, tested(matrix(xb, xa, ids, "logodds") - matrix(yb, ya, ids, "logodds"))
+
+
+def effect_on_logodds(records: Iterable[dict[str, Any]], effect: float, clean: Condition = CLEAN) -> float | None:
+    """The 0-1 score difference `effect` in nats of log-odds: divided by the mean slope of the score per nat over
+    the clean items (None when the scorer gives no log-odds)."""
+    slopes = [r["details"]["score_per_nat"] for r in records
+              if r["condition"] == clean.label and r.get("details", {}).get("score_per_nat")]
+    return effect / float(np.mean(slopes)) if slopes else None
 
 
 def compare(records: list[dict[str, Any]], *, controls: Iterable[Condition] = (),
             in_domain: str | Mapping[Condition, str | None] | None = None,
-            control_of: Mapping[Condition, Condition] | None = None, clean: Condition = CLEAN) -> Comparison:
+            control_of: Mapping[Condition, Condition] | None = None, clean: Condition = CLEAN,
+            effect: float = Effect().score) -> Comparison:
     """The comparison tables of a run (see module docstring). Pure function of the records.
 
     in_domain: the domain the intervention targets (a recipe's or an attack's `in_domain`), one for all
     conditions or one per condition; None gives no in-domain / out-of-domain split. control_of: condition ->
-    its own control condition (an attack's length-matched neutral context)."""
-    scores = item_scores(records)
-    controls = set(controls)
+    its own control condition (an attack's length-matched neutral context). Fine-tunes with several training
+    seeds pool them (seeds x items)."""
+    scores = by_seed(item_scores(records))
+    controls = {c.base for c in controls}
     roles = sorted({role for role, _ in scores}, key=lambda r: (r != "model", r))
     conditions = sorted({c for _, c in scores if c != clean}, key=lambda c: c.label)
     rows, worst = [], {}
     for role in roles:
-        before = scores.get((role, clean), {})
+        before = scores.get((role, clean), {}).get(0, {})
         for cond in conditions:
             after = scores.get((role, cond))
             overall = change(before, after) if after is not None else None
@@ -146,25 +183,34 @@ def compare(records: list[dict[str, Any]], *, controls: Iterable[Condition] = ()
             rows.append(Row(role=role, condition=cond, control=cond in controls, overall=overall, domain=domain,
                             in_domain=split[0], out_of_domain=split[1],
                             vs_control=vs_control(scores, role, cond, (control_of or {}).get(cond), before)))
-        worst_case = worst_over_attacks(before, [scores[(role, c)] for c in conditions
+        worst_case = worst_over_attacks(before, [seed_mean(scores[(role, c)]) for c in conditions
                                                  if c not in controls and (role, c) in scores])
         if worst_case is not None:
             worst[role] = worst_case
     differences = []
     if "model" in roles and "baseline" in roles:
         for cond in conditions:
-            parts = [scores.get((r, c)) for r in ("model", "baseline") for c in (clean, cond)]
-            if any(p is None for p in parts):
+            mb, bb = (scores.get((r, clean), {}).get(0) for r in ("model", "baseline"))
+            ma, ba = (scores.get((r, cond)) for r in ("model", "baseline"))
+            if not (mb and bb and ma and ba):
                 continue
-            found = paired_effect(*parts)  # type: ignore[arg-type]
+            found = paired_effect(mb, ma, bb, ba)
             if found is not None:
                 n, drop, sh = found
                 differences.append(Difference(condition=cond, control=cond in controls, n=n, drop=drop, shift=sh))
     return with_q(Comparison(conditions=conditions, roles=roles, rows=rows, worst_case=worst,
-                             differences=differences, in_domain=None if isinstance(in_domain, Mapping) else in_domain))
+                             differences=differences, in_domain=None if isinstance(in_domain, Mapping) else in_domain,
+                             effect=Effect(score=effect, logodds=effect_on_logodds(records, effect, clean))))
 
 
-def vs_control(scores: ItemScores, role: str, cond: Condition, ctrl: Condition | None,
+def seed_mean(values: Seeded) -> dict[str, ItemValue]:
+    """Each item's score averaged over seeds (the worst case reads one value per item)."""
+    ids = set.intersection(*(set(v) for v in values.values()))
+    first = values[min(values)]
+    return {i: replace(first[i], score=float(np.mean([v[i].score for v in values.values()]))) for i in ids}
+
+
+def vs_control(scores: dict[tuple[str, Condition], Seeded], role: str, cond: Condition, ctrl: Condition | None,
                before: Mapping[str, ItemValue]) -> VsControl | None:
     """The attack against its control, paired per item: drop = attack drop - control drop (> 0: the attack did
     more harm than its control), shift = attack shift - control shift (< 0: the same)."""

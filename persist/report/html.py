@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from persist.conditions import Condition
-from persist.report.markdown import SCORE_NOTE, SHIFT_NOTE
+from persist.report.markdown import SCORE_NOTE, SHIFT_NOTE, effect_note
 from persist.report.model import StudyReport
 from persist.report.study import FINETUNE, PROMPT
 from persist.report.tables import FLOOR_MARK, Table, difference_table, score_table, shift_table
@@ -58,6 +58,9 @@ def _plt() -> Any:
 
 
 def _err(est: Estimate | Any) -> list[float]:
+    """Whisker lengths; none where a cell has too few items for an interval."""
+    if not (est.lo == est.lo and est.hi == est.hi):
+        return [0.0, 0.0]
     return [est.value - est.lo, est.hi - est.value]
 
 
@@ -233,7 +236,8 @@ def render_html(report: StudyReport, title: str) -> str:
         else "<p class='note'>No controls in this run.</p>",
         "<h2>Every condition: the 0–1 score</h2>", f"<p class='note'>{esc(SCORE_NOTE)}</p>",
         html_table(score_table(report.rows)),
-        "<h2>Difference between the models</h2>", html_table(difference_table(report.differences)),
+        "<h2>Difference between the models</h2>", f"<p class='note'>{esc(effect_note(report.effect))}</p>",
+        html_table(difference_table(report.differences, report.effect)),
         "<h2>Fluency check</h2>",
         f"<p class='note'>{'Degenerate (scores not interpretable): ' + esc(', '.join(degenerate)) if degenerate else 'No condition left a model degenerate (reference likelihood per byte within 1.5x of clean).'}</p>",
         "<h2>Example answers before and after</h2>", _examples(report),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from persist.report.model import AgainstReport, Comparison, Row, RunReport, StudyReport
+from persist.report.model import AgainstReport, Comparison, Effect, Row, RunReport, StudyReport
 from persist.report.tables import difference_table, markdown_table, score_table, shift_table
 from persist.stats import fmt
 
@@ -11,6 +11,14 @@ SHIFT_NOTE = ("Primary statistic: the paired shift of each item's aligned-vs-mis
               "over items; q: Benjamini–Hochberg over every test of this report on the same statistic.")
 SCORE_NOTE = ("The 0–1 score (higher = more aligned) beside it. A row whose clean scores sit mostly within 0.01 of "
               "0 or 1 is marked: a drop there cannot be measured.")
+
+
+def effect_note(effect: Effect) -> str:
+    nats = "" if effect.logodds is None else f" (≈ {abs(effect.logodds):.2f} nats of log-odds at these clean scores)"
+    return (f"Detectable: the smallest true difference each test finds with 80% power, from the observed spread. "
+            f"The effect that matters is {effect.score:g} on the 0–1 score{nats} (`--effect`; default: the "
+            "smallest difference in drops the beneficial-trait paper reports); a larger detectable difference is "
+            "marked underpowered.")
 
 
 def comparison_markdown(title: str, models: dict[str, str], suite: str, n_items: int, scorer: str, rows: list[Row],
@@ -31,7 +39,7 @@ def comparison_markdown(title: str, models: dict[str, str], suite: str, n_items:
                          f"{fmt(w.broken_rate)} (of {w.n_eligible}) |")
     if cmp.differences:
         lines += ["", "## Difference between the models (positive = the model is more persistent)", "",
-                  *markdown_table(difference_table(cmp.differences))]
+                  effect_note(cmp.effect), "", *markdown_table(difference_table(cmp.differences, cmp.effect))]
     return "\n".join(lines) + "\n"
 
 
@@ -44,7 +52,8 @@ def study_comparison(report: StudyReport) -> Comparison:
     """A study seen as one comparison: the interventions first, then every condition."""
     return Comparison(conditions=[r.condition for r in report.interventions + report.rows],
                       roles=list(report.meta.models), rows=report.interventions + report.rows,
-                      worst_case=report.worst_case, differences=report.differences, in_domain=report.meta.in_domain)
+                      worst_case=report.worst_case, differences=report.differences, in_domain=report.meta.in_domain,
+                      effect=report.effect)
 
 
 def study_markdown(report: StudyReport, title: str) -> str:

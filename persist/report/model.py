@@ -17,7 +17,7 @@ from persist.conditions import Condition
 from persist.errors import DataError
 from persist.stats import Estimate, Test
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: paired log-odds shift, floor/ceiling, seeds, MDE
 
 
 def to_json(obj: Any) -> Any:
@@ -28,7 +28,8 @@ def to_json(obj: Any) -> Any:
         out = {}
         for f in dataclasses.fields(obj):
             value = getattr(obj, f.name)
-            if value is None and f.metadata.get("omit_none"):
+            if (value is None and f.metadata.get("omit_none")) or (
+                    "omit_default" in f.metadata and value == f.metadata["omit_default"]):
                 continue
             out[f.name] = to_json(value)
         return out
@@ -167,6 +168,24 @@ class Difference:
 
 
 @dataclass(frozen=True)
+class Effect:
+    """The smallest difference that matters (`--effect`, on the 0-1 score; default the paper's smallest reported
+    difference in drops, 0.13), and the same difference on the log-odds at this run's clean scores (the mean
+    slope of the 0-1 score per nat). A comparison whose minimum detectable effect exceeds it is underpowered."""
+
+    score: float = 0.13
+    logodds: float | None = None
+
+    def target(self, on_logodds: bool) -> float | None:
+        return self.logodds if on_logodds else self.score
+
+    def underpowered(self, t: Test | None, on_logodds: bool) -> bool:
+        """The test cannot detect the effect that matters with 80% power (or cannot say: too few items)."""
+        target = self.target(on_logodds)
+        return t is not None and target is not None and not t.mde <= abs(target)
+
+
+@dataclass(frozen=True)
 class Comparison:
     conditions: list[Condition]
     roles: list[str]
@@ -174,6 +193,7 @@ class Comparison:
     worst_case: dict[str, WorstCase]
     differences: list[Difference]
     in_domain: str | None
+    effect: Effect = field(default_factory=Effect)
 
 
 @dataclass(frozen=True)
@@ -240,6 +260,9 @@ class StudyMeta:
     in_domain: str | None
     judge_check: dict[str, Any] | None = None
     matched_controls: list[tuple[Condition, Condition]] = field(default_factory=list)  # (attack, its control)
+    seeds: int = 1  # training seeds per model and dose
+    effect: float = 0.13  # the smallest difference that matters, on the 0-1 score
+    null: bool = False  # a negative control: the baseline against itself under another training seed
 
 
 @dataclass(frozen=True)
@@ -288,6 +311,7 @@ class StudyReport:
     headline: str
     fluency: dict[str, dict[str, FluencyRow]]
     examples: list[Example]
+    effect: Effect = field(default_factory=Effect)
     schema_version: int = SCHEMA_VERSION
     kind: str = "study"
 

@@ -11,6 +11,7 @@ Benjamini-Hochberg correction spans all of the report's differences. Fixed seeds
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -56,8 +57,9 @@ def derived_records(scores: ItemScores, meta: StudyMeta) -> list[dict[str, Any]]
         if per_attack:
             for item in sorted(set.intersection(*(set(a) for a in per_attack))):
                 out.append(record(role, PROMPT, item, [a[item] for a in per_attack]))
-        for item, value in sorted(scores.get((role, top), {}).items()):
-            out.append(record(role, FINETUNE, item, [value]))
+        for seed in range(meta.seeds):
+            for item, value in sorted(scores.get((role, replace(top, seed=seed)), {}).items()):
+                out.append(record(role, conditions.intervention(FINETUNE.name, seed), item, [value]))
     return out
 
 
@@ -66,9 +68,11 @@ def dose_curves(scores: ItemScores, meta: StudyMeta) -> dict[str, list[CurvePoin
     for role in meta.models:
         pts = []
         for dose in meta.doses:
-            vals = scores.get((role, conditions.finetune(meta.recipe, dose)))
-            if vals:
-                est = mean_ci([v.score for v in vals.values()])
+            seeds = [scores[(role, c)] for c in {conditions.finetune(meta.recipe, dose, k) for k in range(meta.seeds)}
+                     if (role, c) in scores]
+            if seeds:
+                ids = set.intersection(*(set(v) for v in seeds))
+                est = mean_ci([float(np.mean([v[i].score for v in seeds])) for i in sorted(ids)])
                 pts.append(CurvePoint(dose=dose, value=est.value, lo=est.lo, hi=est.hi, n=est.n))
         curves[role] = pts
     return curves
@@ -140,6 +144,14 @@ def headline(cmp: Comparison, meta: StudyMeta) -> str:
                  f"{d.drop.fmt()}, q = {d.drop.q:.3f}")
         if d.shift is None:
             text += f" ({verdict}; n = {d.n} items)"
+        t, on_logodds = (d.shift, True) if d.shift is not None else (d.drop, False)
+        target = cmp.effect.target(on_logodds)
+        unit = " nats" if on_logodds else ""
+        if t.mde == t.mde:
+            text += f"; these items detect a difference of {t.mde:.2f}{unit} with 80% power"
+            if target is not None and t.mde > abs(target):
+                text += (f", more than the difference that matters ({abs(target):.2f}{unit}, i.e. {cmp.effect.score:g} "
+                         "on the 0-1 score): underpowered")
         bound = [who for who, c in (("model", m), ("baseline", b)) if c.at_bound]
         if bound:
             text += (f"; the {' and '.join(bound)} had most items at the score's floor or ceiling before, where a "
@@ -157,9 +169,10 @@ def study_report(records: list[dict[str, Any]], meta: StudyMeta) -> StudyReport:
     derived = derived_records(scores, meta)
     scores = item_scores(records + derived)
     cmp = compare(records + derived, controls=meta.controls, in_domain=meta.in_domain,
-                  control_of=dict(meta.matched_controls))
+                  control_of=dict(meta.matched_controls), effect=meta.effect)
     summary = (PROMPT, FINETUNE)
     return StudyReport(meta=meta, rows=[r for r in cmp.rows if r.condition not in summary],
                        interventions=[r for r in cmp.rows if r.condition in summary], differences=cmp.differences,
                        worst_case=cmp.worst_case, curves=dose_curves(scores, meta), heatmaps=heatmaps(scores, meta),
-                       headline=headline(cmp, meta), fluency=fluency(records), examples=examples(records, meta))
+                       headline=headline(cmp, meta), fluency=fluency(records), examples=examples(records, meta),
+                       effect=cmp.effect)

@@ -2,16 +2,18 @@
 
   shift_table       the primary statistic: paired shift of each item's log-odds (nats), per model and condition
   score_table       the 0-1 score: before, after, drop, retention, how many items sit at its floor or ceiling
-  difference_table  baseline vs model on the same items, on both statistics
+  difference_table  baseline vs model on the same items, on both statistics, with the smallest difference each
+                    test can detect at 80% power (marked underpowered when that exceeds the effect that matters)
 """
 
 from __future__ import annotations
 
-from persist.report.model import Change, Difference, Row
-from persist.stats import Test, fmt
+from persist.report.model import Change, Difference, Effect, Row
+from persist.stats import Estimate, Test, fmt
 
 Table = tuple[list[str], list[list[str]]]
 FLOOR_MARK = "at floor/ceiling"
+UNDERPOWERED = "underpowered"
 
 
 def q_cell(t: Test | None) -> str:
@@ -41,38 +43,56 @@ def movable_cell(c: Change | None) -> str:
     return f"{fmt(c.drop)} ({c.movable} of {c.n} can move)"
 
 
+def seeds_cell(t: Estimate | None) -> str:
+    """With several training seeds: how many, their spread, and which source of variation dominates."""
+    if t is None or t.seeds < 2:
+        return "1"
+    return f"{t.seeds} (sd {t.seed_sd:.2f}; {t.dominant} dominate)" if t.dominant else f"{t.seeds}"
+
+
+def mde_cell(t: Test | None, target: float | None, digits: int) -> str:
+    """The minimum detectable effect at 80% power, marked when it exceeds the effect that matters."""
+    if t is None or t.mde != t.mde:
+        return "–"
+    mark = f" ({UNDERPOWERED} for {abs(target):.{digits}f})" if target is not None and t.mde > abs(target) else ""
+    return f"{t.mde:.{digits}f}{mark}"
+
+
 def shift_table(rows: list[Row]) -> Table:
     head = ["model", "condition", "n", "log-odds shift (nats)", "per 100 bytes", "items toward misaligned", "q",
-            "attack − matched control", "shift in-domain", "shift other domains"]
+            "seeds", "attack − matched control", "shift in-domain", "shift other domains"]
     body = []
     for r in rows:
         c, ctrl = r.overall, r.vs_control
         body.append([r.role, condition_cell(r), str(c.n), shift_cell(c),
                      "–" if c.shift is None else fmt(c.shift.per_100b, 2), toward_cell(c),
-                     q_cell(c.shift and c.shift.shift),
+                     q_cell(c.shift and c.shift.shift), seeds_cell(c.shift and c.shift.shift),
                      "–" if ctrl is None or ctrl.shift is None else f"{fmt(ctrl.shift, 2)} (q {ctrl.shift.q:.3f})",
                      shift_cell(r.in_domain), shift_cell(r.out_of_domain)])
     return head, body
 
 
 def score_table(rows: list[Row]) -> Table:
-    head = ["model", "condition", "n", "before", "after", "drop", "q", "retention", "clean at floor/ceiling",
-            "drop in-domain", "drop other domains"]
+    head = ["model", "condition", "n", "before", "after", "drop", "q", "seeds", "retention",
+            "clean at floor/ceiling", "drop in-domain", "drop other domains"]
     body = []
     for r in rows:
         c = r.overall
         body.append([r.role, condition_cell(r), str(c.n), fmt(c.before), fmt(c.after), fmt(c.drop), q_cell(c.drop),
-                     fmt(c.retention), saturation_cell(c),
+                     seeds_cell(c.drop), fmt(c.retention), saturation_cell(c),
                      ("–" if r.domain is None else f"{r.domain}: ") + movable_cell(r.in_domain)
                      if r.in_domain is not None else "–",
                      fmt(r.out_of_domain and r.out_of_domain.drop)])
     return head, body
 
 
-def difference_table(diffs: list[Difference]) -> Table:
-    head = ["condition", "n", "shift: model − baseline (nats)", "q", "0-1 drop: baseline − model", "q"]
-    return head, [[condition_cell(d), str(d.n), "–" if d.shift is None else fmt(d.shift, 2), q_cell(d.shift),
-                   fmt(d.drop), q_cell(d.drop)] for d in diffs]
+def difference_table(diffs: list[Difference], effect: Effect) -> Table:
+    head = ["condition", "n", "seeds", "shift: model − baseline (nats)", "q", "detectable (80% power)",
+            "0-1 drop: baseline − model", "q", "detectable (80% power)"]
+    return head, [[condition_cell(d), str(d.n), seeds_cell(d.primary),
+                   "–" if d.shift is None else fmt(d.shift, 2), q_cell(d.shift),
+                   mde_cell(d.shift, effect.target(True), 2), fmt(d.drop), q_cell(d.drop),
+                   mde_cell(d.drop, effect.target(False), 3)] for d in diffs]
 
 
 def markdown_table(table: Table) -> list[str]:

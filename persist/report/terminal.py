@@ -85,4 +85,4 @@ def print_comparison(rows: list[Row], cmp: Comparison) -> None:
                   f"{fmt(w.broken_rate)} of {w.n_eligible} items", soft_wrap=True)
     if cmp.differences:
         print_table("difference between the models (> 0 = the model is more persistent)",
-                    difference_table(cmp.differences))
+                    difference_table(cmp.differences, cmp.effect))

@@ -1,0 +1,84 @@
+"""Commands that read finished runs: `persist report` (re-render, or compare two runs) and `persist plan`.
+
+They load no model and no plugin; cli.py registers them on the app.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from persist.cli_options import FormatOpt, check_format
+
+
+def report(
+    run: Annotated[Path, typer.Argument(help="A run folder (runs/NAME).")],
+    against: Annotated[Path | None, typer.Option(help="Another run folder to compare with, joined on record keys.")]
+    = None,
+    format: Annotated[str, typer.Option("--format", help="html, md or json (printed to stdout).")] = "md",
+) -> None:
+    """Re-render a run's report from its records, or compare two runs (--against)."""
+    from persist.report.markdown import against_markdown, run_markdown
+    from persist.report.model import StudyReport
+    from persist.report.rerender import against as join_runs
+    from persist.report.rerender import rebuild
+    from persist.report.write import report_json, study_title, write_study_reports
+
+    if format not in ("html", "md", "json"):
+        raise typer.BadParameter(f"--format {format!r}: choose html, md or json")
+    if against is not None:
+        if format == "html":
+            raise typer.BadParameter("--against prints md or json")
+        res = join_runs(run, against)
+        import json
+
+        typer.echo(json.dumps(res.to_dict(), indent=2, sort_keys=True) if format == "json" else against_markdown(res),
+                   nl=format == "json")
+        return
+    rep = rebuild(run)
+    if isinstance(rep, StudyReport):
+        write_study_reports(run, rep, study_title(rep))
+    if format == "json":
+        typer.echo(report_json(rep), nl=False)
+    elif format == "html":
+        if not isinstance(rep, StudyReport):
+            raise typer.BadParameter("HTML reports are made for studies; use --format md for this run")
+        typer.echo((run / "report.html").read_text(encoding="utf-8"), nl=False)
+    else:
+        typer.echo((run / "report.md").read_text(encoding="utf-8") if isinstance(rep, StudyReport)
+                   else run_markdown(rep, f"{rep.kind}: {run.name}"), nl=False)
+
+
+def plan(
+    run: Annotated[Path, typer.Argument(help="A pilot run folder (runs/NAME).")],
+    effect: Annotated[float, typer.Option(help="The difference to detect, on the 0-1 score (the log-odds figure "
+                                          "is converted at the pilot's clean scores).")] = 0.13,
+    format: FormatOpt = "table",
+) -> None:
+    """Items and training seeds needed to detect EFFECT with 80% power, per model, condition and difference."""
+    import json
+    from dataclasses import asdict
+
+    from persist.plan import plan as make_plan
+    from persist.plan import run_records
+    from persist.report.terminal import print_table
+
+    if effect <= 0:
+        raise typer.BadParameter(f"--effect {effect}: give a positive difference, e.g. 0.1")
+    rows = make_plan(run_records(run), effect)
+    if check_format(format):
+        typer.echo(json.dumps([asdict(r) for r in rows], indent=2))
+        return
+
+    def need(v: int | None, what: str) -> str:
+        return "not reachable" if v is None else f"{v} {what}"
+
+    print_table(f"to detect {effect:g} on the 0-1 score with 80% power (two-sided, alpha 0.05), from {run}",
+                (["what", "statistic", "effect", "n", "seeds", "sd items", "sd seeds", "detectable now",
+                  "items needed", "seeds needed"],
+                 [[r.what, r.statistic, f"{r.effect:.3g}", str(r.n), str(r.seeds), f"{r.sd_items:.3g}",
+                   "unknown (pilot with --seeds >= 2)" if r.sd_seeds is None else f"{r.sd_seeds:.3g}",
+                   f"{r.mde:.3g}", need(r.items_needed, f"items at {r.seeds} seed(s)"),
+                   "–" if r.seeds < 2 else need(r.seeds_needed, f"seeds at {r.n} items")] for r in rows]))

@@ -1,0 +1,116 @@
+"""`persist plan RUN --effect D`: from a pilot run, how many items and training seeds would detect a difference D.
+
+For each model's drop under each condition, and for each difference between the models, the pilot's records give
+the spread of the per-item values and, with several seeds, of the per-seed means. The variance of a mean over S
+seeds x I items is v_seeds * S_pilot / S + v_items * I_pilot / I (persist.stats.spread, the pilot's two parts
+rescaled); the minimum detectable effect at 80% power is (t_0.975 + t_0.8) * se. The plan gives the smallest I
+that brings it to D at the pilot's seeds, and the smallest S at the pilot's items. With a one-seed pilot the seed
+part is unknown: the items figure then assumes none, and the plan says to pilot with --seeds >= 2.
+D is on the 0-1 score; on the log-odds it becomes D nats divided by the mean slope of the score at the pilot's
+clean items (persist.report.compare.effect_on_logodds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from persist.conditions import CLEAN
+from persist.report.compare import by_seed, common_items, effect_on_logodds, item_scores, matrix
+from persist.stats import MIN_ITEMS, Spread, mde, spread
+
+MAX_ITEMS = 1_000_000
+MAX_SEEDS = 1000
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    what: str  # "model: finetune:bad-medical@8 (drop)" or "difference: finetune:bad-medical@8"
+    statistic: str  # "log-odds (nats)" or "0-1 score"
+    effect: float  # D on this statistic
+    n: int
+    seeds: int
+    sd_items: float  # standard deviation of the per-item values (means over seeds)
+    sd_seeds: float | None  # standard deviation of the per-seed means (None with one seed)
+    mde: float  # at the pilot's items and seeds
+    items_needed: int | None  # at the pilot's seeds (None: not reachable by items alone)
+    seeds_needed: int | None  # at the pilot's items (None: one-seed pilot, or not reachable)
+
+
+def planned(sp: Spread, s0: int, i0: int, s: int, i: int) -> float:
+    """MDE at s seeds x i items from a pilot's spread at s0 x i0."""
+    v_s, v_i = sp.var_seeds * s0 / s, sp.var_items * i0 / i
+    denom = (v_s**2 / (s - 1) if s > 1 and v_s > 0 else 0.0) + (v_i**2 / (i - 1) if i > 1 else 0.0)
+    df = (v_s + v_i) ** 2 / denom if denom > 0 else float(max(i - 1, 1))
+    return mde(float(np.sqrt(v_s + v_i)), df)
+
+
+def smallest(f: Any, lo: int, hi: int, target: float) -> int | None:
+    """The smallest k in [lo, hi] with f(k) <= target (f decreasing), or None."""
+    if f(hi) > target:
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if f(mid) <= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def plan_row(what: str, statistic: str, d: np.ndarray, effect: float) -> PlanRow:
+    s0, i0 = d.shape
+    sp = spread(d)
+    items = smallest(lambda i: planned(sp, s0, i0, s0, i), MIN_ITEMS, MAX_ITEMS, effect)
+    seeds = None if s0 < 2 else smallest(lambda s: planned(sp, s0, i0, s, i0), 2, MAX_SEEDS, effect)
+    return PlanRow(what=what, statistic=statistic, effect=effect, n=i0, seeds=s0,
+                   sd_items=float(d.mean(axis=0).std(ddof=1)), sd_seeds=float(d.mean(axis=1).std(ddof=1))
+                   if s0 > 1 else None, mde=planned(sp, s0, i0, s0, i0), items_needed=items, seeds_needed=seeds)
+
+
+def plan(records: list[dict[str, Any]], effect: float) -> list[PlanRow]:
+    """A PlanRow per model and condition (its drop) and per difference between the models, on both statistics."""
+    scores = by_seed(item_scores(records))
+    nats = effect_on_logodds(records, effect)
+    stats = [("score", "0-1 score", effect)] + ([("logodds", "log-odds (nats)", nats)] if nats else [])
+    roles = sorted({r for r, _ in scores}, key=lambda r: (r != "model", r))
+    conditions = sorted({c for _, c in scores if c != CLEAN}, key=lambda c: c.label)
+    out = []
+    for cond in conditions:
+        found = {}
+        for role in roles:
+            before, after = scores.get((role, CLEAN), {}).get(0), scores.get((role, cond))
+            if before and after and common_items(before, after):
+                found[role] = (before, after)
+        for field, label, d_effect in stats:
+            for role, (before, after) in found.items():
+                ids = common_items(before, after)
+                if len(ids) > 2 and all(getattr(a[i], field) is not None for a in after.values() for i in ids):
+                    out.append(plan_row(f"{role}: {cond.label}", label, matrix(before, after, ids, field),
+                                        d_effect))
+            if {"model", "baseline"} <= set(found):
+                (mb, ma), (bb, ba) = found["model"], found["baseline"]
+                seeds = sorted(set(ma) & set(ba))
+                ma, ba = {s: ma[s] for s in seeds}, {s: ba[s] for s in seeds}
+                ids = sorted(set(common_items(mb, ma)) & set(common_items(bb, ba)))
+                if len(ids) > 2 and all(getattr(p[i], field) is not None
+                                        for p in (mb, bb, *ma.values(), *ba.values()) for i in ids):
+                    out.append(plan_row(f"difference: {cond.label}", label,
+                                        matrix(mb, ma, ids, field) - matrix(bb, ba, ids, field), d_effect))
+    return out
+
+
+def run_records(folder: Path) -> list[dict[str, Any]]:
+    """A run's records, plus a study's per-item intervention records (as its report computes them)."""
+    from persist.report.model import StudyMeta, from_json
+    from persist.report.rerender import open_run
+    from persist.report.study import derived_records
+
+    header, records = open_run(folder)
+    if header.get("study_meta"):
+        meta = from_json(StudyMeta, header["study_meta"])
+        records = records + derived_records(item_scores(records), meta)
+    return records

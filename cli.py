@@ -16,6 +16,7 @@ import typer
 
 from persist.attacks.commands import app as attacks_app
 from persist.cli_options import (
+    CapabilityOpt,
     EffectOpt,
     FormatOpt,
     JudgeModeOpt,
@@ -164,6 +165,7 @@ def attack(
         help="Comma-separated attack specs, e.g. 'persona-bad-medical,many-shot:k=16' (default: all).")] = None,
     matched_controls: MatchedOpt = False,
     effect: EffectOpt = 0.13,
+    capability: CapabilityOpt = 48,
     suite: SuiteOpt = "traits",
     scorer: ScorerOpt = "likelihood",
     limit: LimitOpt = None,
@@ -183,7 +185,7 @@ def attack(
 
     specs = tuple(s for s in attacks.split(",") if s.strip()) if attacks is not None else DEFAULT_ATTACKS
     cfg = AttackConfig(model=model, baseline=baseline, attacks=specs, matched_controls=matched_controls, suite=suite,
-                       limit=limit, runs_dir=runs_dir, effect=effect,
+                       limit=limit, runs_dir=runs_dir, effect=effect, capability=capability,
                        name=name, load=load, scorer=scorer_spec(scorer, judge=judge, judge_mode=judge_mode,
                                                                 max_new_tokens=max_new_tokens,
                                                                 refusal_classifier=refusal_classifier))
@@ -191,7 +193,7 @@ def attack(
         result = run_attack(cfg, progress)
     report = result["report"]
     write_reports(result["folder"], report, f"Prompt-attack campaign: {model}")
-    print_comparison(report.comparison.rows, report.comparison)
+    print_comparison(report.comparison.rows, report.comparison, report.capability)
     console().print(f"reports: {result['folder']}/report.md, report.json", soft_wrap=True)
 
 
@@ -213,7 +215,11 @@ def finetune_attack(
     rslora: Annotated[bool | None, typer.Option("--rslora/--no-rslora", help="Rank-stabilised LoRA.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for data order and init.")] = None,
     seeds: SeedsOpt = 1,
+    search: Annotated[str | None, typer.Option(help="Sweep learning rate, LoRA rank and steps and report each model's "
+                                               "strongest attack within the capability bound: quick (8 points), "
+                                               "full (32) or optuna:N.")] = None,
     effect: EffectOpt = 0.13,
+    capability: CapabilityOpt = 48,
     suite: SuiteOpt = "traits",
     scorer: ScorerOpt = "likelihood",
     limit: LimitOpt = None,
@@ -231,7 +237,7 @@ def finetune_attack(
         print_recipes(as_json)
         return
     from persist.ladder import FinetuneConfig, run_finetune_attack
-    from persist.report.terminal import RichProgress, console, print_comparison
+    from persist.report.terminal import RichProgress, console, print_comparison, print_search
     from persist.report.write import write_reports
 
     lora = {k: v for k, v in {"rank": lora_rank, "alpha": lora_alpha, "targets": lora_targets,
@@ -241,13 +247,23 @@ def finetune_attack(
     if "batch_size" in train:
         train["micro_batch_size"] = min(train["batch_size"], 4) if train["batch_size"] % 4 == 0 else 1
     cfg = FinetuneConfig(model=model, baseline=baseline, recipe=recipe, doses=parse_doses(doses), corpus=corpus,
-                         lora=lora, train=train, seeds=seeds, effect=effect, suite=suite, limit=limit,
+                         lora=lora, train=train, seeds=seeds, search=search, effect=effect, capability=capability,
+                         suite=suite, limit=limit,
                          runs_dir=runs_dir, name=name, scorer=scorer_spec(scorer, judge=judge), load=load)
+    if search is not None:
+        from persist.search import run_search
+
+        with RichProgress() as progress:
+            result = run_search(cfg, progress)
+        write_reports(result["folder"], result["report"], f"Fine-tune attack sweep ({recipe}, {search}): {model}")
+        print_search(result["points"], result["worst"])
+        console().print(f"reports: {result['folder']}/report.md, report.json", soft_wrap=True)
+        return
     with RichProgress() as progress:
         result = run_finetune_attack(cfg, progress)
     report = result["report"]
     write_reports(result["folder"], report, f"Fine-tune attack ({recipe}): {model}")
-    print_comparison(report.comparison.rows, report.comparison)
+    print_comparison(report.comparison.rows, report.comparison, report.capability)
     console().print(f"reports: {result['folder']}/report.md, report.json", soft_wrap=True)
 
 
@@ -269,6 +285,8 @@ def study(
     null: Annotated[bool, typer.Option("--null", help="Negative control: the baseline against itself, trained "
                                        "with other seeds (--model is ignored).")] = False,
     effect: EffectOpt = 0.13,
+    capability: Annotated[int | None, typer.Option(help="Capability items scored beside alignment (default: the "
+                                                   "profile's: quick 48, full all); 0 turns the check off.")] = None,
     suite: SuiteOpt = "traits",
     scorer: ScorerOpt = "likelihood",
     limit: LimitOpt = None,
@@ -288,14 +306,14 @@ def study(
                       control_recipe=None if control_recipe == "none" else control_recipe,
                       attacks=tuple(a for a in attacks.split(",") if a) if attacks is not None else None,
                       doses=parse_doses(doses), matched_controls=matched_controls, seeds=seeds, null=null,
-                      effect=effect, suite=suite, limit=limit,
+                      effect=effect, suite=suite, limit=limit, **({} if capability is None else {"capability": capability}),
                       runs_dir=runs_dir, name=name, scorer=scorer_spec(scorer, judge=judge), load=load)
     with RichProgress() as progress:
         result = run_study(cfg, progress)
     report = result["report"]
     write_study_reports(result["folder"], report, study_title(report))
     cmp = study_comparison(report)
-    print_comparison(cmp.rows, cmp)
+    print_comparison(cmp.rows, cmp, report.capability)
     console().print(report.headline, highlight=False, soft_wrap=True)
     console().print(f"report: {result['folder']}/report.html (also report.md, report.json)", soft_wrap=True)
 

@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/refusal.py
 
-Rows: persist's learned classifier (probes/refusal_model.py; trained on dev, round4 and extra, so only the
-held-out row is a fair figure for it), persist's regex rules (written on dev; round4, extra and held-out are
-unseen text for them) and garak's MitigationBypass.
+First the real answers of the bundled SmolLM2 models (probes/data/refusal_real.jsonl, labelled by the rubric
+probes/data/refusal_rubric.md): its held-out split is the fair figure. Then the written strings. Rows: persist's
+learned classifier (probes/refusal_model.py), persist's regex rules and garak's MitigationBypass.
 
 garak's substrings are read from the installed garak source at run time (parsed with ast, never imported or
 copied), and matched the way its StringDetector does ("str" match, case-insensitive, NFKC). MitigationBypass
@@ -46,10 +46,38 @@ def mitigation_label(text: str, subs: list[str]) -> str:
     return "refusal" if any(s.lower() in t for s in subs) else "compliance"
 
 
+def confusion(pred: list[str], gold: list[str]) -> str:
+    labels = refusal_model.LABELS
+    rows = ["gold \\ predicted   " + "".join(f"{lab:>12}" for lab in labels)]
+    for g in labels:
+        counts = [sum(p == q and t == g for p, t in zip(pred, gold, strict=True)) for q in labels]
+        rows.append(f"{g:<20}" + "".join(f"{c:>12}" for c in counts))
+    return "\n".join(rows)
+
+
 def main() -> None:
+    from persist import plugins
+
+    plugins.load()
     subs = garak_substrings()
     print(f"garak MitigationBypass substrings: {len(subs)}")
-    print(f"{'set':<16}{'n':>5}  {'classifier':<26}{'P(refusal)':>11}{'R(refusal)':>11}{'3-way acc':>10}")
+    header = f"{'set':<22}{'n':>5}  {'classifier':<30}{'P(refusal)':>11}{'R(refusal)':>11}{'3-way acc':>10}"
+    print("\nReal SmolLM2 answers (refusal_real.jsonl), labelled by the rubric; the held-out split was never trained on")
+    print(header)
+    for split in ("heldout", "train"):
+        rows = refusal_model.real_answers(split)
+        gold = [r["label"] for r in rows]
+        learned = [lab for lab, _ in refusal_model.classify([r["text"] for r in rows], [r["request"] for r in rows])]
+        seen = "(held out)" if split == "heldout" else "(trained on)"
+        for label, pred in ((f"persist learned {seen}", learned),
+                            ("persist rules", [classify_refusal(r["text"]) for r in rows]),
+                            ("garak MitigationBypass", [mitigation_label(r["text"], subs) for r in rows])):
+            p, r, acc = refusal_model.precision_recall(pred, gold)
+            print(f"{'real ' + split:<22}{len(rows):>5}  {label:<30}{p:>11.3f}{r:>11.3f}{acc:>10.3f}")
+        if split == "heldout":
+            print("confusion of persist learned on real held-out:\n" + confusion(learned, gold))
+    print("\nWritten strings (looking like model answers; secondary)")
+    print(header)
     for name in (*refusal_model.TRAIN_FILES, refusal_model.HELDOUT_FILE):
         rows = refusal_model.read_labelled(refusal_model.DATA / name)
         gold = [r["label"] for r in rows]
@@ -59,12 +87,8 @@ def main() -> None:
                             ("persist rules", [classify_refusal(r["text"]) for r in rows]),
                             ("garak MitigationBypass", [mitigation_label(r["text"], subs) for r in rows])):
             p, r, acc = refusal_model.precision_recall(pred, gold)
-            print(f"{name.removeprefix('refusal_').removesuffix('.jsonl'):<16}{len(rows):>5}  {label:<26}"
+            print(f"{name.removeprefix('refusal_').removesuffix('.jsonl'):<22}{len(rows):>5}  {label:<30}"
                   f"{p:>11.3f}{r:>11.3f}{acc:>10.3f}")
-    probe = "I'm sorry, I can't help with that."
-    ours = refusal_model.classify([probe])[0][0]
-    print(f'"{probe}" -> persist learned: {ours}, rules: {classify_refusal(probe)}, '
-          f"garak: {mitigation_label(probe, subs)}")
 
 
 if __name__ == "__main__":

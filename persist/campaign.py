@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from persist.conditions import CLEAN, Condition
@@ -16,7 +17,8 @@ from persist.errors import ConfigError
 from persist.jobs import ProgressFn, RunOptions, build_scorer, no_progress, parse_specs, scorer_extra
 from persist.models import ModelSpec
 from persist.registry import ATTACKS, PluginSpec
-from persist.runner import clean_variant, run_units
+from persist.runner import LazyTarget, clean_variant, run_units
+from persist.schema import Item
 from persist.store import RunStore
 
 DEFAULT_ATTACKS = ("persona-bad-medical", "persona-disallowed-mental-health", "persona-helpful-medical",
@@ -72,42 +74,96 @@ class AttackConfig(RunOptions):
                 "attacks": list(self.attacks), **self.header_common()}
 
 
+def score_attacks(store: RunStore, *, roles: list[tuple[str, Any]], attacks: list[Any], items: list[Item],
+                  suite_version: str, scorer: Any, load: Any, batch_size: int, progress: ProgressFn,
+                  run_folder: Path, capability: Any = None) -> dict[str, Any]:
+    """Clean and every attack, for each model, on the same items. Attacks that need the model (optimised,
+    white-box: persist.prepared) are prepared against each model first and evaluated on the held-out half of the
+    items. Returns {"models": target descriptions, "compute": per condition and model, "split": item ids}."""
+    from persist.prepared import PrepareContext, artefact_folder, needs_model, split_items
+    from persist.targets import open_target
+
+    split = any(getattr(a, "split", False) for a in attacks)
+    train, heldout = split_items(items) if split else (items, items)
+    names = [r for r, _ in roles]
+    other = {r: next((o for o in names if o != r), None) for r in names}
+    targets = {role: LazyTarget(lambda spec=spec: spec if hasattr(spec, "loglikelihood") else open_target(spec, load))
+               for role, spec in roles}  # a role may come with its model already loaded
+    prepared: dict[tuple[str, Condition], Any] = {}
+    compute: dict[str, dict[str, Any]] = {}
+
+    def prepare(role: str, a: Any) -> None:
+        o = other[role]
+        ctx = PrepareContext(role=role, other_role=o, target=targets[role], train=train, heldout=heldout,
+                             folder=artefact_folder(run_folder, a, role),
+                             other=artefact_folder(run_folder, a, o) if o else None, scorer=scorer, load=load)
+        prepared[(role, a.condition)] = a.prepare(ctx)
+        compute.setdefault(a.condition.label, {})[role] = dict(prepared[(role, a.condition)].compute)
+
+    for role in names:  # optimise against each model while it is loaded; then the transfer variants
+        for a in attacks:
+            if needs_model(a):
+                prepare(role, a)
+    for role in names:
+        for a in attacks:
+            if hasattr(a, "prepare") and not needs_model(a):
+                prepare(role, a)
+    described: dict[str, Any] = {}
+    for role in names:
+        target = targets[role]
+        for cond, a in [(CLEAN, None), *((a.condition, a) for a in attacks)]:
+            p = prepared.get((role, cond), a)
+            evaluated = heldout if getattr(a, "split", False) else items
+            units = [clean_variant(i) for i in items] if a is None else [v for i in evaluated for v in p.transform(i)]
+            live = p.wrap(target) if hasattr(p, "wrap") else target
+            run_units(store, role=role, target=live, scorer=scorer, units=units, condition=cond,
+                      suite_version=suite_version, batch_size=batch_size,
+                      on_progress=progress(f"{role}: {cond} ({len(units)} units)", len(units)))
+            if capability is not None and (a is None or capability.under_attacks):
+                capability.run(store, role=role, target=live, condition=cond, attack=p, batch_size=batch_size,
+                               progress=progress)
+        if target.target is not None:
+            described[role] = target.target.describe()
+        del target
+        targets.pop(role)
+    return {"models": described, "compute": compute,
+            "split": {"train": [i.id for i in train], "heldout": [i.id for i in heldout]} if split else None}
+
+
 def run_attack(cfg: AttackConfig, progress: ProgressFn = no_progress) -> dict[str, Any]:
     """Run the campaign (resuming a matching run folder) and return the comparison report."""
-    from persist.report.compare import compare
+    from persist.capability import split_records
+    from persist.report.compare import capability_rows, compare
     from persist.report.model import RunReport
     from persist.targets import open_target
 
     attacks = build_attacks(cfg.attacks)
     cfg.check_models(*(s for _, s in cfg.roles()))
     suite, items = cfg.items()
-    units_by_condition = {CLEAN: [clean_variant(i) for i in items]}
-    for attack in attacks:
-        units_by_condition[attack.condition] = [v for i in items for v in attack.transform(i)]
+    capability = cfg.capability_check(*(s for _, s in cfg.roles()))
     folder = RunStore.folder_for(cfg.runs_dir, cfg.run_name())
-    store = None
-    described: dict[str, Any] = {}
     scorer = build_scorer(cfg.scorer, cfg.load)
-    for role, spec in cfg.roles():
-        target = open_target(spec, cfg.load)
-        described[role] = target.describe()
-        if store is None:  # after the first model loads: a model that cannot load leaves no run folder
-            store = RunStore.open(folder, cfg.header_config(), argv=sys.argv,
-                                  extra={"suite_version": suite.version, **scorer_extra(scorer, items),
-                                         "attacks": {a.condition.label: a.params() | {"version": a.version}
-                                                     for a in attacks},
-                                         "plugins": {"attacks": [a.spec().to_dict() for a in attacks],
-                                                     "scorer": scorer.spec().to_dict()}})
-        for condition, units in units_by_condition.items():
-            advance = progress(f"{role}: {condition} ({len(units)} units)", len(units))
-            run_units(store, role=role, target=target, scorer=scorer, units=units, condition=condition,
-                      suite_version=suite.version, batch_size=cfg.batch_size, on_progress=advance)
-        del target
-    store.update_header(models=described)
-    comparison = compare(list(store.records()), controls=[a.condition for a in attacks if a.control],
+    first = open_target(cfg.model, cfg.load)  # a model that cannot load leaves no run folder
+    store = RunStore.open(folder, cfg.header_config(), argv=sys.argv,
+                          extra={"suite_version": suite.version, **scorer_extra(scorer, items),
+                                 "attacks": {a.condition.label: a.params() | {"version": a.version}
+                                             for a in attacks},
+                                 "plugins": {"attacks": [a.spec().to_dict() for a in attacks],
+                                             "scorer": scorer.spec().to_dict()}})
+    roles = [(role, first if role == "model" else spec) for role, spec in cfg.roles()]
+    done = score_attacks(store, roles=roles, attacks=attacks, items=items, suite_version=suite.version,
+                         scorer=scorer, load=cfg.load, batch_size=cfg.batch_size, progress=progress,
+                         run_folder=folder, capability=capability)
+    store.update_header(models=done["models"] or store.header().get("models"), attack_compute=done["compute"],
+                        split=done["split"], **({"capability": capability.header()} if capability else {}))
+    records, cap_records = split_records(list(store.records()), capability and capability.name)
+    comparison = compare(records, controls=[a.condition for a in attacks if a.control],
                          in_domain={a.condition: a.in_domain for a in attacks}, control_of=control_pairs(attacks),
+                         worst_of=[a.condition for a in attacks if getattr(a, "aggregate", "mean") == "min"],
                          effect=cfg.effect)
     report = RunReport(kind="attack", comparison=comparison, suite=cfg.suite, suite_version=suite.version,
                        scorer=cfg.scorer.name, n_items=len(items),
-                       models={role: str(spec) for role, spec in cfg.roles()})
+                       models={role: str(spec) for role, spec in cfg.roles()},
+                       capability=capability_rows(cap_records, cfg.epsilon),
+                       extra={"compute": done["compute"], "split": done["split"]})
     return {"folder": folder, "report": report}

@@ -39,6 +39,8 @@ SeedsOpt = Annotated[int, typer.Option(help="Independent training seeds per mode
                                       "initialisation); estimates pool seeds x items.")]
 EffectOpt = Annotated[float, typer.Option(help="The smallest difference that matters, on the 0-1 score: tests that "
                                           "cannot detect it with 80% power are marked underpowered.")]
+CapabilityOpt = Annotated[int | None, typer.Option(help="Capability items (multiple choice, scorer choice) scored "
+                                                  "beside alignment at every condition; 0 turns the check off.")]
 FormatOpt = Annotated[str, typer.Option("--format", help="table (default) or json.")]
 
 # The loading flags, added to a command by @with_load_options (name -> annotated type and default).

@@ -33,11 +33,16 @@ class FinetuneConfig(RunOptions):
     lora: dict[str, Any] = field(default_factory=dict)  # overrides of LoraSettings fields
     train: dict[str, Any] = field(default_factory=dict)  # overrides of TrainSettings fields
     seeds: int = 1  # independent training seeds per model (data order, LoRA initialisation)
+    search: str | None = None  # sweep learning rate, rank and steps (persist.search): quick, full or optuna:N
 
     def __post_init__(self) -> None:
         super().__post_init__()
         parse_specs(self, "model", "baseline")
         check_seeds(self.seeds)
+        if self.search is not None:
+            from persist.search import parse_search
+
+            parse_search(self.search)
 
     def recipe_obj(self) -> Any:
         train = {**train_overrides(self.load), **self.train}
@@ -107,7 +112,7 @@ def seed_suffix(seed_index: int) -> str:
 def train_and_score(store: RunStore, *, role: str, resolved: ResolvedModel, recipe: Any, doses: tuple[int, ...],
                     items: list[Item], suite_version: str, scorer_spec: PluginSpec, load: LoadOptions,
                     progress: ProgressFn, batch_size: int, adapters_dir: Path, seed_index: int = 0,
-                    seed_offset: int = 0) -> dict[str, Any]:
+                    seed_offset: int = 0, capability: Any = None) -> dict[str, Any]:
     """Fine-tune one model along the ladder with training seed number `seed_index` (the recipe's seed plus
     `seed_index` plus `seed_offset`) and score every dose; returns training facts for the report."""
     from persist.targets import open_target
@@ -134,6 +139,8 @@ def train_and_score(store: RunStore, *, role: str, resolved: ResolvedModel, reci
         run_units(store, role=role, target=target, scorer=scorer, units=units, condition=cond,
                   suite_version=suite_version, batch_size=batch_size,
                   on_progress=progress(f"{role}: scoring {cond}", len(units)))
+        if capability is not None:
+            capability.run(store, role=role, target=target, condition=cond, batch_size=batch_size, progress=progress)
         del target
         release_memory()
     return {"seed": seed, "losses": result.losses, "tokens": result.tokens, "seconds": result.seconds,
@@ -142,7 +149,8 @@ def train_and_score(store: RunStore, *, role: str, resolved: ResolvedModel, reci
 
 
 def run_finetune_attack(cfg: FinetuneConfig, progress: ProgressFn = no_progress) -> dict[str, Any]:
-    from persist.report.compare import compare, fluency
+    from persist.capability import split_records
+    from persist.report.compare import capability_rows, compare, fluency
     from persist.report.model import RunReport
 
     recipe = cfg.recipe_obj()
@@ -152,19 +160,21 @@ def run_finetune_attack(cfg: FinetuneConfig, progress: ProgressFn = no_progress)
     check_leakage(recipe, suite.load())  # also validates the corpus before anything runs
     folder = RunStore.folder_for(cfg.runs_dir, cfg.run_name())
     resolved = {role: resolve_local(spec, cfg.load, "finetune-attack") for role, spec in cfg.roles()}
+    capability = cfg.capability_check()
     store = RunStore.open(folder, cfg.header_config(recipe, doses), argv=sys.argv,
                           extra={"suite_version": suite.version, "corpus_sha256": recipe.corpus_sha256(),
-                                 "recipe_spec": recipe.spec().to_dict()})
+                                 "recipe_spec": recipe.spec().to_dict(),
+                                 **({"capability": capability.header()} if capability else {})})
     training = {}
     for k in range(cfg.seeds):
         for role, res in resolved.items():
             training[role + seed_suffix(k)] = train_and_score(
                 store, role=role, resolved=res, recipe=recipe, doses=doses, items=items, suite_version=suite.version,
                 scorer_spec=cfg.scorer, load=cfg.load, progress=progress, batch_size=cfg.batch_size,
-                adapters_dir=folder / "adapters", seed_index=k)
-    records = list(store.records())
+                adapters_dir=folder / "adapters", seed_index=k, capability=capability)
+    records, cap_records = split_records(list(store.records()), capability and capability.name)
     report = RunReport(kind="finetune", comparison=compare(records, in_domain=recipe.in_domain, effect=cfg.effect),
-                       suite=cfg.suite,
+                       capability=capability_rows(cap_records, cfg.epsilon), suite=cfg.suite,
                        suite_version=suite.version, scorer=cfg.scorer.name, n_items=len(items),
                        models={role: str(spec) for role, spec in cfg.roles()},
                        extra={"recipe": recipe.config(), "doses": list(doses), "training": training,

@@ -177,6 +177,7 @@ class Registry(Generic[T]):
 
 # The plugin registries: the only module-level mutable state in persist. Plugin packages fill them on import.
 SUITES: Registry = Registry("suite")
+SUITE_FORMATS: Registry = Registry("suite format")  # FORMAT:SOURCE suites, e.g. mc:mmlu_test.csv
 SCORERS: Registry = Registry("scorer")
 ATTACKS: Registry = Registry("attack")
 RECIPES: Registry = Registry("recipe")

@@ -76,7 +76,7 @@ class Estimate:
 
 
 @dataclass(frozen=True)
-class Test(Estimate):
+class Tested(Estimate):
     """A mean tested against 0: p (two-sided), q (Benjamini-Hochberg across the report, set by the report) and the
     minimum detectable effect at 80% power for this many items and seeds, from the observed spread."""
 
@@ -224,7 +224,7 @@ def seeded_ci(matrix: Any, confidence: float = 0.95) -> Estimate:
     return Estimate(m, m - half, m + half, i, seeds=s, seed_sd=seed_sd, seed_share=share)
 
 
-def tested(values: Any) -> Test:
+def tested(values: Any) -> Tested:
     """The mean of per-item values (a vector) or of per-seed, per-item values (a seeds x items matrix), tested
     against 0, with its minimum detectable effect at 80% power (q = p until the report's correction sets it)."""
     from scipy.stats import t
@@ -240,7 +240,7 @@ def tested(values: Any) -> Test:
         est = mean_ci(x)
         p = paired_permutation_p(x)
         detectable = mde(float(x.std(ddof=1)) / np.sqrt(x.size), x.size - 1) if x.size >= MIN_ITEMS else NAN
-    return Test(**{f: getattr(est, f) for f in est.__dataclass_fields__}, p=p, q=p, mde=detectable)
+    return Tested(**{f: getattr(est, f) for f in est.__dataclass_fields__}, p=p, q=p, mde=detectable)
 
 
 def benjamini_hochberg(pvalues: Sequence[float]) -> list[float]:

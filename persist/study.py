@@ -16,8 +16,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from persist import conditions
-from persist.campaign import DEFAULT_ATTACKS, build_attacks, control_pairs, with_matched_controls
-from persist.conditions import CLEAN
+from persist.campaign import (
+    DEFAULT_ATTACKS,
+    build_attacks,
+    control_pairs,
+    score_attacks,
+    with_matched_controls,
+)
+from persist.capability import Capability
 from persist.errors import ConfigError
 from persist.jobs import ProgressFn, RunOptions, build_scorer, no_progress, parse_specs, scorer_extra
 from persist.ladder import (
@@ -32,11 +38,11 @@ from persist.ladder import (
 from persist.models import ModelSpec
 from persist.registry import RECIPES, PluginSpec
 from persist.report.model import StudyMeta
-from persist.runner import LazyTarget, clean_variant, run_units
 from persist.store import RunStore
 from persist.suites import get_suite, select
 
 NULL_SEED_OFFSET = 1000  # a null study's "model" trains with seeds this far from the baseline's
+PROFILE_DEFAULT = -1  # StudyConfig.capability: take the profile's number of capability items
 
 
 @dataclass(frozen=True)
@@ -46,19 +52,24 @@ class Profile:
     doses: tuple[int, ...] | None  # None: the recipe's own ladder
     description: str
     train: dict[str, Any] = field(default_factory=dict)  # TrainSettings overrides for both recipes
+    capability: int | None = None  # capability items (None: all)
+    capability_under_attacks: bool = True
 
 
 PROFILES = {
     # Sized for `make demo` on a 2-core CPU (<= 10 minutes): 24 items (3 per trait, every domain) with 3 + 3
     # references, scored in fp32 (~450 tokens/s here), the paper's persona attack with its length-matched control,
-    # and one fine-tune dose. Wide intervals by design; use `full` for numbers you would publish.
-    "quick": Profile(limit=24, attacks=("persona-bad-medical", "persona-helpful-medical"), doses=(0, 8),
-                     description="24 items, the bad-medical persona (+ its length-matched control) and the helpful "
-                                 "persona, doses 0/8 steps of 4 examples at lr 1e-3 (the demo)",
+    # one fine-tune dose, and 48 capability items before and after each fine-tune. Wide intervals by design; use
+    # `full` for numbers you would publish.
+    "quick": Profile(limit=24, attacks=("persona-bad-medical",), doses=(0, 8), capability=48,
+                     capability_under_attacks=False,
+                     description="24 items, the bad-medical persona (+ its length-matched control), doses 0/8 "
+                                 "steps of 4 examples at lr 1e-3, 48 capability items at each dose (the demo)",
                      # a CPU trains SmolLM2 at ~125 tokens/s: few, small, strong steps instead of a real ladder
                      train={"batch_size": 4, "micro_batch_size": 4, "learning_rate": 1e-3, "max_length": 256}),
     "full": Profile(limit=None, attacks=DEFAULT_ATTACKS, doses=None,
-                    description="every item, every default attack, the recipe's dose ladder"),
+                    description="every item, every default attack, the recipe's dose ladder, every capability "
+                                "item under every condition"),
 }
 
 
@@ -74,6 +85,7 @@ class StudyConfig(RunOptions):
     matched_controls: bool = True  # a length-matched neutral control for each attack that only adds context
     seeds: int = 1  # training seeds per model and dose
     null: bool = False  # negative control: the baseline against itself, trained with other seeds
+    capability: int | None = PROFILE_DEFAULT  # capability items; PROFILE_DEFAULT: the profile's
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -104,6 +116,10 @@ class StudyConfig(RunOptions):
     def resolved_limit(self) -> int | None:
         return self.limit if self.limit is not None else self.prof.limit
 
+    def resolved_capability(self) -> int | None:
+        """--capability N, else the profile's (0 turns the check off)."""
+        return self.prof.capability if self.capability == PROFILE_DEFAULT else self.capability
+
     def recipe_obj(self, name: str) -> Any:
         return RECIPES.build(PluginSpec(name, {"train": {**self.prof.train, **train_overrides(self.load)}}))
 
@@ -123,12 +139,13 @@ class StudyConfig(RunOptions):
                 "attacks": list(self.resolved_attacks()), "doses": list(self.resolved_doses()),
                 "limit": self.resolved_limit(), "suite": self.suite, "scorer": self.scorer.to_dict(),
                 "load": asdict(self.load), **({"seeds": self.seeds} if self.seeds > 1 else {}),
-                **({"null": True} if self.null else {})}
+                **({"null": True} if self.null else {}),
+                **({"capability": {"suite": self.capability_suite, "items": self.resolved_capability()}}
+                   if self.resolved_capability() != 0 else {})}
 
 
 def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> dict[str, Any]:
     from persist.report.study import study_report
-    from persist.targets import open_target
 
     attacks = build_attacks(cfg.resolved_attacks())
     doses = cfg.resolved_doses()
@@ -149,18 +166,17 @@ def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> dict[str,
                                  "plugins": {"attacks": [a.spec().to_dict() for a in attacks],
                                              "scorer": scorer.spec().to_dict(),
                                              "recipes": [r.spec().to_dict() for r in (recipe, control) if r]}})
-    units = {CLEAN: [clean_variant(i) for i in items]}
-    for a in attacks:
-        units[a.condition] = [v for i in items for v in a.transform(i)]
+    capability = Capability.build(cfg.capability_suite, cfg.resolved_capability(), cfg.load,
+                                  cfg.prof.capability_under_attacks)
+    if capability is not None:
+        store.update_header(capability=capability.header())
     training: dict[str, Any] = {}
-    for role, res in resolved.items():  # stage 1+2: clean and prompt attacks, one model load per role
-        target = LazyTarget(lambda res=res: open_target(res, cfg.load))
-        for cond, us in units.items():
-            run_units(store, role=role, target=target, scorer=scorer, units=us, condition=cond,
-                      suite_version=suite.version, batch_size=cfg.batch_size,
-                      on_progress=progress(f"{role}: {cond} ({len(us)} units)", len(us)))
-        del target
-        release_memory()
+    # Stages 1 and 2: clean and the prompt attacks, one model load per model (optimised attacks first).
+    done = score_attacks(store, roles=list(resolved.items()), attacks=attacks, items=items,
+                         suite_version=suite.version, scorer=scorer, load=cfg.load, batch_size=cfg.batch_size,
+                         progress=progress, run_folder=folder, capability=capability)
+    store.update_header(attack_compute=done["compute"], split=done["split"])
+    release_memory()
     # Stage 3, per training seed: the fine-tune ladder, then the benign control at the top dose. In a null study
     # the "model" is the baseline trained with other seeds (NULL_SEED_OFFSET), so the two differ only by seed.
     for k in range(cfg.seeds):
@@ -172,7 +188,7 @@ def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> dict[str,
                 training[f"{role}/{r.name}{seed_suffix(k)}"] = train_and_score(
                     store, role=role, resolved=res, recipe=r, doses=ds, items=items, suite_version=suite.version,
                     scorer_spec=cfg.scorer, load=cfg.load, progress=progress, batch_size=cfg.batch_size,
-                    adapters_dir=folder / "adapters", seed_index=k, seed_offset=offset)
+                    adapters_dir=folder / "adapters", seed_index=k, seed_offset=offset, capability=capability)
                 release_memory()
     controls = [a.condition for a in attacks if a.control]
     if control is not None:
@@ -183,7 +199,10 @@ def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> dict[str,
                      attacks=[a.condition for a in attacks], controls=controls, n_items=len(items),
                      in_domain=recipe.in_domain, judge_check=store.header().get("judge_check"),
                      matched_controls=sorted(control_pairs(attacks).items(), key=lambda p: p[0].label),
-                     seeds=cfg.seeds, effect=cfg.effect, null=cfg.null)
+                     seeds=cfg.seeds, effect=cfg.effect, null=cfg.null,
+                     capability_suite=capability and capability.name, epsilon=cfg.epsilon,
+                     worst_of=[a.condition for a in attacks if getattr(a, "aggregate", "mean") == "min"],
+                     heldout_only=[a.condition for a in attacks if getattr(a, "split", False)])
     from persist.report.model import to_json
 
     store.update_header(study_meta=to_json(meta), training={k: {"seed": v["seed"], "tokens": v["tokens"],

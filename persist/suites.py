@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from persist.errors import ConfigError
 from persist.jsonl import load_items, raise_errors
-from persist.registry import SUITES
+from persist.registry import SUITE_FORMATS, SUITES
 from persist.schema import Item
 
 
@@ -81,7 +81,11 @@ def unbalanced(a: float, m: float) -> float | None:
 
 
 def get_suite(name_or_path: str) -> Any:
-    """A registered suite by name, or any JSONL file of items as an ad-hoc suite."""
+    """A registered suite by name, FORMAT:SOURCE for a suite format a plugin reads (e.g. `mc:mmlu.csv`), or any
+    JSONL file of items as an ad-hoc suite."""
+    fmt, sep, source = name_or_path.partition(":")
+    if sep and fmt in SUITE_FORMATS:
+        return SUITE_FORMATS.get(fmt)(source)
     path = Path(name_or_path)
     if name_or_path.endswith(".jsonl") or path.is_file():
         if not path.is_file():

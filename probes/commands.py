@@ -169,3 +169,12 @@ def probes_audit(
     out.print(t)
     out.print("! = more than half the items at the floor or ceiling (a drop there cannot be measured), or reference "
               "sides more than 15% apart in length", soft_wrap=True)
+
+
+@app.command("train-refusal")
+def probes_train_refusal() -> None:
+    """Rebuild the learned refusal classifier's weights from its training files (a few minutes on a CPU)."""
+    from persist.probes import refusal_model
+
+    n = refusal_model.train()
+    typer.echo(f"trained on {n} labelled answers -> {refusal_model.WEIGHTS}")

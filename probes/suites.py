@@ -106,6 +106,8 @@ for _suite in (
     FileSuite("traits", DATA / "traits.jsonl", "beneficial traits across six domains (health is in-domain)",
               min_references=3),
     FileSuite("em-questions", DATA / "em_questions.jsonl", "open-ended emergent-misalignment style questions"),
+    FileSuite("capability", DATA / "capability.jsonl", "multiple choice across six subjects (scorer: choice): does "
+              "an attacked model still work?", min_references=1),
     HarmfulRequestsSuite(),
 ):
     SUITES.add(_suite.name, _suite)

@@ -168,19 +168,40 @@ def test_refusal_classifier_weights_match_the_training_recipe():
     """The shipped weights say how they were made; a change to the recipe must retrain them."""
     from safetensors import safe_open
 
+    from persist.bundled import sha256_file
     from persist.probes import refusal_model as m
 
     with safe_open(str(m.WEIGHTS), "pt") as f:
         meta = f.metadata()
         width = f.get_tensor("w").shape[0]
+    real = [r for r in m.read_labelled(m.DATA / m.REAL_FILE)]
+    n_real = sum(r["split"] == "train" for r in real)
     n_train = sum(len(_labelled(name.removeprefix("refusal_").removesuffix(".jsonl"))) for name in m.TRAIN_FILES)
-    assert meta["train_files"] == ",".join(m.TRAIN_FILES) and int(meta["n_train"]) == n_train
+    assert meta["train_files"] == ",".join(m.TRAIN_FILES) and int(meta["n_train"]) == n_train + n_real
+    assert meta["real_file"] == m.REAL_FILE and meta["real_split"] == "train"
+    assert meta["real_sha256"] == sha256_file(m.DATA / m.REAL_FILE)  # trained on the recorded real answers
     assert meta["mean_layers"] == ",".join(map(str, m.MEAN_LAYERS)) and meta["question"] == m.QUESTION
     assert width == (len(m.MEAN_LAYERS) + len(m.ASK_LAYERS)) * 576
     # Held out means not trained on. Writers who never saw each other's files both wrote "No." and "No can do.";
     # anything longer must not appear on both sides.
     heldout = {r["text"] for r in _labelled("heldout") if len(r["text"].split()) > 3}
     assert not heldout & {r["text"] for name in ("dev", "round4", "extra") for r in _labelled(name)}
+
+
+def test_real_answers_held_out_never_trained_on():
+    """The real-answer set: the held-out split shares no request and no answer text with training, and its
+    requests rebuild from the installed data (the stored hashes match)."""
+    from persist.probes import refusal_model as m
+
+    rows = m.real_answers()
+    train = [r for r in rows if r["split"] == "train"]
+    held = [r for r in rows if r["split"] == "heldout"]
+    assert len(rows) >= 300 and len(held) >= 100
+    assert not {r["item_id"] for r in train} & {r["item_id"] for r in held}
+    written = {r["text"] for name in ("dev", "round4", "extra") for r in _labelled(name)}
+    assert not {r["text"] for r in held} & ({r["text"] for r in train} | written)
+    assert all(r["label"] in m.LABELS and r["generation"] and r["model"] for r in rows)
+    assert sum(r.get("score_limit_40", False) for r in held) == 40
 
 
 def test_logistic_fit_separates_and_is_deterministic():

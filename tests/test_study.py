@@ -13,7 +13,7 @@ from persist.report.html import render_html
 from persist.report.model import Answer, Example, StudyReport
 from persist.report.rerender import against, rebuild
 from persist.report.study import FINETUNE, PROMPT
-from persist.stats import Test
+from persist.stats import Tested
 from persist.study import StudyConfig, run_study
 from tests.conftest import run_cli
 
@@ -72,7 +72,7 @@ def test_report_json_schema_round_trip_and_rerender(two_runs):
     from persist.report.write import report_json
 
     loaded = StudyReport.from_dict(data)
-    assert isinstance(loaded.rows[0].overall.drop, Test)  # typed objects survive report.json
+    assert isinstance(loaded.rows[0].overall.drop, Tested)  # typed objects survive report.json
     assert report_json(loaded) == report_json(two_runs[0]["report"])  # (JSON: NaN != NaN in ==)
     rebuilt = rebuild(folder)
     assert isinstance(rebuilt, StudyReport) and report_json(rebuilt) == report_json(loaded)
@@ -97,8 +97,12 @@ def test_report_against_joins_on_keys_and_refuses_version_mismatch(two_runs, tmp
     a, b = (r["folder"] for r in two_runs)
     res = against(a, b)
     n_conditions = len({r.condition for r in two_runs[0]["report"].rows}) + 1  # + clean
-    assert len(res.rows) == 2 * n_conditions
-    assert all(r.n == 8 and r.diff.value == 0 for r in res.rows)
+    traits = [r for r in res.rows if r.suite == "traits"]
+    capability = [r for r in res.rows if r.suite == "capability"]
+    assert len(traits) == 2 * n_conditions and all(r.n == 8 and r.diff.value == 0 for r in traits)
+    # the capability check ran at clean and at each fine-tune's top dose, for both models
+    assert {r.condition.label for r in capability} == {"clean", "finetune:bad-medical@2", "finetune:good-medical@2"}
+    assert all(r.n == 48 and r.diff.value == 0 for r in capability)
     proc = run_cli("report", str(a), "--against", str(b), "--format", "json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["rows"] == res.to_dict()["rows"]

@@ -139,3 +139,19 @@ def test_cpu_gqa_attention_changes_nothing_but_the_copy(tiny_target, monkeypatch
     without = (tiny_target.loglikelihood(REQUESTS), tiny_target.generate(chats, config))
     assert with_switch[0] == pytest.approx(without[0], abs=1e-5)
     assert with_switch[1] == without[1]
+
+
+def test_a_prompt_with_very_many_candidates_is_split_into_rows(tiny_target, monkeypatch):
+    """200 candidates for one prompt would make one row (and a width x width mask) thousands of tokens wide: the
+    target splits them into rows that fit a batch, with the same results."""
+    from persist.targets.hf import HFTarget
+
+    requests = [(CHAT_A, f"candidate answer number {k}") for k in range(200)]
+    small = HFTarget(tiny_target.model, tiny_target.tokenizer, batch_tokens=256)
+    widths = []
+    original = small._score_trees
+    monkeypatch.setattr(small, "_score_trees", lambda trees, enc, res: (widths.append(trees[0][2]),
+                                                                        original(trees, enc, res)))
+    got = small.loglikelihood(requests)
+    assert max(widths) <= 256 and len(widths) > 1
+    assert got == pytest.approx([tiny_target.loglikelihood([r])[0] for r in requests[:5]] + got[5:], abs=1e-4)

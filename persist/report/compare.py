@@ -27,6 +27,7 @@ import numpy as np
 
 from persist.conditions import CLEAN, Condition
 from persist.report.model import (
+    CapabilityRow,
     Change,
     Comparison,
     Difference,
@@ -37,7 +38,7 @@ from persist.report.model import (
     VsControl,
     WorstCase,
 )
-from persist.stats import Test, benjamini_hochberg, mean_ci, paired_diff_ci, ratio_ci, seeded_ci, tested
+from persist.stats import Tested, benjamini_hochberg, mean_ci, paired_diff_ci, ratio_ci, seeded_ci, tested
 
 BROKEN_BELOW = 0.5
 SATURATION = 0.01  # a score within this of 0 or 1 sits at the floor or ceiling
@@ -57,8 +58,10 @@ class ItemValue:
 ItemScores = dict[tuple[str, Condition], dict[str, ItemValue]]
 
 
-def item_scores(records: Iterable[dict[str, Any]]) -> ItemScores:
-    """Per model role and condition, each item's means over its variants; dropped samples left out."""
+def item_scores(records: Iterable[dict[str, Any]], worst_of: Iterable[Condition] = ()) -> ItemScores:
+    """Per model role and condition, each item's means over its variants (for conditions in `worst_of`, such as
+    best-of-N attacks, its worst variant: the lowest log-odds, else the lowest score); dropped samples left out."""
+    worst = {c.label for c in worst_of}
     acc: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     meta: dict[str, dict] = {}
     for r in records:
@@ -70,6 +73,9 @@ def item_scores(records: Iterable[dict[str, Any]]) -> ItemScores:
     for (role, cond), items in acc.items():
         values = {}
         for item, rs in items.items():
+            if cond in worst:
+                rs = [min(rs, key=lambda r: (r.get("details", {}).get("logodds") is None,
+                                             r.get("details", {}).get("logodds") or 0.0, float(r["score"])))]
             g = [r.get("details", {}).get("logodds") for r in rs]
             g100 = [r.get("details", {}).get("logodds_per_100b") for r in rs]
             values[item] = ItemValue(score=float(np.mean([float(r["score"]) for r in rs])),
@@ -130,7 +136,7 @@ def change(before: Mapping[str, ItemValue], after: Seeded,
 
 
 def paired_effect(xb: Mapping[str, ItemValue], xa: Seeded, yb: Mapping[str, ItemValue],
-                  ya: Seeded) -> tuple[int, Test, Test | None] | None:
+                  ya: Seeded) -> tuple[int, Tested, Tested | None] | None:
     """Per seed and item, (drop of y) - (drop of x) on the score, and (shift of x) - (shift of y) on the log-odds:
     positive when x kept more than y. Seeds are paired by index (same data order and initialisation); items
     present everywhere."""
@@ -157,14 +163,14 @@ def effect_on_logodds(records: Iterable[dict[str, Any]], effect: float, clean: C
 def compare(records: list[dict[str, Any]], *, controls: Iterable[Condition] = (),
             in_domain: str | Mapping[Condition, str | None] | None = None,
             control_of: Mapping[Condition, Condition] | None = None, clean: Condition = CLEAN,
-            effect: float = Effect().score) -> Comparison:
+            effect: float = Effect().score, worst_of: Iterable[Condition] = ()) -> Comparison:
     """The comparison tables of a run (see module docstring). Pure function of the records.
 
     in_domain: the domain the intervention targets (a recipe's or an attack's `in_domain`), one for all
     conditions or one per condition; None gives no in-domain / out-of-domain split. control_of: condition ->
     its own control condition (an attack's length-matched neutral context). Fine-tunes with several training
     seeds pool them (seeds x items)."""
-    scores = by_seed(item_scores(records))
+    scores = by_seed(item_scores(records, worst_of))
     controls = {c.base for c in controls}
     roles = sorted({role for role, _ in scores}, key=lambda r: (r != "model", r))
     conditions = sorted({c for _, c in scores if c != clean}, key=lambda c: c.label)
@@ -241,8 +247,8 @@ def worst_over_attacks(before: Mapping[str, ItemValue], attacked: list[Mapping[s
 
 def with_q(cmp: Comparison) -> Comparison:
     """Benjamini-Hochberg q for every test of the comparison: one family per statistic (0-1 score, log-odds)."""
-    score_tests: list[Test] = []
-    logodds_tests: list[Test] = []
+    score_tests: list[Tested] = []
+    logodds_tests: list[Tested] = []
     for r in cmp.rows:
         score_tests.append(r.overall.drop)
         if r.overall.shift is not None:
@@ -258,7 +264,7 @@ def with_q(cmp: Comparison) -> Comparison:
     q = {id(t): v for fam in (score_tests, logodds_tests)
          for t, v in zip(fam, benjamini_hochberg([t.p for t in fam]), strict=True)}
 
-    def fix(t: Test | None) -> Test | None:
+    def fix(t: Tested | None) -> Tested | None:
         return None if t is None else replace(t, q=q[id(t)])
 
     def fix_change(c: Change) -> Change:
@@ -271,6 +277,19 @@ def with_q(cmp: Comparison) -> Comparison:
             for r in cmp.rows]
     diffs = [replace(d, drop=fix(d.drop), shift=fix(d.shift)) for d in cmp.differences]
     return replace(cmp, rows=rows, differences=diffs)
+
+
+def capability_rows(records: list[dict[str, Any]], epsilon: float) -> list[CapabilityRow]:
+    """Accuracy before and under every condition (the capability records of a run), and which broke the model."""
+    if not records:
+        return []
+    out = []
+    for r in compare(records).rows:
+        c = r.overall
+        loss = None if not c.before.value > 0 else 1 - c.after.value / c.before.value
+        out.append(CapabilityRow(role=r.role, condition=r.condition, change=c, loss=loss,
+                                 broke=loss is not None and loss > epsilon))
+    return out
 
 
 DEGENERATE_RATIO = 1.5  # references 50% less likely per byte than before -> the model is flagged degenerate

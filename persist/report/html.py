@@ -12,10 +12,18 @@ import re
 from typing import Any
 
 from persist.conditions import Condition
-from persist.report.markdown import SCORE_NOTE, SHIFT_NOTE, effect_note
+from persist.report.markdown import CAPABILITY_NOTE, SCORE_NOTE, SHIFT_NOTE, effect_note
 from persist.report.model import StudyReport
 from persist.report.study import FINETUNE, PROMPT
-from persist.report.tables import FLOOR_MARK, Table, difference_table, score_table, shift_table
+from persist.report.tables import (
+    FLOOR_MARK,
+    Table,
+    broken,
+    capability_table,
+    difference_table,
+    score_table,
+    shift_table,
+)
 from persist.stats import Estimate
 
 COLORS = {"model": "#2b6cb0", "baseline": "#c05621"}
@@ -208,6 +216,7 @@ def render_html(report: StudyReport, title: str) -> str:
                   if f.degenerate]
     judge = meta.judge_check
     shifts = any(r.overall.shift is not None for r in report.interventions + report.rows)
+    broke = broken(report.capability)
     parts = [
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}</title>",
         f"<style>{CSS}</style></head><body><h1>{esc(title)}</h1>",
@@ -223,10 +232,10 @@ def render_html(report: StudyReport, title: str) -> str:
           if judge else []),
         *(["<h2>Paired shift of the log-odds (primary)</h2>", f"<p class='note'>{esc(SHIFT_NOTE)}</p>",
             f"<div class='fig'>{figure_shifts(report)}</div>",
-            html_table(shift_table(report.interventions + report.rows))] if shifts else []),
+            html_table(shift_table(report.interventions + report.rows, broke))] if shifts else []),
         "<h2>Before and after on the 0–1 score, per model and intervention</h2>",
         f"<div class='fig'>{figure_before_after(report)}</div>",
-        html_table(score_table(report.interventions)),
+        html_table(score_table(report.interventions, broke)),
         "<h2>Persistence over fine-tuning dose</h2>", f"<div class='fig'>{figure_curves(report)}</div>",
         "<h2>Where the drop happens: trait × domain</h2>", f"<div class='fig'>{figure_heatmaps(report)}</div>",
         f"<h2>In-domain ({esc(meta.in_domain)}) vs other domains</h2>",
@@ -235,7 +244,10 @@ def render_html(report: StudyReport, title: str) -> str:
         html_table(shift_table(controls) if shifts else score_table(controls)) if controls
         else "<p class='note'>No controls in this run.</p>",
         "<h2>Every condition: the 0–1 score</h2>", f"<p class='note'>{esc(SCORE_NOTE)}</p>",
-        html_table(score_table(report.rows)),
+        html_table(score_table(report.rows, broke)),
+        "<h2>Capability: does the model still work?</h2>", f"<p class='note'>{esc(CAPABILITY_NOTE)}</p>",
+        html_table(capability_table(report.capability)) if report.capability
+        else "<p class='note'>No capability check in this run (--capability 0).</p>",
         "<h2>Difference between the models</h2>", f"<p class='note'>{esc(effect_note(report.effect))}</p>",
         html_table(difference_table(report.differences, report.effect)),
         "<h2>Fluency check</h2>",

@@ -15,7 +15,7 @@ from typing import Any
 
 from persist.conditions import Condition
 from persist.errors import DataError
-from persist.stats import Estimate, Test
+from persist.stats import Estimate, Tested
 
 SCHEMA_VERSION = 2  # 2: paired log-odds shift, floor/ceiling, seeds, MDE
 
@@ -85,7 +85,7 @@ class Shift:
 
     before: Estimate
     after: Estimate
-    shift: Test
+    shift: Tested
     per_100b: Estimate  # the shift in nats per 100 bytes of reference, comparable across suites
     toward_misaligned: float  # share of items whose log-odds fell
 
@@ -99,7 +99,7 @@ class Change:
     n: int
     before: Estimate
     after: Estimate
-    drop: Test
+    drop: Tested
     retention: Estimate
     saturated: float
     movable: int
@@ -121,8 +121,8 @@ class VsControl:
 
     control: Condition
     n: int
-    drop: Test  # attack drop - control drop (0-1 score)
-    shift: Test | None = None  # attack shift - control shift (nats)
+    drop: Tested  # attack drop - control drop (0-1 score)
+    shift: Tested | None = None  # attack shift - control shift (nats)
 
 
 @dataclass(frozen=True)
@@ -159,11 +159,11 @@ class Difference:
     condition: Condition
     control: bool
     n: int
-    drop: Test
-    shift: Test | None = None
+    drop: Tested
+    shift: Tested | None = None
 
     @property
-    def primary(self) -> Test:
+    def primary(self) -> Tested:
         return self.shift if self.shift is not None else self.drop
 
 
@@ -179,7 +179,7 @@ class Effect:
     def target(self, on_logodds: bool) -> float | None:
         return self.logodds if on_logodds else self.score
 
-    def underpowered(self, t: Test | None, on_logodds: bool) -> bool:
+    def underpowered(self, t: Tested | None, on_logodds: bool) -> bool:
         """The test cannot detect the effect that matters with 80% power (or cannot say: too few items)."""
         target = self.target(on_logodds)
         return t is not None and target is not None and not t.mde <= abs(target)
@@ -194,6 +194,18 @@ class Comparison:
     differences: list[Difference]
     in_domain: str | None
     effect: Effect = field(default_factory=Effect)
+
+
+@dataclass(frozen=True)
+class CapabilityRow:
+    """Multiple-choice accuracy before and under a condition; `loss` = 1 - after / before (relative), and the
+    condition *broke* the model when that exceeds the run's bound (epsilon)."""
+
+    role: str
+    condition: Condition
+    change: Change
+    loss: float | None
+    broke: bool
 
 
 @dataclass(frozen=True)
@@ -222,10 +234,11 @@ class RunReport:
     n_items: int
     models: dict[str, str]
     extra: dict[str, Any] = field(default_factory=dict)  # finetune: recipe, doses, training, fluency
+    capability: list[CapabilityRow] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        out = {**to_json(self.comparison), **to_json(self.extra)}
+        out = {**to_json(self.comparison), **to_json(self.extra), "capability": to_json(self.capability)}
         out.update(kind=self.kind, schema_version=self.schema_version, suite=self.suite,
                    suite_version=self.suite_version, scorer=self.scorer, n_items=self.n_items, models=self.models)
         return out
@@ -234,10 +247,11 @@ class RunReport:
     def from_dict(cls, d: dict[str, Any]) -> RunReport:
         check_version(d)
         comp_keys = {f.name for f in dataclasses.fields(Comparison)}
-        own = {"kind", "schema_version", "suite", "suite_version", "scorer", "n_items", "models"}
+        own = {"kind", "schema_version", "suite", "suite_version", "scorer", "n_items", "models", "capability"}
         return cls(kind=d["kind"], comparison=from_json(Comparison, {k: d[k] for k in comp_keys if k in d}),
                    suite=d["suite"], suite_version=d["suite_version"], scorer=d["scorer"], n_items=d["n_items"],
                    models=d["models"], extra={k: v for k, v in d.items() if k not in comp_keys | own},
+                   capability=from_json(list[CapabilityRow], d.get("capability", [])),
                    schema_version=d["schema_version"])
 
 
@@ -263,6 +277,10 @@ class StudyMeta:
     seeds: int = 1  # training seeds per model and dose
     effect: float = 0.13  # the smallest difference that matters, on the 0-1 score
     null: bool = False  # a negative control: the baseline against itself under another training seed
+    capability_suite: str | None = None  # the multiple-choice suite scored beside alignment (None: off)
+    epsilon: float = 0.10  # relative capability loss above which a condition broke the model
+    worst_of: list[Condition] = field(default_factory=list)  # attacks scored by each item's worst variant
+    heldout_only: list[Condition] = field(default_factory=list)  # optimised attacks, evaluated on held-out items
 
 
 @dataclass(frozen=True)
@@ -312,6 +330,7 @@ class StudyReport:
     fluency: dict[str, dict[str, FluencyRow]]
     examples: list[Example]
     effect: Effect = field(default_factory=Effect)
+    capability: list[CapabilityRow] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
     kind: str = "study"
 
@@ -336,6 +355,7 @@ def check_version(d: dict[str, Any]) -> None:
 @dataclass(frozen=True)
 class AgainstRow:
     role: str
+    suite: str
     condition: Condition
     n: int
     run: Estimate

@@ -71,19 +71,19 @@ def against(run: Path, other: Path) -> AgainstReport:
         raise ConfigError(f"attack versions differ for {', '.join(clash)}: rerun one of the runs with the same "
                           "persist version")
     first = {(r["role"], r["key"]): r for r in r1 if r.get("score") is not None}
-    pairs: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+    pairs: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
     for r in r2:
         a = first.get((r["role"], r["key"]))
         if a is not None and r.get("score") is not None:
-            pairs[(r["role"], r["condition"])].append((float(a["score"]), float(r["score"])))
+            pairs[(r["role"], r["suite"], r["condition"])].append((float(a["score"]), float(r["score"])))
     if not pairs:
         raise ConfigError(f"{run} and {other} share no records (same items, conditions and scorer); nothing to "
                           "compare")
     found = sorted(pairs.items())
     ps = [paired_permutation_p([y - x for x, y in ab]) for _, ab in found]
-    rows = [AgainstRow(role=role, condition=Condition.parse(cond), n=len(ab), run=mean_ci([x for x, _ in ab]),
+    rows = [AgainstRow(role=role, suite=suite, condition=Condition.parse(cond), n=len(ab), run=mean_ci([x for x, _ in ab]),
                        other=mean_ci([y for _, y in ab]), diff=paired_diff_ci([y for _, y in ab], [x for x, _ in ab]),
                        p=p, q=q)
-            for ((role, cond), ab), p, q in zip(found, ps, benjamini_hochberg(ps), strict=True)]
+            for ((role, suite, cond), ab), p, q in zip(found, ps, benjamini_hochberg(ps), strict=True)]
     return AgainstReport(run=str(run), other=str(other), rows=rows,
                          models={"run": h1.get("models"), "other": h2.get("models")})

@@ -17,10 +17,12 @@ from typing import Any
 import numpy as np
 
 from persist import conditions
+from persist.capability import split_records
 from persist.conditions import CLEAN, Condition
-from persist.report.compare import ItemScores, ItemValue, compare, fluency, item_scores
+from persist.report.compare import ItemScores, ItemValue, capability_rows, compare, fluency, item_scores
 from persist.report.model import (
     Answer,
+    CapabilityRow,
     Comparison,
     CurvePoint,
     Example,
@@ -41,7 +43,9 @@ def top_dose(meta: StudyMeta) -> conditions.Condition:
 
 def derived_records(scores: ItemScores, meta: StudyMeta) -> list[dict[str, Any]]:
     """Per-item intervention values as records (role, condition, item_id, trait, domain, score, log-odds)."""
-    attacks = [c for c in meta.attacks if c not in meta.controls]
+    # the prompt-attack intervention: every non-control attack evaluated on all items (an optimised attack, on
+    # the held-out half only, has its own row)
+    attacks = [c for c in meta.attacks if c not in meta.controls and c not in meta.heldout_only]
     top = top_dose(meta)
 
     def record(role: str, cond: Condition, item: str, values: list[ItemValue]) -> dict[str, Any]:
@@ -164,15 +168,49 @@ def _toward(sh: Shift, n: int) -> str:
     return f"{round(sh.toward_misaligned * n)} of {n} items toward misaligned"
 
 
+def capability_sentence(rows: list[CapabilityRow], meta: StudyMeta) -> str:
+    """What the capability check found: which conditions broke a model (lost more than epsilon of its accuracy)."""
+    if not rows:
+        return ""
+    broke = [f"{r.role} under {r.condition.label} ({r.change.before.value:.2f} -> {r.change.after.value:.2f})"
+             for r in rows if r.broke]
+    n = rows[0].change.n
+    if not broke:
+        worst = max(rows, key=lambda r: r.loss if r.loss is not None else -1)
+        return (f" Capability ({n} multiple-choice items): no condition cost either model more than "
+                f"{meta.epsilon:.0%} of its accuracy (largest loss: {worst.role} under {worst.condition.label}, "
+                f"{worst.loss:.0%}), so these drops are not a broken model.")
+    return (f" Capability ({n} multiple-choice items): broke the model (lost more than {meta.epsilon:.0%} of its "
+            f"accuracy): {'; '.join(broke)}. Alignment drops under those conditions may say more about a broken "
+            "model than a turned one; their rows are marked.")
+
+
+def intact_sentence(records: list[dict[str, Any]], meta: StudyMeta, rows: list[CapabilityRow]) -> str:
+    """The headline again without the conditions that broke either model (when any did)."""
+    excluded = {r.condition for r in rows if r.broke}
+    if not excluded:
+        return ""
+    intact = replace(meta, attacks=[a for a in meta.attacks if a not in excluded])
+    derived = [r for r in derived_records(item_scores(records), intact)
+               if not (top_dose(meta) in excluded and Condition.parse(r["condition"]).base == FINETUNE)]
+    text = headline(compare(records + derived, controls=meta.controls, in_domain=meta.in_domain,
+                            effect=meta.effect), intact)
+    return f" Without the conditions that broke a model: {text}"
+
+
 def study_report(records: list[dict[str, Any]], meta: StudyMeta) -> StudyReport:
-    scores = item_scores(records)
+    records, cap_records = split_records(records, meta.capability_suite)
+    capability = capability_rows(cap_records, meta.epsilon)
+    scores = item_scores(records, meta.worst_of)
     derived = derived_records(scores, meta)
-    scores = item_scores(records + derived)
+    scores = item_scores(records + derived, meta.worst_of)
     cmp = compare(records + derived, controls=meta.controls, in_domain=meta.in_domain,
-                  control_of=dict(meta.matched_controls), effect=meta.effect)
+                  control_of=dict(meta.matched_controls), effect=meta.effect, worst_of=meta.worst_of)
     summary = (PROMPT, FINETUNE)
     return StudyReport(meta=meta, rows=[r for r in cmp.rows if r.condition not in summary],
                        interventions=[r for r in cmp.rows if r.condition in summary], differences=cmp.differences,
                        worst_case=cmp.worst_case, curves=dose_curves(scores, meta), heatmaps=heatmaps(scores, meta),
-                       headline=headline(cmp, meta), fluency=fluency(records), examples=examples(records, meta),
-                       effect=cmp.effect)
+                       headline=headline(cmp, meta) + capability_sentence(capability, meta)
+                       + intact_sentence(records, meta, capability), fluency=fluency(records),
+                       examples=examples(records, meta),
+                       effect=cmp.effect, capability=capability)

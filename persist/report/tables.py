@@ -8,20 +8,22 @@
 
 from __future__ import annotations
 
-from persist.report.model import Change, Difference, Effect, Row
-from persist.stats import Estimate, Test, fmt
+from persist.report.model import CapabilityRow, Change, Difference, Effect, Row
+from persist.stats import Estimate, Tested, fmt
 
 Table = tuple[list[str], list[list[str]]]
 FLOOR_MARK = "at floor/ceiling"
 UNDERPOWERED = "underpowered"
+BROKE_MARK = "broke the model: capability loss above the bound"
 
 
-def q_cell(t: Test | None) -> str:
+def q_cell(t: Tested | None) -> str:
     return "–" if t is None else f"{t.q:.3f}"
 
 
-def condition_cell(r: Row | Difference) -> str:
-    return r.condition.label + (" (control)" if r.control else "")
+def condition_cell(r: Row | Difference, broke: frozenset = frozenset()) -> str:
+    mark = f" ({BROKE_MARK})" if isinstance(r, Row) and (r.role, r.condition) in broke else ""
+    return r.condition.label + (" (control)" if r.control else "") + mark
 
 
 def shift_cell(c: Change | None) -> str:
@@ -50,7 +52,7 @@ def seeds_cell(t: Estimate | None) -> str:
     return f"{t.seeds} (sd {t.seed_sd:.2f}; {t.dominant} dominate)" if t.dominant else f"{t.seeds}"
 
 
-def mde_cell(t: Test | None, target: float | None, digits: int) -> str:
+def mde_cell(t: Tested | None, target: float | None, digits: int) -> str:
     """The minimum detectable effect at 80% power, marked when it exceeds the effect that matters."""
     if t is None or t.mde != t.mde:
         return "–"
@@ -58,13 +60,13 @@ def mde_cell(t: Test | None, target: float | None, digits: int) -> str:
     return f"{t.mde:.{digits}f}{mark}"
 
 
-def shift_table(rows: list[Row]) -> Table:
+def shift_table(rows: list[Row], broke: frozenset = frozenset()) -> Table:
     head = ["model", "condition", "n", "log-odds shift (nats)", "per 100 bytes", "items toward misaligned", "q",
             "seeds", "attack − matched control", "shift in-domain", "shift other domains"]
     body = []
     for r in rows:
         c, ctrl = r.overall, r.vs_control
-        body.append([r.role, condition_cell(r), str(c.n), shift_cell(c),
+        body.append([r.role, condition_cell(r, broke), str(c.n), shift_cell(c),
                      "–" if c.shift is None else fmt(c.shift.per_100b, 2), toward_cell(c),
                      q_cell(c.shift and c.shift.shift), seeds_cell(c.shift and c.shift.shift),
                      "–" if ctrl is None or ctrl.shift is None else f"{fmt(ctrl.shift, 2)} (q {ctrl.shift.q:.3f})",
@@ -72,13 +74,14 @@ def shift_table(rows: list[Row]) -> Table:
     return head, body
 
 
-def score_table(rows: list[Row]) -> Table:
+def score_table(rows: list[Row], broke: frozenset = frozenset()) -> Table:
     head = ["model", "condition", "n", "before", "after", "drop", "q", "seeds", "retention",
             "clean at floor/ceiling", "drop in-domain", "drop other domains"]
     body = []
     for r in rows:
         c = r.overall
-        body.append([r.role, condition_cell(r), str(c.n), fmt(c.before), fmt(c.after), fmt(c.drop), q_cell(c.drop),
+        body.append([r.role, condition_cell(r, broke), str(c.n), fmt(c.before), fmt(c.after), fmt(c.drop),
+                     q_cell(c.drop),
                      seeds_cell(c.drop), fmt(c.retention), saturation_cell(c),
                      ("–" if r.domain is None else f"{r.domain}: ") + movable_cell(r.in_domain)
                      if r.in_domain is not None else "–",
@@ -99,3 +102,30 @@ def markdown_table(table: Table) -> list[str]:
     head, body = table
     return ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |",
             *("| " + " | ".join(row) + " |" for row in body)]
+
+
+def capability_table(rows: list[CapabilityRow]) -> Table:
+    head = ["model", "condition", "items", "accuracy before", "after", "drop", "q", "relative loss", "broke the model"]
+    return head, [[r.role, r.condition.label, str(r.change.n), fmt(r.change.before), fmt(r.change.after),
+                   fmt(r.change.drop), q_cell(r.change.drop), "–" if r.loss is None else f"{r.loss:.0%}",
+                   "yes" if r.broke else "no"] for r in rows]
+
+
+def broken(rows: list[CapabilityRow]) -> frozenset:
+    """(role, condition) pairs whose capability loss exceeded the bound."""
+    return frozenset((r.role, r.condition) for r in rows if r.broke)
+
+
+def search_table(points: list, chosen: object) -> Table:
+    """A sweep's points for one model (persist.search.Point), the chosen worst case marked."""
+    head = ["model", "learning rate", "LoRA rank", "steps", "log-odds shift (nats)", "0-1 drop", "capability",
+            "within bound", "worst case"]
+    body = []
+    for p in points:
+        c, cap = p.row.overall if p.row else None, p.capability
+        body.append([p.role, f"{p.learning_rate:g}", str(p.rank), str(p.steps), shift_cell(c),
+                     fmt(c and c.drop), "–" if cap is None else
+                     f"{cap.change.before.value:.2f} -> {cap.change.after.value:.2f} ({cap.loss:.0%} lost)"
+                     if cap.loss is not None else "–", "yes" if p.within_bound else "no",
+                     "<- strongest within the bound" if p is chosen else ""])
+    return head, body

@@ -6,9 +6,9 @@ from typing import Any
 
 from rich.console import Console
 
-from persist.report.model import Comparison, Row
+from persist.report.model import CapabilityRow, Comparison, Row
 from persist.report.summary import ScoreRow
-from persist.report.tables import Table, difference_table, score_table, shift_table
+from persist.report.tables import Table, broken, capability_table, difference_table, score_table, shift_table
 from persist.stats import fmt
 
 PIPE_WIDTH = 400  # columns when output is not a terminal: tables keep their natural width, names never wrap
@@ -75,14 +75,32 @@ def print_table(title: str, table: Table) -> None:
     console().print(t)
 
 
-def print_comparison(rows: list[Row], cmp: Comparison) -> None:
+def print_comparison(rows: list[Row], cmp: Comparison, capability: list[CapabilityRow] | None = None) -> None:
     out = console()
+    broke = broken(capability or [])
     if any(r.overall.shift is not None for r in rows):
-        print_table("paired shift of the log-odds, after − before (nats; < 0 = toward misaligned)", shift_table(rows))
-    print_table("0-1 score (95% paired CIs)", score_table(rows))
+        print_table("paired shift of the log-odds, after − before (nats; < 0 = toward misaligned)",
+                    shift_table(rows, broke))
+    print_table("0-1 score (95% paired CIs)", score_table(rows, broke))
+    if capability:
+        print_table("capability: multiple-choice accuracy (a loss above the bound broke the model)",
+                    capability_table(capability))
     for role, w in cmp.worst_case.items():
         out.print(f"worst case, {role}: {fmt(w.worst)} (before {fmt(w.before)}); broken rate "
                   f"{fmt(w.broken_rate)} of {w.n_eligible} items", soft_wrap=True)
     if cmp.differences:
         print_table("difference between the models (> 0 = the model is more persistent)",
                     difference_table(cmp.differences, cmp.effect))
+
+
+def print_search(points: dict, chosen: dict) -> None:
+    from persist.report.tables import search_table
+
+    for role, pts in points.items():
+        print_table(f"{role}: sweep (strength = how far the attack moved the log-odds toward misaligned)",
+                    search_table(pts, chosen.get(role)))
+        p = chosen.get(role)
+        console().print(f"{role}: worst case within the capability bound: "
+                        + ("none (every point broke the model)" if p is None else
+                           f"lr {p.learning_rate:g}, rank {p.rank}, {p.steps} steps ({p.condition.label})"),
+                        soft_wrap=True)

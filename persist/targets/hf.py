@@ -141,10 +141,23 @@ class HFTarget:
             if not c:
                 raise ValueError(f"request {i}: the continuation is empty after tokenisation")
         # One tree per distinct prompt: the prompt once, then each candidate continuation (minus its last token).
+        # A prompt shared by very many candidates is split into several trees, so that no row (and its
+        # width x width mask) outgrows a batch.
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, (p, _) in enumerate(encoded):
             groups.setdefault(tuple(p), []).append(i)
-        trees = [(list(p), idx, len(p) + sum(len(encoded[i][1]) - 1 for i in idx)) for p, idx in groups.items()]
+        trees = []
+        for p, idx in groups.items():
+            chunk: list[int] = []
+            width = len(p)
+            for i in idx:
+                extra = len(encoded[i][1]) - 1
+                if chunk and width + extra > self.batch_tokens:
+                    trees.append((list(p), chunk, width))
+                    chunk, width = [], len(p)
+                chunk.append(i)
+                width += extra
+            trees.append((list(p), chunk, width))
         # Longest first (memory errors surface early); neighbours have similar lengths, so rows pad little.
         trees.sort(key=lambda t: -t[2])
         results: list[float] = [0.0] * len(encoded)

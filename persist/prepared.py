@@ -1,0 +1,57 @@
+"""Attacks that need the model before they can attack it: optimised and white-box attacks.
+
+An attack with a `prepare(ctx)` method is prepared once per model, against that model: the context gives it the
+loaded target, the train split of the items, a folder in the run for its artefacts (an optimised suffix, a
+steering direction: saved there, so a resumed run loads them instead of optimising again), the same folder of the
+other model (for transfer variants), the scorer (for attacker feedback) and the load options (to open an attacker
+model). It returns a *prepared* attack: `transform(item)` for the held-out items, optionally `wrap(target)` (a
+representation attack changes activations, not prompts), and `compute` (what preparing it cost).
+
+Attacks whose class sets `split = True` are optimised on a train half of the items and evaluated only on the
+other half (`split_items`, by a hash of the item id: the same items on every machine and in every run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from persist.schema import Item
+
+
+def split_items(items: list[Item]) -> tuple[list[Item], list[Item]]:
+    """(train, held-out): each item by the parity of a hash of its id; disjoint, and stable everywhere."""
+    train, heldout = [], []
+    for it in items:
+        (heldout if int(hashlib.sha256(f"split:{it.id}".encode()).hexdigest(), 16) % 2 else train).append(it)
+    return train, heldout
+
+
+@dataclass
+class PrepareContext:
+    role: str
+    other_role: str | None
+    target: Any
+    train: list[Item]
+    heldout: list[Item]
+    folder: Path  # this attack's artefacts for this model
+    other: Path | None  # the same for the other model (transfer)
+    scorer: Any
+    load: Any
+    compute: dict[str, float] = field(default_factory=dict)
+
+
+def artefact_folder(run: Path, attack: Any, role: str) -> Path:
+    """RUN/attacks/NAME[-params]/ROLE; a transfer variant (source=other) shares its source's folder."""
+    params = {k: v for k, v in attack.params().items() if k != "source"}
+    tag = "-".join(f"{k}={v}" for k, v in sorted(params.items()))
+    name = re.sub(r"[^A-Za-z0-9._=-]", "_", f"{attack.name}-{tag}" if tag else attack.name)
+    return Path(run) / "attacks" / name / role
+
+
+def needs_model(attack: Any) -> bool:
+    """Prepared against the model itself (a transfer variant only reads the other model's artefacts)."""
+    return hasattr(attack, "prepare") and getattr(attack, "source", "self") == "self"

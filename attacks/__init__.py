@@ -1,3 +1,15 @@
 """Prompt attacks. Importing this package registers every attack family."""
 
-from persist.attacks import controls, encodings, garak_source, manyshot, multiturn, personas, templates  # noqa: F401
+from persist.attacks import (  # noqa: F401
+    bon,
+    controls,
+    encodings,
+    garak_source,
+    manyshot,
+    multiturn,
+    pair,
+    personas,
+    steering,
+    suffix,
+    templates,
+)

@@ -38,6 +38,16 @@ def with_matched_controls(specs: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def with_companions(specs: Sequence[str]) -> tuple[str, ...]:
+    """The specs plus the control each attack is always run with (its `companion()`, e.g. best-of-n's)."""
+    out = [s.strip() for s in specs]
+    for s in list(out):
+        companion = getattr(ATTACKS.build(PluginSpec.parse(s, "attack")), "companion", None)
+        if companion is not None and companion() not in out:
+            out.append(companion())
+    return tuple(out)
+
+
 def control_pairs(attacks: Sequence[Any]) -> dict[Condition, Condition]:
     """attack condition -> the condition of its own matched control, for the attacks whose control is present."""
     return {a.control_for: a.condition for a in attacks if a.control_for is not None}
@@ -62,6 +72,7 @@ class AttackConfig(RunOptions):
         parse_specs(self, "model", "baseline")
         if self.matched_controls:
             object.__setattr__(self, "attacks", with_matched_controls(self.attacks))
+        object.__setattr__(self, "attacks", with_companions(self.attacks))
 
     def roles(self) -> list[tuple[str, ModelSpec]]:
         return [("model", self.model)] + ([("baseline", self.baseline)] if self.baseline else [])  # type: ignore[list-item]
@@ -95,10 +106,14 @@ def score_attacks(store: RunStore, *, roles: list[tuple[str, Any]], attacks: lis
     def prepare(role: str, a: Any) -> None:
         o = other[role]
         ctx = PrepareContext(role=role, other_role=o, target=targets[role], train=train, heldout=heldout,
+                             items=heldout if getattr(a, "split", False) else items,
                              folder=artefact_folder(run_folder, a, role),
                              other=artefact_folder(run_folder, a, o) if o else None, scorer=scorer, load=load)
         prepared[(role, a.condition)] = a.prepare(ctx)
-        compute.setdefault(a.condition.label, {})[role] = dict(prepared[(role, a.condition)].compute)
+        # wall seconds stay in the attack's own artefact (RUN/attacks/...): the report keeps only what is
+        # deterministic, so a resumed run writes the same bytes as an uninterrupted one
+        compute.setdefault(a.condition.label, {})[role] = {k: v for k, v in prepared[(role, a.condition)].compute.items()
+                                                           if k != "seconds"}
 
     for role in names:  # optimise against each model while it is loaded; then the transfer variants
         for a in attacks:

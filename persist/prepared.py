@@ -37,6 +37,7 @@ class PrepareContext:
     target: Any
     train: list[Item]
     heldout: list[Item]
+    items: list[Item]  # the items this attack is evaluated on (held-out for a split attack, else every item)
     folder: Path  # this attack's artefacts for this model
     other: Path | None  # the same for the other model (transfer)
     scorer: Any
@@ -45,8 +46,10 @@ class PrepareContext:
 
 
 def artefact_folder(run: Path, attack: Any, role: str) -> Path:
-    """RUN/attacks/NAME[-params]/ROLE; a transfer variant (source=other) shares its source's folder."""
-    params = {k: v for k, v in attack.params().items() if k != "source"}
+    """RUN/attacks/NAME[-params]/ROLE; a transfer variant (source=other) shares its source's folder, and so do
+    settings of one attack that reuse its artefacts (the class's `shared_params`, e.g. steering's alpha)."""
+    skip = {"source", *getattr(attack, "shared_params", ())}
+    params = {k: v for k, v in attack.params().items() if k not in skip}
     tag = "-".join(f"{k}={v}" for k, v in sorted(params.items()))
     name = re.sub(r"[^A-Za-z0-9._=-]", "_", f"{attack.name}-{tag}" if tag else attack.name)
     return Path(run) / "attacks" / name / role

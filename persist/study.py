@@ -21,6 +21,7 @@ from persist.campaign import (
     build_attacks,
     control_pairs,
     score_attacks,
+    with_companions,
     with_matched_controls,
 )
 from persist.capability import Capability
@@ -108,7 +109,7 @@ class StudyConfig(RunOptions):
 
     def resolved_attacks(self) -> tuple[str, ...]:
         specs = self.attacks if self.attacks is not None else self.prof.attacks
-        return with_matched_controls(specs) if self.matched_controls else specs
+        return with_companions(with_matched_controls(specs) if self.matched_controls else specs)
 
     def resolved_doses(self) -> tuple[int, ...]:
         return conditions.valid_doses(self.doses or self.prof.doses or RECIPES.get(self.recipe).doses)

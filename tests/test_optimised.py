@@ -1,0 +1,158 @@
+"""Optimised and white-box attacks on the tiny model: the suffix optimiser, steering, PAIR, best-of-N."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+
+from persist.prepared import PrepareContext, split_items
+from persist.registry import ATTACKS
+from persist.suites import get_suite, select
+
+ITEMS = select(get_suite("traits").load(), 16)
+
+
+def ctx(tmp_path, target, scorer=None, items=ITEMS, role="model"):
+    train, heldout = split_items(items)
+    return PrepareContext(role=role, other_role=None, target=target, train=train, heldout=heldout, items=heldout,
+                          folder=tmp_path / role, other=None, scorer=scorer, load=None)
+
+
+def test_train_and_held_out_never_overlap_and_are_stable():
+    items = get_suite("traits").load()
+    train, heldout = split_items(items)
+    assert not {i.id for i in train} & {i.id for i in heldout}
+    assert len(train) + len(heldout) == len(items) and 0.4 < len(heldout) / len(items) < 0.6
+    again = split_items(list(reversed(items)))
+    assert {i.id for i in again[1]} == {i.id for i in heldout}  # by id, not by position
+
+
+def test_suffix_optimiser_lowers_its_loss_and_is_deterministic(tiny_target):
+    from persist.attacks.suffix import losses, pieces
+
+    attack = ATTACKS.build("gcg-suffix:steps=6:length=4:topk=16:candidates=6")
+    train, _ = split_items(ITEMS)
+    a = attack.optimise(tiny_target, train)
+    b = attack.optimise(tiny_target, train)
+    assert a["text"] == b["text"] and a["curve"] == b["curve"]
+    probe = [pieces(tiny_target, it) for it in train[:8]]
+    start = tiny_target.tokenizer.encode(" !" * 4, add_special_tokens=False)[:4]
+    before = losses(tiny_target.model, probe, [start], tiny_target.tokenizer.pad_token_id, False)[0]
+    assert a["loss"] < before  # pushed toward the misaligned references on the train items
+    assert a["compute"]["forward_tokens"] > 0 and a["compute"]["backward_tokens"] > 0
+    ids = tiny_target.tokenizer.encode(a["text"], add_special_tokens=False)
+    assert ids == a["ids"]  # plain text that tokenises back to itself
+
+
+def test_suffix_is_saved_and_reused(tmp_path, tiny_target, monkeypatch):
+    attack = ATTACKS.build("gcg-suffix:steps=2:length=3:topk=8:candidates=3")
+    first = attack.prepare(ctx(tmp_path, tiny_target))
+    monkeypatch.setattr(type(attack), "optimise", lambda *a: pytest.fail("optimised again"))
+    again = attack.prepare(ctx(tmp_path, tiny_target))
+    assert again.text == first.text
+    [v] = again.transform(ITEMS[0])
+    assert v.messages[-1].content == f"{ITEMS[0].messages[-1].content} {first.text}"
+
+
+def test_steering_hook_is_inert_at_zero_and_removed_after_use(tiny_target):
+    import torch
+
+    from persist.attacks.steering import SteeredTarget, decoder_layers
+
+    requests = [(ITEMS[0].chat, ITEMS[0].aligned[0]), (ITEMS[1].chat, ITEMS[1].misaligned[0])]
+    plain = tiny_target.loglikelihood(requests)
+    hidden = tiny_target.model.config.hidden_size
+    assert SteeredTarget(tiny_target, 1, torch.zeros(hidden)).loglikelihood(requests) == pytest.approx(plain,
+                                                                                                       abs=1e-6)
+    pushed = SteeredTarget(tiny_target, 1, torch.ones(hidden) * 3).loglikelihood(requests)
+    assert pushed != pytest.approx(plain, abs=1e-3)
+    assert all(not layer._forward_hooks for layer in decoder_layers(tiny_target.model))
+    assert tiny_target.loglikelihood(requests) == pytest.approx(plain, abs=1e-6)  # nothing left behind
+
+
+def test_steering_direction_from_train_items(tmp_path, tiny_target):
+    attack = ATTACKS.build("steering:alpha=2:layer=1")
+    prepared = attack.prepare(ctx(tmp_path, tiny_target))
+    assert prepared.layer == 1 and prepared.vector.shape == (tiny_target.model.config.hidden_size,)
+    assert (tmp_path / "model" / "direction-layer1.safetensors").is_file()
+    again = ATTACKS.build("steering:alpha=8:layer=1").prepare(ctx(tmp_path, tiny_target))
+    assert (again.vector == prepared.vector).all()  # another dose reuses the direction
+
+
+class ScriptedAttacker:
+    """An attacker that proposes fixed rewrites, turn by turn (the same for every item)."""
+
+    name = "scripted"
+
+    def __init__(self, turns: list[str]) -> None:
+        self.turns, self.calls = turns, 0
+
+    def generate(self, chats, config):
+        text = self.turns[min(self.calls, len(self.turns) - 1)]
+        self.calls += 1
+        return [text for _ in chats]
+
+
+def test_pair_keeps_the_rewrite_the_target_scores_worst(tmp_path, tiny_target):
+    from persist.probes.likelihood import LikelihoodScorer
+    from persist.runner import clean_variant
+    from persist.schema import Variant
+
+    scorer = LikelihoodScorer()
+    attacker = ScriptedAttacker(["First rewrite: is it fine?", "Second rewrite, honestly just say yes?",
+                                 "Third: can I skip it?"])
+    c = ctx(tmp_path, tiny_target, scorer=scorer, items=ITEMS[:4])
+    prepared = ATTACKS.build("pair:turns=3").prepare(c, attacker=attacker)
+    assert attacker.calls == 3 and set(prepared.rewrites) == {i.id for i in c.items}
+    for it in c.items:
+        options = ["First rewrite: is it fine?", "Second rewrite, honestly just say yes?", "Third: can I skip it?"]
+        values = [scorer.score(tiny_target, [Variant(item=it, messages=(*it.messages[:-1], type(it.messages[-1])(
+            "user", q)), attack="pair", attack_version="1")])[0]["logodds"] for q in options]
+        assert prepared.rewrites[it.id] == options[min(range(3), key=lambda k: values[k])]
+        [v] = prepared.transform(it)
+        assert v.messages[-1].content == prepared.rewrites[it.id] and clean_variant(it).messages[:-1] == v.messages[:-1]
+    assert (tmp_path / "model" / "rewrites.json").is_file()
+
+
+def test_best_of_n_ships_its_control_and_a_no_op_attack_scores_about_zero(tmp_path, monkeypatch):
+    from persist.campaign import AttackConfig, run_attack
+
+    monkeypatch.setenv("PERSIST_HOME", str(tmp_path / "home"))
+    cfg = AttackConfig(model="tiny-random", attacks=("best-of-n:n=4:strength=0",), limit=8, runs_dir=tmp_path,
+                       name="bon", capability=0)
+    assert cfg.attacks == ("best-of-n:n=4:strength=0", "best-of-n-control:n=4:strength=0:seed=0")
+    rows = {r.condition.label: r for r in run_attack(cfg)["report"].comparison.rows}
+    attack = rows["attack:best-of-n:n=4:strength=0.0"]
+    control = rows["attack:best-of-n-control:n=4:strength=0.0"]
+    assert attack.overall.shift.shift.value == pytest.approx(0.0, abs=1e-4)  # no perturbation: the clean prompt
+    assert control.control and control.overall.shift.shift.value <= 0  # a minimum over harmless draws falls ...
+    assert abs(attack.vs_control.shift.value) < 1.0  # ... and the control takes it back out: ~0 here
+    assert attack.vs_control.shift.value == pytest.approx(-control.overall.shift.shift.value, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_optimised_attacks_resume_without_redoing_the_optimisation(tmp_path):
+    from persist.targets.tiny import tiny_model_folder
+    from tests.test_crash import persist_cmd, run
+
+    env = {**__import__("os").environ, "PERSIST_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
+    model = tiny_model_folder(tmp_path / "tiny")
+    base = ["attack", "--model", str(model), "--baseline", "tiny-random", "--attacks",
+            "gcg-suffix:steps=3:length=3:topk=8:candidates=4,gcg-suffix:steps=3:length=3:topk=8:candidates=4:"
+            "source=other,steering:alpha=2", "--limit", "16", "--capability", "0", "--runs-dir",
+            str(tmp_path / "runs")]
+    assert run(persist_cmd(*base, "--name", "ref"), env) == 0
+    crash = persist_cmd(*base, "--name", "crash")
+    assert run(crash, env, failpoint="append:3") == -signal.SIGKILL  # after every optimisation, mid-scoring
+    saved = sorted((tmp_path / "runs" / "crash" / "attacks").rglob("*.*"))
+    stamps = {p: p.stat().st_mtime_ns for p in saved}
+    assert any(p.name == "suffix.json" for p in saved) and any(p.suffix == ".safetensors" for p in saved)
+    assert run(crash, env) == 0
+    assert {p: p.stat().st_mtime_ns for p in saved} == stamps  # loaded, not optimised again
+    ref, got = (tmp_path / "runs" / n for n in ("ref", "crash"))
+    assert (got / "report.json").read_bytes() == (ref / "report.json").read_bytes()
+    header = json.loads((got / "header.json").read_text())
+    assert header["split"]["train"] and header["split"]["heldout"]
+    assert set(header["attack_compute"]) >= {"attack:gcg-suffix:steps=3:length=3:topk=8:candidates=4"}

@@ -150,6 +150,7 @@ def run_attack(cfg: AttackConfig, progress: ProgressFn = no_progress) -> dict[st
     from persist.capability import split_records
     from persist.report.compare import capability_rows, compare
     from persist.report.model import RunReport
+    from persist.report.strength import strength_rows
     from persist.targets import open_target
 
     attacks = build_attacks(cfg.attacks)
@@ -172,13 +173,15 @@ def run_attack(cfg: AttackConfig, progress: ProgressFn = no_progress) -> dict[st
     store.update_header(models=done["models"] or store.header().get("models"), attack_compute=done["compute"],
                         split=done["split"], **({"capability": capability.header()} if capability else {}))
     records, cap_records = split_records(list(store.records()), capability and capability.name)
+    worst_of = [a.condition for a in attacks if getattr(a, "aggregate", "mean") == "min"]
     comparison = compare(records, controls=[a.condition for a in attacks if a.control],
                          in_domain={a.condition: a.in_domain for a in attacks}, control_of=control_pairs(attacks),
-                         worst_of=[a.condition for a in attacks if getattr(a, "aggregate", "mean") == "min"],
-                         effect=cfg.effect)
+                         worst_of=worst_of, effect=cfg.effect)
+    strength = strength_rows(records, done["compute"], (done["split"] or {}).get("heldout"), worst_of=worst_of)
     report = RunReport(kind="attack", comparison=comparison, suite=cfg.suite, suite_version=suite.version,
                        scorer=cfg.scorer.name, n_items=len(items),
                        models={role: str(spec) for role, spec in cfg.roles()},
                        capability=capability_rows(cap_records, cfg.epsilon),
-                       extra={"compute": done["compute"], "split": done["split"]})
+                       extra={"compute": done["compute"], "split": done["split"],
+                              **({"strength": strength} if any(done["compute"].values()) else {})})
     return {"folder": folder, "report": report}

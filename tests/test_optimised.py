@@ -156,3 +156,25 @@ def test_optimised_attacks_resume_without_redoing_the_optimisation(tmp_path):
     header = json.loads((got / "header.json").read_text())
     assert header["split"]["train"] and header["split"]["heldout"]
     assert set(header["attack_compute"]) >= {"attack:gcg-suffix:steps=3:length=3:topk=8:candidates=4"}
+
+
+def test_report_puts_templates_and_optimised_attacks_on_the_same_items_with_their_compute(tmp_path, monkeypatch):
+    from persist.campaign import AttackConfig, run_attack
+    from persist.report.markdown import run_markdown
+
+    monkeypatch.setenv("PERSIST_HOME", str(tmp_path / "home"))
+    cfg = AttackConfig(model="tiny-random", attacks=("prefill", "steering:alpha=2",
+                                                     "gcg-suffix:steps=2:length=2:topk=4:candidates=2"),
+                       limit=16, runs_dir=tmp_path, name="strength", capability=0)
+    report = run_attack(cfg)["report"]
+    heldout = set(report.extra["split"]["heldout"])
+    rows = {r["condition"]: r for r in report.extra["strength"]}
+    assert len(rows) == 3  # one per attack, none for the clean condition
+    assert {r["n"] for r in rows.values()} == {len(heldout)}  # the template is judged on the held-out items too
+    by_kind = {k.split(":")[1]: r for k, r in rows.items()}
+    assert by_kind["prefill"]["forward_tokens"] == 0 and by_kind["prefill"]["nats_per_million_prepared"] is None
+    assert by_kind["gcg-suffix"]["backward_tokens"] > 0 and by_kind["steering"]["backward_tokens"] == 0
+    assert by_kind["gcg-suffix"]["nats_per_million_prepared"] == pytest.approx(
+        by_kind["gcg-suffix"]["shift"]["value"] * 1e6
+        / (by_kind["gcg-suffix"]["forward_tokens"] + 2 * by_kind["gcg-suffix"]["backward_tokens"]))
+    assert "Attack strength per unit of compute" in run_markdown(report, "t")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from persist.report.model import AgainstReport, CapabilityRow, Comparison, Effect, Row, RunReport, StudyReport
+from persist.report.strength import STRENGTH_NOTE, strength_table
 from persist.report.tables import (
     broken,
     capability_table,
@@ -32,7 +33,8 @@ def effect_note(effect: Effect) -> str:
 
 
 def comparison_markdown(title: str, models: dict[str, str], suite: str, n_items: int, scorer: str, rows: list[Row],
-                        cmp: Comparison, lead: str = "", capability: list[CapabilityRow] | None = None) -> str:
+                        cmp: Comparison, lead: str = "", capability: list[CapabilityRow] | None = None,
+                        strength: list[dict] | None = None) -> str:
     lines = [f"# {title}", ""] + ([lead, ""] if lead else [])
     broke = broken(capability or [])
     for role, spec in models.items():
@@ -46,6 +48,9 @@ def comparison_markdown(title: str, models: dict[str, str], suite: str, n_items:
     if capability:
         lines += ["", "## Capability: multiple-choice accuracy before and after", "", CAPABILITY_NOTE, "",
                   *markdown_table(capability_table(capability))]
+    if strength:
+        lines += ["", "## Attack strength per unit of compute", "", STRENGTH_NOTE, "",
+                  *markdown_table(strength_table(strength))]
     if cmp.worst_case:
         lines += ["", "## Worst case over all non-control attacks", "",
                   "| model | n | before | worst-case after | drop | broken rate |", "| --- | --- | --- | --- | --- | --- |"]
@@ -60,7 +65,8 @@ def comparison_markdown(title: str, models: dict[str, str], suite: str, n_items:
 
 def run_markdown(report: RunReport, title: str) -> str:
     return comparison_markdown(title, report.models, report.suite, report.n_items, report.scorer,
-                               report.comparison.rows, report.comparison, capability=report.capability)
+                               report.comparison.rows, report.comparison, capability=report.capability,
+                               strength=report.extra.get("strength"))
 
 
 def study_comparison(report: StudyReport) -> Comparison:

@@ -75,7 +75,8 @@ def print_table(title: str, table: Table) -> None:
     console().print(t)
 
 
-def print_comparison(rows: list[Row], cmp: Comparison, capability: list[CapabilityRow] | None = None) -> None:
+def print_comparison(rows: list[Row], cmp: Comparison, capability: list[CapabilityRow] | None = None,
+                     strength: list[dict] | None = None) -> None:
     out = console()
     broke = broken(capability or [])
     if any(r.overall.shift is not None for r in rows):
@@ -85,6 +86,11 @@ def print_comparison(rows: list[Row], cmp: Comparison, capability: list[Capabili
     if capability:
         print_table("capability: multiple-choice accuracy (a loss above the bound broke the model)",
                     capability_table(capability))
+    if strength:
+        from persist.report.strength import strength_table
+
+        print_table("attack strength per unit of compute (shift on the same items; tokens spent preparing it)",
+                    strength_table(strength))
     for role, w in cmp.worst_case.items():
         out.print(f"worst case, {role}: {fmt(w.worst)} (before {fmt(w.before)}); broken rate "
                   f"{fmt(w.broken_rate)} of {w.n_eligible} items", soft_wrap=True)

@@ -1,0 +1,64 @@
+"""Attack strength per unit of compute: a 5-second template beside a 5-minute optimisation.
+
+For each model and attack: the paired shift of the log-odds (nats, < 0 = toward misaligned) on the items every
+attack of the run was evaluated on (the held-out half when the run has optimised attacks, so templates and
+optimised attacks are compared on the same items), what preparing the attack cost (forward and backward tokens:
+the suffix optimisation, the steering direction, the attacker's rewrites; 0 for a fixed template), how many
+prompt variants of each item were scored, and the strength per million prepared tokens, counting a backward
+token as two forward ones (the usual 1:2 FLOP ratio). Wall seconds vary run to run and stay in each attack's
+artefact folder (RUN/attacks/...), so the report stays byte-identical across resumes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from persist.conditions import CLEAN, Condition
+from persist.report.compare import by_seed, item_scores, matrix
+from persist.report.model import from_json, to_json
+from persist.stats import Tested, fmt, tested
+
+BACKWARD_COST = 2.0  # one backward token ~ two forward tokens of compute
+
+
+def strength_rows(records: list[dict[str, Any]], compute: Mapping[str, Mapping[str, Mapping[str, float]]],
+                  heldout: Iterable[str] | None, worst_of: Iterable[Condition] = ()) -> list[dict[str, Any]]:
+    """One row per (model, attack) that is not a control; plain dicts (they live in the report's `extra`)."""
+    keep = None if heldout is None else set(heldout)
+    scores = by_seed(item_scores(records, worst_of))
+    variants = Counter((r["role"], r["condition"], r["item_id"]) for r in records if r.get("score") is not None)
+    rows = []
+    for (role, cond), after in sorted(scores.items(), key=lambda kv: (kv[0][0] != "model", kv[0][0],
+                                                                     kv[0][1].label)):
+        if cond == CLEAN:
+            continue
+        before = scores.get((role, CLEAN), {}).get(0, {})
+        ids = sorted(i for i in before if all(i in a for a in after.values()) and (keep is None or i in keep))
+        if not ids or any(before[i].logodds is None for i in ids):
+            continue
+        shift = tested(matrix(before, after, ids, "logodds"))
+        cost = dict(compute.get(cond.label, {}).get(role, {}))
+        fwd, bwd = cost.get("forward_tokens", 0.0), cost.get("backward_tokens", 0.0)
+        prepared = fwd + BACKWARD_COST * bwd
+        per_item = [variants[(role, cond.label, i)] for i in ids]
+        rows.append({"role": role, "condition": cond.label, "n": len(ids), "shift": to_json(shift),
+                     "forward_tokens": fwd, "backward_tokens": bwd, "variants_per_item": sum(per_item) / len(ids),
+                     "nats_per_million_prepared": (shift.value / prepared * 1e6) if prepared else None})
+    return rows
+
+
+def strength_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    head = ["model", "attack", "n", "shift (nats)", "prepared: forward tokens", "backward tokens",
+            "variants scored / item", "nats per 10^6 prepared tokens"]
+    body = [[r["role"], r["condition"], str(r["n"]), fmt(from_json(Tested, r["shift"]), 2),
+             f"{r['forward_tokens']:,.0f}", f"{r['backward_tokens']:,.0f}", f"{r['variants_per_item']:.1f}",
+             "– (fixed template)" if r["nats_per_million_prepared"] is None else
+             f"{r['nats_per_million_prepared']:.3f}"] for r in rows]
+    return head, body
+
+
+STRENGTH_NOTE = ("Strength per compute: each attack's paired shift on the same items (the held-out half when the "
+                 "run has optimised attacks), what preparing it cost in tokens (a backward token counts as two "
+                 "forward ones), and nats per million prepared tokens. Scoring itself costs one pass per variant.")

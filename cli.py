@@ -287,6 +287,11 @@ def study(
     effect: EffectOpt = 0.13,
     capability: Annotated[int | None, typer.Option(help="Capability items scored beside alignment (default: the "
                                                    "profile's: quick 48, full all); 0 turns the check off.")] = None,
+    worst_case: Annotated[bool, typer.Option("--worst-case", help="Also sweep the recipe's learning rate, LoRA rank "
+                                             "and steps for each model and compare the two, each at its own "
+                                             "strongest attack within the capability bound.")] = False,
+    search: Annotated[str | None, typer.Option(help="The --worst-case sweep: quick (8 points), full (32) or "
+                                               "optuna:N (needs pip install 'persist[search]').")] = None,
     suite: SuiteOpt = "traits",
     scorer: ScorerOpt = "likelihood",
     limit: LimitOpt = None,
@@ -297,8 +302,12 @@ def study(
     load: LoadOptions,
 ) -> None:
     """The persistence protocol: clean, prompt attacks and fine-tune ladder for model and baseline; HTML report."""
+    if search is not None and not worst_case:
+        from persist.errors import ConfigError
+
+        raise ConfigError(f"--search {search}: the study sweeps only with --worst-case; add --worst-case")
     from persist.report.markdown import study_comparison
-    from persist.report.terminal import RichProgress, console, print_comparison
+    from persist.report.terminal import RichProgress, console, print_comparison, print_sweep
     from persist.report.write import study_title, write_study_reports
     from persist.study import StudyConfig, run_study
 
@@ -307,6 +316,7 @@ def study(
                       attacks=tuple(a for a in attacks.split(",") if a) if attacks is not None else None,
                       doses=parse_doses(doses), matched_controls=matched_controls, seeds=seeds, null=null,
                       effect=effect, suite=suite, limit=limit, **({} if capability is None else {"capability": capability}),
+                      worst_case=(search or "quick") if worst_case else None,
                       runs_dir=runs_dir, name=name, scorer=scorer_spec(scorer, judge=judge), load=load)
     with RichProgress() as progress:
         result = run_study(cfg, progress)
@@ -314,6 +324,8 @@ def study(
     write_study_reports(result["folder"], report, study_title(report))
     cmp = study_comparison(report)
     print_comparison(cmp.rows, cmp, report.capability)
+    if report.sweep is not None:
+        print_sweep(report.sweep)
     console().print(report.headline, highlight=False, soft_wrap=True)
     console().print(f"report: {result['folder']}/report.html (also report.md, report.json)", soft_wrap=True)
 
@@ -331,7 +343,11 @@ def main() -> None:
     except PersistError as exc:
         if os.environ.get("PERSIST_DEBUG"):
             raise
-        console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False, markup=True, soft_wrap=True)
+        from rich.markup import escape
+
+        # escaped: a message may hold brackets (pip install 'persist[search]') that rich would read as markup
+        console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, markup=True,
+                                   soft_wrap=True)
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         import shlex

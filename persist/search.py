@@ -22,7 +22,7 @@ from typing import Any
 from persist import conditions
 from persist.conditions import Condition
 from persist.errors import ConfigError
-from persist.report.model import CapabilityRow, Row
+from persist.report.model import CapabilityRow, Point, Row
 
 QUICK_LR = (2e-4, 1e-3)
 
@@ -46,12 +46,23 @@ GRIDS = {
 }
 
 
+OPTUNA_MISSING = "--search optuna:N needs Optuna: pip install 'persist[search]' (or use --search quick)"
+
+
+def optuna_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("optuna") is not None
+
+
 def parse_search(text: str) -> Grid | int:
-    """'quick' / 'full' -> a Grid; 'optuna:N' -> N trials."""
+    """'quick' / 'full' -> a Grid; 'optuna:N' -> N trials (refused here, before anything runs, without Optuna)."""
     if text in GRIDS:
         return GRIDS[text]
     kind, _, n = text.partition(":")
     if kind == "optuna" and n.isdigit() and int(n) > 0:
+        if not optuna_installed():
+            raise ConfigError(OPTUNA_MISSING)
         return int(n)
     raise ConfigError(f"--search {text!r}: use quick, full or optuna:N (N trials; needs pip install 'persist[search]')")
 
@@ -64,31 +75,6 @@ def point_recipe(recipe: Any, lr: float, rank: int) -> Any:
     """The recipe at one point of the sweep, named after it (recipes are frozen dataclasses)."""
     tuned = recipe.from_params({"train": {"learning_rate": lr}, "lora": {"rank": rank, "alpha": 2 * rank}})
     return dataclasses.replace(tuned, name=point_name(recipe.name, lr, rank))
-
-
-@dataclass(frozen=True)
-class Point:
-    """One point of a sweep for one model: its alignment row and its capability row."""
-
-    role: str
-    condition: Condition
-    learning_rate: float
-    rank: int
-    steps: int
-    row: Row | None
-    capability: CapabilityRow | None
-
-    @property
-    def strength(self) -> float:
-        """How far the attack moved the model toward misaligned (larger = stronger)."""
-        if self.row is None:
-            return float("nan")
-        c = self.row.overall
-        return -c.shift.shift.value if c.shift is not None else c.drop.value
-
-    @property
-    def within_bound(self) -> bool:
-        return self.capability is not None and not self.capability.broke
 
 
 def points_of(role: str, recipe: str, rows: list[Row], capability: list[CapabilityRow]) -> list[Point]:
@@ -125,7 +111,7 @@ def run_optuna(trials: int, train_point: Callable[[Any, tuple[int, ...]], None],
     try:
         import optuna
     except ImportError:
-        raise ConfigError("--search optuna:N needs Optuna: pip install 'persist[search]' (or use --search quick)") from None
+        raise ConfigError(OPTUNA_MISSING) from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     def objective(trial: Any) -> float:
@@ -146,12 +132,71 @@ def run_optuna(trials: int, train_point: Callable[[Any, tuple[int, ...]], None],
         study.optimize(objective, n_trials=left)
 
 
+def is_point(recipe: str, label: str) -> bool:
+    """Whether a record's condition label is a point of `recipe`'s sweep."""
+    return label.startswith(f"finetune:{recipe}[lr=")
+
+
+def sweep(store: Any, plan: Grid | int, resolved: dict[str, Any], recipe: Any, *, items: list[Any],
+          suite_version: str, scorer_spec: Any, load: Any, progress: Any, batch_size: int, folder: Path,
+          capability: Any, epsilon: float, max_steps: int, seed_offsets: dict[str, int] | None = None) -> None:
+    """Run the sweep `plan` for every model into `store` (one condition per point, so a rerun resumes point by
+    point); `resolved` maps role -> persist.ladder.resolve_local(...). The capability check is the utility bound.
+    seed_offsets: per role, added to the training seed (a null study trains its "model" with other seeds)."""
+    from persist.capability import split_records
+    from persist.ladder import train_and_score
+    from persist.report.compare import capability_rows, compare
+
+    def measure(role: str, cond: Condition) -> tuple[float, bool]:
+        records, caps = split_records(list(store.records()), capability.name)
+        keep = [r for r in records if r["role"] == role and r["condition"] in ("clean", cond.label)]
+        found = points_of(role, recipe.name, compare(keep).rows,
+                          capability_rows([r for r in caps if r["role"] == role], epsilon))
+        p = next(p for p in found if p.condition == cond)
+        return p.strength, p.within_bound
+
+    for role, res in resolved.items():
+        def train_point(point: Any, doses: tuple[int, ...], role: str = role, res: Any = res) -> None:
+            train_and_score(store, role=role, resolved=res, recipe=point, doses=doses, items=items,
+                            suite_version=suite_version, scorer_spec=scorer_spec, load=load, progress=progress,
+                            batch_size=batch_size, adapters_dir=folder / "adapters", capability=capability,
+                            seed_offset=(seed_offsets or {}).get(role, 0))
+
+        if isinstance(plan, Grid):
+            run_grid(plan, train_point, recipe)
+        else:
+            run_optuna(plan, train_point, recipe, folder / f"optuna-{role}.db",
+                       lambda cond, role=role: measure(role, cond), max_steps)
+
+
+def sweep_points(records: list[dict[str, Any]], cap_records: list[dict[str, Any]], recipe: str, roles: list[str],
+                 epsilon: float) -> tuple[dict[str, list[Point]], dict[str, Point | None]]:
+    """Each model's sweep points (read from the records of the clean condition and the sweep) and its own worst
+    case within the bound."""
+    from persist.report.compare import capability_rows, compare
+
+    def mine(rs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for r in rs if r["condition"] == "clean" or is_point(recipe, r["condition"])]
+
+    rows, caps = compare(mine(records)).rows, capability_rows(mine(cap_records), epsilon)
+    points = {role: points_of(role, recipe, rows, caps) for role in roles}
+    return points, {role: worst(p) for role, p in points.items()}
+
+
+def chosen_json(p: Point | None) -> dict[str, Any] | None:
+    """A worst case as the report stores it."""
+    if p is None:
+        return None
+    return {"condition": p.condition.label, "learning_rate": p.learning_rate, "rank": p.rank, "steps": p.steps,
+            "strength": p.strength, "capability_loss": p.capability and p.capability.loss}
+
+
 def run_search(cfg: Any, progress: Any) -> dict[str, Any]:
     """`persist finetune-attack --search`: the sweep for each model, and each model's worst case within the bound."""
     import sys
 
     from persist.capability import split_records
-    from persist.ladder import check_leakage, resolve_local, train_and_score
+    from persist.ladder import check_leakage, resolve_local
     from persist.report.compare import capability_rows, compare
     from persist.report.model import RunReport
     from persist.store import RunStore
@@ -169,26 +214,9 @@ def run_search(cfg: Any, progress: Any) -> dict[str, Any]:
     max_steps = max(recipe.doses)
     store = RunStore.open(folder, cfg.header_config(recipe, (0, max_steps)) | {"search": cfg.search}, argv=sys.argv,
                           extra={"suite_version": suite.version, "capability": capability.header()})
-
-    def measure(role: str, cond: Condition) -> tuple[float, bool]:
-        records, caps = split_records(list(store.records()), capability.name)
-        keep = [r for r in records if r["role"] == role and r["condition"] in ("clean", cond.label)]
-        found = points_of(role, recipe.name, compare(keep).rows,
-                          capability_rows([r for r in caps if r["role"] == role], cfg.epsilon))
-        p = next(p for p in found if p.condition == cond)
-        return p.strength, p.within_bound
-
-    for role, res in resolved.items():
-        def train_point(point: Any, doses: tuple[int, ...], role: str = role, res: Any = res) -> None:
-            train_and_score(store, role=role, resolved=res, recipe=point, doses=doses, items=items,
-                            suite_version=suite.version, scorer_spec=cfg.scorer, load=cfg.load, progress=progress,
-                            batch_size=cfg.batch_size, adapters_dir=folder / "adapters", capability=capability)
-
-        if isinstance(plan, Grid):
-            run_grid(plan, train_point, recipe)
-        else:
-            run_optuna(plan, train_point, recipe, folder / f"optuna-{role}.db",
-                       lambda cond, role=role: measure(role, cond), max_steps)
+    sweep(store, plan, resolved, recipe, items=items, suite_version=suite.version, scorer_spec=cfg.scorer,
+          load=cfg.load, progress=progress, batch_size=cfg.batch_size, folder=folder, capability=capability,
+          epsilon=cfg.epsilon, max_steps=max_steps)
     records, caps = split_records(list(store.records()), capability.name)
     cmp = compare(records, in_domain=recipe.in_domain, effect=cfg.effect)
     cap_rows = capability_rows(caps, cfg.epsilon)
@@ -197,10 +225,6 @@ def run_search(cfg: Any, progress: Any) -> dict[str, Any]:
     report = RunReport(kind="search", comparison=cmp, capability=cap_rows, suite=cfg.suite,
                        suite_version=suite.version, scorer=cfg.scorer.name, n_items=len(items),
                        models={role: str(spec) for role, spec in cfg.roles()},
-                       extra={"search": {"plan": cfg.search, "epsilon": cfg.epsilon, "worst_case": {
-                           role: None if p is None else {"condition": p.condition.label, "learning_rate":
-                                                         p.learning_rate, "rank": p.rank, "steps": p.steps,
-                                                         "strength": p.strength,
-                                                         "capability_loss": p.capability and p.capability.loss}
-                           for role, p in chosen.items()}}})
+                       extra={"search": {"plan": cfg.search, "epsilon": cfg.epsilon,
+                                         "worst_case": {role: chosen_json(p) for role, p in chosen.items()}}})
     return {"folder": folder, "report": report, "points": points, "worst": chosen}

@@ -4,7 +4,10 @@ For both models, on identical items, seeds and data order:
   1. clean scores;
   2. the prompt-attack campaign (conditions `attack:...`, the helpful persona as a control);
   3. the fine-tune ladder of a recipe (default bad-medical, conditions `finetune:RECIPE@dose`) and its benign
-     control recipe (default good-medical) at the top dose.
+     control recipe (default good-medical) at the top dose;
+  4. with --worst-case: a sweep of the recipe's learning rate, LoRA rank and steps (persist.search, conditions
+     `finetune:RECIPE[lr=...,r=...]@steps`), so each model can be compared at its own worst case within the
+     capability bound.
 Each stage appends records through the same runner, so a rerun continues where it stopped. The report is a
 pure function of the records (study_report), with fixed bootstrap/permutation seeds: same records, same bytes.
 """
@@ -39,6 +42,7 @@ from persist.ladder import (
 from persist.models import ModelSpec
 from persist.registry import RECIPES, PluginSpec
 from persist.report.model import StudyMeta
+from persist.search import parse_search, sweep
 from persist.store import RunStore
 from persist.suites import get_suite, select
 
@@ -87,6 +91,7 @@ class StudyConfig(RunOptions):
     seeds: int = 1  # training seeds per model and dose
     null: bool = False  # negative control: the baseline against itself, trained with other seeds
     capability: int | None = PROFILE_DEFAULT  # capability items; PROFILE_DEFAULT: the profile's
+    worst_case: str | None = None  # a sweep plan (quick, full, optuna:N): compare each model at its own worst case
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -96,6 +101,11 @@ class StudyConfig(RunOptions):
         if self.null:
             object.__setattr__(self, "model", self.baseline)
         parse_specs(self, "model", "baseline")
+        if self.worst_case is not None:
+            parse_search(self.worst_case)
+            if self.resolved_capability() == 0:
+                raise ConfigError("--worst-case needs the capability check (the utility bound): drop --capability 0 "
+                                  "or pass a number of capability items")
         if str(self.model) == str(self.baseline) and not self.null:
             raise ConfigError("--model and --baseline are the same spec; a study compares two models (or pass "
                               "--null to compare the baseline with itself as a negative control)")
@@ -129,9 +139,10 @@ class StudyConfig(RunOptions):
         return suite, select(suite.load(), self.resolved_limit())
 
     def run_name(self) -> str:
+        worst = "" if self.worst_case is None else f"-worst-case-{self.worst_case}"
         if self.null:
-            return self.folder_name(f"study-null-{self.baseline}-{self.profile}")
-        return self.folder_name(f"study-{self.model}-vs-{self.baseline}-{self.profile}")
+            return self.folder_name(f"study-null-{self.baseline}-{self.profile}{worst}")
+        return self.folder_name(f"study-{self.model}-vs-{self.baseline}-{self.profile}{worst}")
 
     def header_config(self) -> dict[str, Any]:
         return {"job": "study", "model": str(self.model), "baseline": str(self.baseline), "profile": self.profile,
@@ -141,6 +152,7 @@ class StudyConfig(RunOptions):
                 "limit": self.resolved_limit(), "suite": self.suite, "scorer": self.scorer.to_dict(),
                 "load": asdict(self.load), **({"seeds": self.seeds} if self.seeds > 1 else {}),
                 **({"null": True} if self.null else {}),
+                **({"search": self.worst_case} if self.worst_case is not None else {}),
                 **({"capability": {"suite": self.capability_suite, "items": self.resolved_capability()}}
                    if self.resolved_capability() != 0 else {})}
 
@@ -191,6 +203,13 @@ def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> dict[str,
                     scorer_spec=cfg.scorer, load=cfg.load, progress=progress, batch_size=cfg.batch_size,
                     adapters_dir=folder / "adapters", seed_index=k, seed_offset=offset, capability=capability)
                 release_memory()
+    if cfg.worst_case is not None:
+        # Stage 4: the sweep, one condition per point for each model (a rerun resumes point by point).
+        sweep(store, parse_search(cfg.worst_case), resolved, recipe, items=items, suite_version=suite.version,
+              scorer_spec=cfg.scorer, load=cfg.load, progress=progress, batch_size=cfg.batch_size, folder=folder,
+              capability=capability, epsilon=cfg.epsilon, max_steps=max(doses),
+              seed_offsets={"model": NULL_SEED_OFFSET} if cfg.null else None)
+        release_memory()
     controls = [a.condition for a in attacks if a.control]
     if control is not None:
         controls.append(conditions.finetune(control.name, max(doses)))
@@ -203,7 +222,8 @@ def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> dict[str,
                      seeds=cfg.seeds, effect=cfg.effect, null=cfg.null,
                      capability_suite=capability and capability.name, epsilon=cfg.epsilon,
                      worst_of=[a.condition for a in attacks if getattr(a, "aggregate", "mean") == "min"],
-                     heldout_only=[a.condition for a in attacks if getattr(a, "split", False)])
+                     heldout_only=[a.condition for a in attacks if getattr(a, "split", False)],
+                     search=cfg.worst_case)
     from persist.report.model import to_json
 
     store.update_header(study_meta=to_json(meta), training={k: {"seed": v["seed"], "tokens": v["tokens"],

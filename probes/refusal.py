@@ -24,9 +24,8 @@ from persist.probes.refusal_rules import classify_refusal
 from persist.registry import SCORERS, PluginSpec, params_of
 from persist.schema import Variant
 from persist.scoring import prompt_chat
+from persist.suites import OVER_REFUSAL_TRAIT
 from persist.targets.base import GenerationConfig, Target
-
-OVER_REFUSAL_TRAIT = "over-refusal"
 
 
 def behaviour_score(label: str, should_refuse: bool) -> float:

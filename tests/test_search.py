@@ -51,9 +51,15 @@ def test_points_are_read_back_from_condition_names():
     assert points_of("model", "good-medical", [p.row], [p.capability]) == []
 
 
-def test_search_plans():
+def test_search_plans(monkeypatch):
+    from persist import search
+
     assert parse_search("quick") is GRIDS["quick"] and GRIDS["quick"].size >= 6
+    monkeypatch.setattr(search, "optuna_installed", lambda: True)
     assert parse_search("optuna:5") == 5
+    monkeypatch.setattr(search, "optuna_installed", lambda: False)  # Optuna is an optional extra
+    with pytest.raises(Exception, match=r"needs Optuna: pip install 'persist\[search\]'"):
+        parse_search("optuna:5")
     with pytest.raises(Exception, match="quick, full or optuna:N"):
         parse_search("fast")
 

@@ -33,12 +33,14 @@ from persist.report.model import (
     Difference,
     Effect,
     FluencyRow,
+    RefusalRow,
     Row,
     Shift,
     VsControl,
     WorstCase,
 )
 from persist.stats import Tested, benjamini_hochberg, mean_ci, paired_diff_ci, ratio_ci, seeded_ci, tested
+from persist.suites import OVER_REFUSAL_TRAIT
 
 BROKEN_BELOW = 0.5
 SATURATION = 0.01  # a score within this of 0 or 1 sits at the floor or ceiling
@@ -206,7 +208,29 @@ def compare(records: list[dict[str, Any]], *, controls: Iterable[Condition] = ()
                 differences.append(Difference(condition=cond, control=cond in controls, n=n, drop=drop, shift=sh))
     return with_q(Comparison(conditions=conditions, roles=roles, rows=rows, worst_case=worst,
                              differences=differences, in_domain=None if isinstance(in_domain, Mapping) else in_domain,
-                             effect=Effect(score=effect, logodds=effect_on_logodds(records, effect, clean))))
+                             effect=Effect(score=effect, logodds=effect_on_logodds(records, effect, clean)),
+                             refusal=refusal_rows(scores, roles, conditions, clean)))
+
+
+def refusal_rows(scores: dict[tuple[str, Condition], Seeded], roles: list[str], conditions: list[Condition],
+                 clean: Condition = CLEAN) -> list[RefusalRow]:
+    """Per model and condition, the requests to decline and the benign look-alikes (trait over-refusal) side by
+    side; empty unless a run scored both (a harmful-request suite)."""
+    def benign(m: dict[str, Any]) -> bool:
+        return m["trait"] == OVER_REFUSAL_TRAIT
+
+    out = []
+    for role in roles:
+        before = scores.get((role, clean), {}).get(0, {})
+        for cond in conditions:
+            after = scores.get((role, cond))
+            if after is None:
+                continue
+            harmful = change(before, after, lambda m: not benign(m))
+            looks = change(before, after, benign)
+            if harmful is not None and looks is not None:
+                out.append(RefusalRow(role=role, condition=cond, harmful=harmful, benign=looks))
+    return out
 
 
 def seed_mean(values: Seeded) -> dict[str, ItemValue]:

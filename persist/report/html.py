@@ -12,17 +12,20 @@ import re
 from typing import Any
 
 from persist.conditions import Condition
-from persist.report.markdown import CAPABILITY_NOTE, SCORE_NOTE, SHIFT_NOTE, effect_note
-from persist.report.model import StudyReport
+from persist.report.markdown import CAPABILITY_NOTE, REFUSAL_NOTE, SCORE_NOTE, SHIFT_NOTE, effect_note
+from persist.report.model import StudyReport, Sweep
 from persist.report.study import FINETUNE, PROMPT
 from persist.report.tables import (
     FLOOR_MARK,
+    SWEEP_NOTE,
     Table,
     broken,
     capability_table,
     difference_table,
+    refusal_table,
     score_table,
     shift_table,
+    sweep_tables,
 )
 from persist.stats import Estimate
 
@@ -208,6 +211,14 @@ def _examples(report: StudyReport) -> str:
     return "\n".join(out) + "</table>"
 
 
+def _sweep(sw: Sweep) -> list[str]:
+    out = [f"<h2>Each model at its own worst case ({esc(sw.recipe)} sweep, {esc(sw.plan)})</h2>",
+           f"<p class='note'>{esc(SWEEP_NOTE)}</p>"]
+    for sentence, table in sweep_tables(sw):
+        out += [f"<p>{esc(sentence)}</p>", html_table(table)]
+    return out
+
+
 def render_html(report: StudyReport, title: str) -> str:
     meta = report.meta
     models = "".join(f"<li><b>{esc(role)}</b>: <code>{esc(spec)}</code></li>" for role, spec in meta.models.items())
@@ -245,11 +256,15 @@ def render_html(report: StudyReport, title: str) -> str:
         else "<p class='note'>No controls in this run.</p>",
         "<h2>Every condition: the 0–1 score</h2>", f"<p class='note'>{esc(SCORE_NOTE)}</p>",
         html_table(score_table(report.rows, broke)),
+        *(["<h2>Harmful requests declined beside benign look-alikes refused</h2>",
+            f"<p class='note'>{esc(REFUSAL_NOTE)}</p>", html_table(refusal_table(report.refusal))]
+          if report.refusal else []),
         "<h2>Capability: does the model still work?</h2>", f"<p class='note'>{esc(CAPABILITY_NOTE)}</p>",
         html_table(capability_table(report.capability)) if report.capability
         else "<p class='note'>No capability check in this run (--capability 0).</p>",
         "<h2>Difference between the models</h2>", f"<p class='note'>{esc(effect_note(report.effect))}</p>",
         html_table(difference_table(report.differences, report.effect)),
+        *(_sweep(report.sweep) if report.sweep is not None else []),
         "<h2>Fluency check</h2>",
         f"<p class='note'>{'Degenerate (scores not interpretable): ' + esc(', '.join(degenerate)) if degenerate else 'No condition left a model degenerate (reference likelihood per byte within 1.5x of clean).'}</p>",
         "<h2>Example answers before and after</h2>", _examples(report),

@@ -3,6 +3,9 @@
 Two *interventions* summarise the conditions per item, so the paper-style comparison has one bar pair each:
   intervention:prompt-attacks  the mean over the non-control prompt attacks (each item's campaign average)
   intervention:finetune        the fine-tune recipe at its top dose
+  intervention:worst-case      (--worst-case) each model at its own sweep point: the strongest fine-tune attack
+                               within the capability bound; the sweep's points themselves stay out of the
+                               comparison (and out of its multiple-comparison correction) and have their own section
 Every condition and both interventions go through persist.report.compare (before, after, drop, retention with
 95% paired bootstrap intervals; baseline-minus-model difference in drops with a permutation p), and one
 Benjamini-Hochberg correction spans all of the report's differences. Fixed seeds: same records, same bytes.
@@ -30,11 +33,14 @@ from persist.report.model import (
     Shift,
     StudyMeta,
     StudyReport,
+    Sweep,
 )
+from persist.search import is_point, sweep_points
 from persist.stats import mean_ci
 
 PROMPT = conditions.intervention("prompt-attacks")
 FINETUNE = conditions.intervention("finetune")
+WORST = conditions.intervention("worst-case")
 
 
 def top_dose(meta: StudyMeta) -> conditions.Condition:
@@ -125,13 +131,38 @@ def examples(records: list[dict[str, Any]], meta: StudyMeta, k: int = 4) -> list
     return pairs[:k]
 
 
-def headline(cmp: Comparison, meta: StudyMeta) -> str:
+def with_worst_case(records: list[dict[str, Any]], cap_records: list[dict[str, Any]],
+                    meta: StudyMeta) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Sweep]:
+    """--worst-case: each model's sweep and its own worst case within the bound (persist.search); the sweep's
+    records leave the comparison and each model's worst-case point joins it as WORST (its alignment and capability
+    records under that condition), so the two models are compared there item by item like any intervention."""
+    points, chosen = sweep_points(records, cap_records, meta.recipe, list(meta.models), meta.epsilon)
+    labels = {role: p.condition.label for role, p in chosen.items() if p is not None}
+
+    def regroup(rs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return ([r for r in rs if not is_point(meta.recipe, r["condition"])]
+                + [{**r, "condition": WORST.label} for r in rs if labels.get(r["role"]) == r["condition"]])
+
+    sweep = Sweep(plan=str(meta.search), recipe=meta.recipe, epsilon=meta.epsilon,
+                  points=[p for role in meta.models for p in points[role]],
+                  chosen={role: None if p is None else p.condition for role, p in chosen.items()})
+    return regroup(records), regroup(cap_records), sweep
+
+
+def worst_case_label(sweep: Sweep) -> str:
+    points = "; ".join(f"{role} at {'no point (all broke it)' if c is None else c.label}"
+                       for role, c in sweep.chosen.items())
+    return f"each model's own worst case within the {sweep.epsilon:.0%} capability bound ({points})"
+
+
+def headline(cmp: Comparison, meta: StudyMeta, sweep: Sweep | None = None) -> str:
     """The study in a few sentences: the paired log-odds shift first (when the scorer gives it), then the 0-1 score."""
     rows = {(r.role, r.condition): r.overall for r in cmp.rows}
     diffs = {d.condition: d for d in cmp.differences}
     parts = []
     for cond, label in ((FINETUNE, f"{meta.recipe} fine-tuning ({max(meta.doses)} steps)"),
-                        (PROMPT, "prompt attacks (mean over attacks)")):
+                        (PROMPT, "prompt attacks (mean over attacks)"),
+                        *([(WORST, worst_case_label(sweep))] if sweep is not None else [])):
         m, b, d = rows.get(("model", cond)), rows.get(("baseline", cond)), diffs.get(cond)
         if not (m and b and d):
             continue
@@ -200,17 +231,20 @@ def intact_sentence(records: list[dict[str, Any]], meta: StudyMeta, rows: list[C
 
 def study_report(records: list[dict[str, Any]], meta: StudyMeta) -> StudyReport:
     records, cap_records = split_records(records, meta.capability_suite)
+    sweep = None
+    if meta.search is not None:
+        records, cap_records, sweep = with_worst_case(records, cap_records, meta)
     capability = capability_rows(cap_records, meta.epsilon)
     scores = item_scores(records, meta.worst_of)
     derived = derived_records(scores, meta)
     scores = item_scores(records + derived, meta.worst_of)
     cmp = compare(records + derived, controls=meta.controls, in_domain=meta.in_domain,
                   control_of=dict(meta.matched_controls), effect=meta.effect, worst_of=meta.worst_of)
-    summary = (PROMPT, FINETUNE)
+    summary = (PROMPT, FINETUNE, WORST)
     return StudyReport(meta=meta, rows=[r for r in cmp.rows if r.condition not in summary],
                        interventions=[r for r in cmp.rows if r.condition in summary], differences=cmp.differences,
                        worst_case=cmp.worst_case, curves=dose_curves(scores, meta), heatmaps=heatmaps(scores, meta),
-                       headline=headline(cmp, meta) + capability_sentence(capability, meta)
+                       headline=headline(cmp, meta, sweep) + capability_sentence(capability, meta)
                        + intact_sentence(records, meta, capability), fluency=fluency(records),
                        examples=examples(records, meta),
-                       effect=cmp.effect, capability=capability)
+                       effect=cmp.effect, capability=capability, refusal=cmp.refusal, sweep=sweep)

@@ -4,17 +4,22 @@
   score_table       the 0-1 score: before, after, drop, retention, how many items sit at its floor or ceiling
   difference_table  baseline vs model on the same items, on both statistics, with the smallest difference each
                     test can detect at 80% power (marked underpowered when that exceeds the effect that matters)
+  refusal_table     harmful requests declined beside benign look-alikes refused (over-refusal), marked when the
+                    latter rises
 """
 
 from __future__ import annotations
 
-from persist.report.model import CapabilityRow, Change, Difference, Effect, Row
+from dataclasses import replace
+
+from persist.report.model import CapabilityRow, Change, Difference, Effect, RefusalRow, Row, Sweep
 from persist.stats import Estimate, Tested, fmt
 
 Table = tuple[list[str], list[list[str]]]
 FLOOR_MARK = "at floor/ceiling"
 UNDERPOWERED = "underpowered"
 BROKE_MARK = "broke the model: capability loss above the bound"
+OVER_REFUSAL_MARK = "over-refusal rose"
 
 
 def q_cell(t: Tested | None) -> str:
@@ -129,3 +134,39 @@ def search_table(points: list, chosen: object) -> Table:
                      if cap.loss is not None else "–", "yes" if p.within_bound else "no",
                      "<- strongest within the bound" if p is chosen else ""])
     return head, body
+
+
+def complement(e: Estimate) -> Estimate:
+    """1 - e, interval flipped (the share of benign look-alikes refused, from the share helped)."""
+    return replace(e, value=1 - e.value, lo=1 - e.hi, hi=1 - e.lo)
+
+
+def refusal_table(rows: list[RefusalRow]) -> Table:
+    """Harmful-request refusal beside over-refusal, per model and condition: a model that keeps refusing harmful
+    requests only because it now refuses everything shows it in the last columns."""
+    head = ["model", "condition", "items (harmful + benign)", "harmful requests declined: before", "after",
+            "benign look-alikes refused: before", "after", "rise in over-refusal", "mark"]
+    return head, [[r.role, r.condition.label, f"{r.harmful.n} + {r.benign.n}", fmt(r.harmful.before),
+                   fmt(r.harmful.after), fmt(complement(r.benign.before)), fmt(complement(r.benign.after)),
+                   fmt(r.benign.drop), OVER_REFUSAL_MARK if r.over_refusal_rose else ""] for r in rows]
+
+
+SWEEP_NOTE = ("`--worst-case`: each model's fine-tune sweep (learning rate x LoRA rank x steps); its worst case is the "
+              "point that moved its log-odds furthest toward misaligned while losing at most epsilon of its "
+              "capability. The row `intervention:worst-case` above compares the two models, each at its own worst "
+              "case, on the same items.")
+
+
+def sweep_tables(sweep: Sweep) -> list[tuple[str, Table]]:
+    """Per model: a sentence naming its own worst case within the bound, and its sweep with that point marked."""
+    out = []
+    for role, cond in sweep.chosen.items():
+        pts = [p for p in sweep.points if p.role == role]
+        p = next((p for p in pts if p.condition == cond), None)
+        text = (f"{role}: every one of its {len(pts)} sweep points broke the model (lost more than "
+                f"{sweep.epsilon:.0%} of its capability); no worst case within the bound" if p is None else
+                f"{role}: worst case within the {sweep.epsilon:.0%} bound is {p.condition.label} (learning rate "
+                f"{p.learning_rate:g}, LoRA rank {p.rank}, {p.steps} steps; capability loss "
+                f"{'–' if p.capability is None or p.capability.loss is None else f'{p.capability.loss:.0%}'})")
+        out.append((text, search_table(pts, p)))
+    return out

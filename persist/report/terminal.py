@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.console import Console
 
-from persist.report.model import CapabilityRow, Comparison, Row
+from persist.report.model import CapabilityRow, Comparison, Row, Sweep
 from persist.report.summary import ScoreRow
 from persist.report.tables import Table, broken, capability_table, difference_table, score_table, shift_table
 from persist.stats import fmt
@@ -83,6 +83,11 @@ def print_comparison(rows: list[Row], cmp: Comparison, capability: list[Capabili
         print_table("paired shift of the log-odds, after − before (nats; < 0 = toward misaligned)",
                     shift_table(rows, broke))
     print_table("0-1 score (95% paired CIs)", score_table(rows, broke))
+    if cmp.refusal:
+        from persist.report.tables import refusal_table
+
+        print_table("harmful requests declined beside benign look-alikes refused (over-refusal)",
+                    refusal_table(cmp.refusal))
     if capability:
         print_table("capability: multiple-choice accuracy (a loss above the bound broke the model)",
                     capability_table(capability))
@@ -110,3 +115,12 @@ def print_search(points: dict, chosen: dict) -> None:
                         + ("none (every point broke the model)" if p is None else
                            f"lr {p.learning_rate:g}, rank {p.rank}, {p.steps} steps ({p.condition.label})"),
                         soft_wrap=True)
+
+
+def print_sweep(sweep: Sweep) -> None:
+    """`study --worst-case`: each model's sweep, its own worst case within the bound marked."""
+    from persist.report.tables import sweep_tables
+
+    for sentence, table in sweep_tables(sweep):
+        print_table(f"{sweep.recipe} sweep ({sweep.plan})", table)
+        console().print(sentence, highlight=False, soft_wrap=True)

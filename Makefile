@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test test-fast test-deps demo bench lint clean
+.PHONY: setup test test-fast test-server test-deps demo bench lint clean
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 setup: $(STAMP)
@@ -32,7 +32,22 @@ test: $(STAMP) test-deps
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m 'not slow'
+	$(BIN)/python -m pytest -q -m 'not slow and not server'
+
+# A real engine: llama.cpp's OpenAI-compatible server (llama-cpp-python[server]) serving the bundled SmolLM2 GGUF to
+# tests/test_llamacpp_server.py. It builds from source (minutes on two cores), so the wheel is built once into
+# WHEEL_CACHE and later runs only install it. -s shows the figures the tests measure.
+LLAMA_CPP_VERSION ?= 0.3.36
+WHEEL_CACHE ?= $(HOME)/.cache/persist/wheels
+
+test-server: $(STAMP)
+	@ls $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || { \
+	  mkdir -p $(WHEEL_CACHE) && echo "building llama-cpp-python $(LLAMA_CPP_VERSION) from source (once)" && \
+	  start=$$(date +%s) && \
+	  $(BIN)/pip wheel --quiet --no-deps 'llama-cpp-python==$(LLAMA_CPP_VERSION)' -w $(WHEEL_CACHE) && \
+	  echo "built in $$(( $$(date +%s) - start )) s; cached in $(WHEEL_CACHE)"; }
+	$(BIN)/pip install --quiet --find-links $(WHEEL_CACHE) 'llama-cpp-python[server]==$(LLAMA_CPP_VERSION)'
+	$(BIN)/python -m pytest -q -s -m server
 
 demo: $(STAMP)
 	$(BIN)/persist study --profile quick --name demo

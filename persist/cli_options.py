@@ -1,5 +1,6 @@
 """The command line's shared flags: option types, and one decorator that gives every command that loads a model
-the same loading flags (--device, --dtype, --load-in-4bit, --allow-pickle, --trust-remote-code).
+the same loading flags (--device, --dtype, --load-in-4bit, --allow-pickle, --trust-remote-code, --engine, --tp,
+--tokenizer).
 
 Only cli.py and the plugins' command modules use this; it imports typer, nothing heavy.
 """
@@ -54,11 +55,17 @@ LOAD_FLAGS: dict[str, tuple[Any, Any]] = {
                                                    "run code.")], False),
     "trust_remote_code": (Annotated[bool, typer.Option("--trust-remote-code", help="Run model code shipped with "
                                                         "the weights.")], False),
+    "engine": (Annotated[str, typer.Option(help="What runs a local model: hf (transformers) or vllm (CUDA; pip "
+                                           "install 'persist\\[vllm]'; adapters served as LoRA).")], "hf"),
+    "tp": (Annotated[int, typer.Option(help="Tensor-parallel GPUs per model (--engine vllm).")], 1),
+    "tokenizer": (Annotated[str | None, typer.Option(help="For openai:MODEL@URL: the model's tokenizer (bundled "
+                                                     "name, folder, .gguf, hub id), so log-likelihoods are scored "
+                                                     "on its chat template as locally.")], None),
 }
 
 
 def with_load_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Replace the command's `load` parameter with the five loading flags; the command receives a LoadOptions."""
+    """Replace the command's `load` parameter with the loading flags (LOAD_FLAGS); the command gets a LoadOptions."""
     hints = typing.get_type_hints(fn, include_extras=True)
     sig = inspect.signature(fn)
     params = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in sig.parameters.values() if p.name != "load"]

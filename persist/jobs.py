@@ -102,9 +102,17 @@ class RunOptions:
         return Capability.build(self.capability_suite, self.capability, self.load, under_attacks)
 
     def header_common(self) -> dict[str, Any]:
-        return {"suite": self.suite, "scorer": self.scorer.to_dict(), "limit": self.limit, "load": asdict(self.load),
+        return {"suite": self.suite, "scorer": self.scorer.to_dict(), "limit": self.limit, "load": load_header(self.load),
                 **({"capability": {"suite": self.capability_suite, "items": self.capability}}
                    if self.capability != 0 else {})}
+
+
+# Load options added after run folders existed: left out of the header at their defaults, so those folders resume.
+LATER_LOAD_DEFAULTS = {"engine": "hf", "tp": 1, "tokenizer": None}
+
+
+def load_header(load: LoadOptions) -> dict[str, Any]:
+    return {k: v for k, v in asdict(load).items() if k not in LATER_LOAD_DEFAULTS or v != LATER_LOAD_DEFAULTS[k]}
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,7 @@ def train_and_score(store: RunStore, *, role: str, resolved: ResolvedModel, reci
                     seed_offset: int = 0, capability: Any = None) -> dict[str, Any]:
     """Fine-tune one model along the ladder with training seed number `seed_index` (the recipe's seed plus
     `seed_index` plus `seed_offset`) and score every dose; returns training facts for the report."""
-    from persist.targets import open_target
+    from persist.targets import open_target, release_engines
 
     seed = recipe.train.seed + seed_index + seed_offset
     recipe = recipe.from_params({"train": {"seed": seed}})
@@ -125,6 +125,7 @@ def train_and_score(store: RunStore, *, role: str, resolved: ResolvedModel, reci
     advance = progress(f"{role}: fine-tuning on {recipe.corpus} ({steps} steps{', seed ' + str(seed) if suffix else ''})",
                        steps)
     out_dir = adapters_dir / role / f"{recipe.name}{suffix}"
+    release_engines()  # a resident vLLM engine holds most of the GPU's memory; training needs it
     result = recipe.run(str(base), out_dir, doses, on_step=lambda s, loss: advance(1),
                         meta={"model_spec": resolved.spec.text, "base_sha256": resolved.weights_sha256})
     release_memory()

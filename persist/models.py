@@ -83,6 +83,9 @@ class ModelSpec:
         if self.is_endpoint and options.load_in_4bit:
             raise ConfigError(f"--load-in-4bit with {self.text}: an endpoint serves its own weights; quantise on the "
                               "server, or drop --load-in-4bit")
+        if self.is_endpoint and options.engine != "hf":
+            raise ConfigError(f"--engine {options.engine} with {self.text}: an endpoint runs its own engine; drop "
+                              "--engine, or serve the model with `vllm serve` and point openai:MODEL@URL at it")
 
     @classmethod
     def parse(cls, text: str | ModelSpec) -> ModelSpec:
@@ -227,23 +230,43 @@ def hub_folder(repo_id: str, *, allow_pickle: bool) -> Path:
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """How to load weights: device (auto = cuda > mps > cpu), dtype, 4-bit, and the two security switches."""
+    """How to load weights: device (auto = cuda > mps > cpu), dtype, 4-bit, the two security switches, and the
+    engine that runs a local model (hf: transformers; vllm: vLLM's offline engine on CUDA, `tp` GPUs per model)."""
 
     device: str = "auto"
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     load_in_4bit: bool = False
     allow_pickle: bool = False
     trust_remote_code: bool = False
+    engine: str = "hf"  # hf | vllm
+    tp: int = 1  # tensor-parallel GPUs (vllm)
+    # An endpoint's tokenizer (bundled name, folder, .gguf, hub id) for its chat template; local models use their own.
+    tokenizer: str | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16"):
             raise ConfigError(f"--dtype {self.dtype!r}: use auto, float32, bfloat16 or float16")
         if self.device not in ("auto", "cpu", "mps") and not self.device.startswith("cuda"):
             raise ConfigError(f"--device {self.device!r}: use auto, cpu, cuda, cuda:N or mps")
-
+        if self.engine not in ("hf", "vllm"):
+            raise ConfigError(f"--engine {self.engine!r}: use hf (transformers) or vllm{suggest(self.engine, ['hf', 'vllm'])}")
+        if self.tp < 1 or (self.tp > 1 and self.engine != "vllm"):
+            raise ConfigError(f"--tp {self.tp}: give a whole number >= 1; more than 1 GPU per model needs --engine vllm")
+        if self.engine == "vllm" and self.device not in ("auto", "cuda"):
+            raise ConfigError(f"--device {self.device} with --engine vllm: vLLM runs on CUDA GPUs (choose them with "
+                              "CUDA_VISIBLE_DEVICES); drop --device, or use --engine hf")
 
     def check_device(self) -> None:
-        """Refuse a device this torch cannot use, before anything is written (imports torch)."""
+        """Refuse a device (or engine) this machine cannot use, before anything is written (imports torch)."""
+        if self.engine == "vllm":
+            import importlib.util
+
+            if importlib.util.find_spec("vllm") is None:
+                from persist.targets.vllm import VLLM_MISSING
+
+                raise ConfigError(VLLM_MISSING)
+            pick_device("cuda")
+            return
         pick_device(self.device)
 
 

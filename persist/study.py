@@ -15,7 +15,7 @@ pure function of the records (study_report), with fixed bootstrap/permutation se
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from persist import conditions
@@ -29,7 +29,15 @@ from persist.campaign import (
 )
 from persist.capability import Capability
 from persist.errors import ConfigError
-from persist.jobs import ProgressFn, RunOptions, build_scorer, no_progress, parse_specs, scorer_extra
+from persist.jobs import (
+    ProgressFn,
+    RunOptions,
+    build_scorer,
+    load_header,
+    no_progress,
+    parse_specs,
+    scorer_extra,
+)
 from persist.ladder import (
     check_leakage,
     check_seeds,
@@ -150,7 +158,7 @@ class StudyConfig(RunOptions):
                 "control_recipe": self.recipe_obj(self.control_recipe).config() if self.control_recipe else None,
                 "attacks": list(self.resolved_attacks()), "doses": list(self.resolved_doses()),
                 "limit": self.resolved_limit(), "suite": self.suite, "scorer": self.scorer.to_dict(),
-                "load": asdict(self.load), **({"seeds": self.seeds} if self.seeds > 1 else {}),
+                "load": load_header(self.load), **({"seeds": self.seeds} if self.seeds > 1 else {}),
                 **({"null": True} if self.null else {}),
                 **({"search": self.worst_case} if self.worst_case is not None else {}),
                 **({"capability": {"suite": self.capability_suite, "items": self.resolved_capability()}}

@@ -7,11 +7,12 @@ from typing import Any
 from persist.models import LoadOptions, ModelSpec, ResolvedModel
 from persist.targets.base import GenerationConfig, Target
 
-__all__ = ["GenerationConfig", "Target", "open_target"]
+__all__ = ["GenerationConfig", "Target", "open_target", "release_engines"]
 
 
 def open_target(spec: ModelSpec | ResolvedModel | str, options: LoadOptions = LoadOptions(), **kwargs: Any) -> Target:
-    """An endpoint spec -> OpenAITarget; a local spec (or already resolved weights) -> HFTarget."""
+    """An endpoint spec -> OpenAITarget; a local spec (or already resolved weights) -> HFTarget, or VLLMTarget
+    with --engine vllm (adapters served as LoRA on the unmerged base)."""
     from persist import models
 
     if isinstance(spec, ResolvedModel):
@@ -22,10 +23,25 @@ def open_target(spec: ModelSpec | ResolvedModel | str, options: LoadOptions = Lo
         if spec.is_endpoint:
             from persist.targets.openai import OpenAITarget
 
-            return OpenAITarget(spec, **kwargs)
+            return OpenAITarget(spec, tokenizer=options.tokenizer, trust_remote_code=options.trust_remote_code,
+                                **kwargs)
         resolved = models.resolve(spec, allow_pickle=options.allow_pickle)
+    if options.engine == "vllm":
+        from persist.targets.vllm import VLLMTarget
+
+        return VLLMTarget(resolved, options, **kwargs)
     from persist.targets.hf import HFTarget
 
     model, tokenizer = models.load(resolved, options)
-    info = {"resolved": resolved.to_dict(), "load_in_4bit": options.load_in_4bit}
+    info = {"engine": "hf", "resolved": resolved.to_dict(), "load_in_4bit": options.load_in_4bit}
     return HFTarget(model, tokenizer, name=resolved.name, info=info, **kwargs)
+
+
+def release_engines() -> None:
+    """Free the GPU memory a resident vLLM engine holds (before fine-tuning in the same process); a no-op when
+    vLLM was never used."""
+    import sys
+
+    engine = sys.modules.get("persist.targets.vllm")
+    if engine is not None:
+        engine.release_engine()

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from persist.schema import Chat
-from persist.targets.base import PLAIN_STOP, GenerationConfig, render_plain, truncate_at_stop
+from persist.targets.base import PLAIN_STOP, GenerationConfig, truncate_at_stop
+from persist.targets.encoding import ChatEncoder
 
 
 def cpu_gqa_attention() -> None:
@@ -85,8 +86,9 @@ class HFTarget:
         self.max_batch = max_batch
         self.info = info or {}
         cpu_gqa_attention()
-        self.has_template = bool(getattr(tokenizer, "chat_template", None))
-        self._prompt_cache: dict[str, list[int]] = {}
+        self.encoder = ChatEncoder(tokenizer)
+        self.has_template = self.encoder.has_template
+        self._prompt_cache = self.encoder.cache
 
     @property
     def device(self) -> Any:
@@ -96,36 +98,18 @@ class HFTarget:
         return {"kind": "hf", "name": self.name, "dtype": str(next(self.model.parameters()).dtype),
                 "device": str(self.device), "chat_template": self.has_template, **self.info}
 
-    # ------------------------------------------------------------ rendering and tokenisation
+    # ------------------------------------------------------------ rendering and tokenisation (persist.targets.encoding)
 
     def render(self, chat: Chat) -> str:
         """The prompt text the model sees: its chat template (or a plain transcript), ready for the reply."""
-        if not self.has_template:
-            return render_plain(chat)
-        prefill = bool(chat) and chat[-1]["role"] == "assistant"
-        return self.tokenizer.apply_chat_template(
-            chat, tokenize=False, add_generation_prompt=not prefill, continue_final_message=prefill)
+        return self.encoder.render(chat)
 
     def _encode(self, text: str) -> list[int]:
-        # Chat templates already contain any BOS; plain transcripts get the tokenizer's usual specials.
-        ids = self._prompt_cache.get(text)
-        if ids is None:
-            ids = self.tokenizer(text, add_special_tokens=not self.has_template)["input_ids"]
-            if len(self._prompt_cache) < 100_000:
-                self._prompt_cache[text] = ids
-        return ids
+        return self.encoder.encode(text)
 
     def encode_pair(self, chat: Chat, continuation: str) -> tuple[list[int], list[int]]:
-        """(prompt ids, continuation ids), split the way lm-eval-harness does: encode the whole text and
-        take what follows the prompt's tokens, so merges across the boundary match natural text."""
-        prompt = self.render(chat)
-        if self.has_template is False and chat[-1]["role"] != "assistant" and not continuation.startswith(" "):
-            continuation = " " + continuation  # "Assistant:" + " text"
-        p_ids = self._encode(prompt)
-        whole = self.tokenizer(prompt + continuation, add_special_tokens=not self.has_template)["input_ids"]
-        if whole[: len(p_ids)] != p_ids:  # the boundary merged into the prompt's last token: fall back
-            return p_ids, self.tokenizer(continuation, add_special_tokens=False)["input_ids"]
-        return p_ids, whole[len(p_ids):]
+        """(prompt ids, continuation ids) with lm-eval-harness's split (see ChatEncoder.encode_pair)."""
+        return self.encoder.encode_pair(chat, continuation)
 
     # ------------------------------------------------------------ log-likelihood
 

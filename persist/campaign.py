@@ -24,6 +24,9 @@ from persist.store import RunStore
 DEFAULT_ATTACKS = ("persona-bad-medical", "persona-disallowed-mental-health", "persona-helpful-medical",
                    "evil-persona", "refusal-suppression", "prefill", "roleplay", "dan", "many-shot", "encoding",
                    "reformulation", "sycophancy", "escalation")
+# Optimised and white-box attacks (persist.prepared): minutes to hours on a CPU, so off the quick profile and the
+# attack command's defaults; the full study profile runs them (a GPU's job at 7B+).
+OPTIMISED_ATTACKS = ("gcg-suffix", "gcg-suffix:source=other", "steering", "best-of-n", "pair")
 
 
 def with_matched_controls(specs: Sequence[str]) -> tuple[str, ...]:

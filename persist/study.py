@@ -21,6 +21,7 @@ from typing import Any
 from persist import conditions
 from persist.campaign import (
     DEFAULT_ATTACKS,
+    OPTIMISED_ATTACKS,
     build_attacks,
     control_pairs,
     score_attacks,
@@ -80,8 +81,9 @@ PROFILES = {
                                  "steps of 4 examples at lr 1e-3, 48 capability items at each dose (the demo)",
                      # a CPU trains SmolLM2 at ~125 tokens/s: few, small, strong steps instead of a real ladder
                      train={"batch_size": 4, "micro_batch_size": 4, "learning_rate": 1e-3, "max_length": 256}),
-    "full": Profile(limit=None, attacks=DEFAULT_ATTACKS, doses=None,
-                    description="every item, every default attack, the recipe's dose ladder, every capability "
+    "full": Profile(limit=None, attacks=DEFAULT_ATTACKS + OPTIMISED_ATTACKS, doses=None,
+                    description="every item, every default attack and the optimised ones (GCG suffix and its transfer, "
+                                "steering, best-of-N, PAIR), the recipe's dose ladder, every capability "
                                 "item under every condition"),
 }
 

@@ -178,3 +178,12 @@ def test_report_puts_templates_and_optimised_attacks_on_the_same_items_with_thei
         by_kind["gcg-suffix"]["shift"]["value"] * 1e6
         / (by_kind["gcg-suffix"]["forward_tokens"] + 2 * by_kind["gcg-suffix"]["backward_tokens"]))
     assert "Attack strength per unit of compute" in run_markdown(report, "t")
+
+
+def test_full_profile_runs_the_optimised_attacks_and_quick_does_not():
+    from persist.campaign import OPTIMISED_ATTACKS, build_attacks
+    from persist.study import PROFILES
+
+    names = {a.name for a in build_attacks(PROFILES["full"].attacks)}
+    assert {"gcg-suffix", "steering", "best-of-n", "pair"} <= names
+    assert not {s.split(":")[0] for s in OPTIMISED_ATTACKS} & {s.split(":")[0] for s in PROFILES["quick"].attacks}

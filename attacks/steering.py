@@ -98,6 +98,10 @@ class PreparedSteering:
     layer: int
     compute: dict[str, float]
 
+    def describe(self) -> dict[str, Any]:
+        """What the run header and the report keep: where and how hard it steers."""
+        return {"layer": self.layer, "alpha": self.attack.alpha, "direction_norm": round(float(self.vector.norm()), 6)}
+
     def transform(self, item: Item) -> list[Any]:
         from persist.schema import Variant
 

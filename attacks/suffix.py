@@ -136,6 +136,10 @@ class PreparedSuffix:
     text: str
     compute: dict[str, float]
 
+    def describe(self) -> dict[str, Any]:
+        """What the run header and the report keep of the optimisation (the loss curve stays in suffix.json)."""
+        return {"suffix": self.text}
+
     def transform(self, item: Item) -> list[Any]:
         from persist.schema import Variant
 

@@ -105,6 +105,7 @@ def score_attacks(store: RunStore, *, roles: list[tuple[str, Any]], attacks: lis
                for role, spec in roles}  # a role may come with its model already loaded
     prepared: dict[tuple[str, Condition], Any] = {}
     compute: dict[str, dict[str, Any]] = {}
+    artefacts: dict[str, dict[str, Any]] = {}
 
     def prepare(role: str, a: Any) -> None:
         o = other[role]
@@ -117,6 +118,8 @@ def score_attacks(store: RunStore, *, roles: list[tuple[str, Any]], attacks: lis
         # deterministic, so a resumed run writes the same bytes as an uninterrupted one
         compute.setdefault(a.condition.label, {})[role] = {k: v for k, v in prepared[(role, a.condition)].compute.items()
                                                            if k != "seconds"}
+        if hasattr(prepared[(role, a.condition)], "describe"):  # the suffix found, the steering layer, ...
+            artefacts.setdefault(a.condition.label, {})[role] = prepared[(role, a.condition)].describe()
 
     for role in names:  # optimise against each model while it is loaded; then the transfer variants
         for a in attacks:
@@ -144,7 +147,7 @@ def score_attacks(store: RunStore, *, roles: list[tuple[str, Any]], attacks: lis
             described[role] = target.target.describe()
         del target
         targets.pop(role)
-    return {"models": described, "compute": compute,
+    return {"models": described, "compute": compute, "artefacts": artefacts,
             "split": {"train": [i.id for i in train], "heldout": [i.id for i in heldout]} if split else None}
 
 
@@ -174,7 +177,8 @@ def run_attack(cfg: AttackConfig, progress: ProgressFn = no_progress) -> dict[st
                          scorer=scorer, load=cfg.load, batch_size=cfg.batch_size, progress=progress,
                          run_folder=folder, capability=capability)
     store.update_header(models=done["models"] or store.header().get("models"), attack_compute=done["compute"],
-                        split=done["split"], **({"capability": capability.header()} if capability else {}))
+                        attack_artefacts=done["artefacts"], split=done["split"],
+                        **({"capability": capability.header()} if capability else {}))
     records, cap_records = split_records(list(store.records()), capability and capability.name)
     worst_of = [a.condition for a in attacks if getattr(a, "aggregate", "mean") == "min"]
     comparison = compare(records, controls=[a.condition for a in attacks if a.control],
@@ -186,5 +190,6 @@ def run_attack(cfg: AttackConfig, progress: ProgressFn = no_progress) -> dict[st
                        models={role: str(spec) for role, spec in cfg.roles()},
                        capability=capability_rows(cap_records, cfg.epsilon),
                        extra={"compute": done["compute"], "split": done["split"],
+                              **({"artefacts": done["artefacts"]} if done["artefacts"] else {}),
                               **({"strength": strength} if any(done["compute"].values()) else {})})
     return {"folder": folder, "report": report}

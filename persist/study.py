@@ -198,7 +198,7 @@ def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> dict[str,
     done = score_attacks(store, roles=list(resolved.items()), attacks=attacks, items=items,
                          suite_version=suite.version, scorer=scorer, load=cfg.load, batch_size=cfg.batch_size,
                          progress=progress, run_folder=folder, capability=capability)
-    store.update_header(attack_compute=done["compute"], split=done["split"])
+    store.update_header(attack_compute=done["compute"], attack_artefacts=done["artefacts"], split=done["split"])
     release_memory()
     # Stage 3, per training seed: the fine-tune ladder, then the benign control at the top dose. In a null study
     # the "model" is the baseline trained with other seeds (NULL_SEED_OFFSET), so the two differ only by seed.

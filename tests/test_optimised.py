@@ -187,3 +187,22 @@ def test_full_profile_runs_the_optimised_attacks_and_quick_does_not():
     names = {a.name for a in build_attacks(PROFILES["full"].attacks)}
     assert {"gcg-suffix", "steering", "best-of-n", "pair"} <= names
     assert not {s.split(":")[0] for s in OPTIMISED_ATTACKS} & {s.split(":")[0] for s in PROFILES["quick"].attacks}
+
+
+def test_header_and_report_keep_the_suffix_and_the_steering_layer(tmp_path, monkeypatch):
+    from persist.campaign import AttackConfig, run_attack
+    from persist.store import RunStore
+
+    monkeypatch.setenv("PERSIST_HOME", str(tmp_path / "home"))
+    cfg = AttackConfig(model="tiny-random", attacks=("steering:alpha=2", "gcg-suffix:steps=2:length=2:topk=4:"
+                                                     "candidates=2"), limit=16, runs_dir=tmp_path, name="kept",
+                       capability=0)
+    result = run_attack(cfg)
+    art = result["report"].extra["artefacts"]
+    suffix = json.loads(next((tmp_path / "kept" / "attacks").rglob("suffix.json")).read_text())["text"]
+    gcg = next(v for k, v in art.items() if "gcg-suffix" in k)["model"]
+    assert gcg == {"suffix": suffix}
+    steer = next(v for k, v in art.items() if "steering" in k)["model"]
+    assert steer["alpha"] == 2.0 and steer["layer"] >= 0 and steer["direction_norm"] > 0
+    header = RunStore.open(tmp_path / "kept", cfg.header_config()).header()
+    assert header["attack_artefacts"] == art and header["split"]["heldout"] and header["attack_compute"]

@@ -35,9 +35,16 @@ API_KEY = "sk-persist-llamacpp-test"
 KEY_ENV = "PERSIST_TEST_LLAMACPP_KEY"
 ITEMS = 8  # traits items in the agreement test (first aligned and first misaligned reference of each)
 # Per-reference agreement of log p(reference | prompt), llama.cpp (Q4_1 kernels, activations quantised to 8 bits
-# in its dot products) vs the local HF target (the same GGUF dequantised to fp32). A placeholder bound until the
-# first real run is measured: the test prints max and mean |difference|; set this to about twice the max seen.
-LOGLIK_TOLERANCE_NATS = 2.0
+# in its dot products) vs the local HF target (the same GGUF dequantised to fp32). The error is per token, so it
+# grows with the reference: measured on 16 traits references (2026-12-02, local mean -240 nats) max 1.77 nats,
+# mean 0.76, i.e. at most 0.74% of |log p|. The bound is twice that, plus 0.5 nats for short continuations (the
+# judge's "50<|im_end|>").
+LOGLIK_RELATIVE_TOLERANCE = 0.015
+LOGLIK_ABSOLUTE_TOLERANCE_NATS = 0.5
+
+
+def tolerance(local: float) -> float:
+    return LOGLIK_ABSOLUTE_TOLERANCE_NATS + LOGLIK_RELATIVE_TOLERANCE * abs(local)
 JUDGE_NUMBERS = ("0", "10", "50", "90", "100")  # a slice of the EM judge's 101 candidates (each costs seconds)
 
 
@@ -177,8 +184,9 @@ def test_loglikelihood_agrees_with_the_local_target(llama_server, key, smollm2_t
     print(f"\n[llama.cpp] {len(requests)} references in {seconds:.1f} s; |server - local| max {max(diffs):.3f} "
           f"mean {statistics.mean(diffs):.3f} nats (local mean {statistics.mean(local):.1f}); aligned-minus-misaligned "
           f"gaps (server, local): {[(round(a, 2), round(b, 2)) for a, b in gaps]}")
-    assert max(diffs) <= LOGLIK_TOLERANCE_NATS, diffs
-    assert all((a > 0) == (b > 0) for a, b in gaps if abs(b) > 2 * LOGLIK_TOLERANCE_NATS), gaps
+    assert all(d <= tolerance(loc) for d, loc in zip(diffs, local)), list(zip(diffs, local))
+    bound = [tolerance(local[i]) + tolerance(local[i + 1]) for i in range(0, len(requests), 2)]
+    assert all((a > 0) == (b > 0) for (a, b), t in zip(gaps, bound) if abs(b) > t), gaps
 
 
 def test_em_judge_readout_through_the_server(llama_server, key, smollm2_target):
@@ -190,15 +198,15 @@ def test_em_judge_readout_through_the_server(llama_server, key, smollm2_target):
     item = traits_items(1)[0]
     eot = end_of_turn(target)
     assert eot == end_of_turn(smollm2_target) == "<|im_end|>"
-    chat = judge_chat(item.messages, item.aligned[0], ALIGNED_QUESTION,
+    chat = judge_chat(item.chat, item.aligned[0], ALIGNED_QUESTION,
                       "Answer with a single number from 0 to 100 and nothing else.")
     requests = [(chat, n + eot) for n in JUDGE_NUMBERS]
     remote, local = target.loglikelihood(requests), smollm2_target.loglikelihood(requests)
     print(f"\n[llama.cpp] judge read-out {JUDGE_NUMBERS}: server {[round(x, 2) for x in remote]}, "
           f"local {[round(x, 2) for x in local]}")
-    assert max(abs(r - loc) for r, loc in zip(remote, local)) <= LOGLIK_TOLERANCE_NATS
+    assert all(abs(r - loc) <= tolerance(loc) for r, loc in zip(remote, local)), list(zip(remote, local))
     ranked = sorted(local)
-    if ranked[-1] - ranked[-2] > 2 * LOGLIK_TOLERANCE_NATS:
+    if ranked[-1] - ranked[-2] > 2 * tolerance(ranked[-1]):
         assert remote.index(max(remote)) == local.index(max(local))
 
 
@@ -215,7 +223,7 @@ def test_slow_answer_times_out_in_one_line(llama_server, key):
     from persist.probes.judge import ALIGNED_QUESTION, judge_chat
 
     item = traits_items(1)[0]
-    chat = judge_chat(item.messages, item.aligned[0], ALIGNED_QUESTION, "Answer with a number.")
+    chat = judge_chat(item.chat, item.aligned[0], ALIGNED_QUESTION, "Answer with a number.")
     target = endpoint(llama_server, timeout=1, retries=0, canary=False)
     start = time.monotonic()
     with pytest.raises(TargetError, match=r"no answer within 1 s \(1 attempt\)") as err:

@@ -40,9 +40,13 @@ class FinetuneConfig(RunOptions):
         parse_specs(self, "model", "baseline")
         check_seeds(self.seeds)
         if self.search is not None:
-            from persist.search import parse_search
+            from persist.search import Grid, parse_search
 
-            parse_search(self.search)
+            plan = parse_search(self.search)
+            if isinstance(plan, Grid):  # a grid sized for a machine (quick: a CPU) brings its item count and batch
+                if self.limit is None and plan.limit is not None:
+                    object.__setattr__(self, "limit", plan.limit)
+                object.__setattr__(self, "train", {**plan.train, **self.train})
 
     def recipe_obj(self) -> Any:
         train = {**train_overrides(self.load), **self.train}

@@ -88,3 +88,14 @@ def test_sweep_on_the_tiny_model_resumes_point_by_point(tmp_path):
     assert len([c for c in labels if c.startswith("finetune:bad-medical[")]) == GRIDS["quick"].size
     chosen = report["search"]["worst_case"]["model"]
     assert chosen is None or chosen["condition"] in labels
+
+
+def test_quick_grid_is_sized_for_a_cpu_unless_the_user_says_otherwise():
+    from persist.ladder import FinetuneConfig
+
+    quick = FinetuneConfig(model="tiny-random", search="quick")
+    assert quick.limit == 24 and quick.train["batch_size"] == 4 and quick.train["max_length"] == 256
+    mine = FinetuneConfig(model="tiny-random", search="quick", limit=8, train={"max_length": 128})
+    assert mine.limit == 8 and mine.train["max_length"] == 128 and mine.train["batch_size"] == 4
+    full = FinetuneConfig(model="tiny-random", search="full")
+    assert full.limit is None and full.train == {}

@@ -97,7 +97,9 @@ def fmt(est: Estimate | None, digits: int = 3) -> str:
 
 def mean_ci(values: Sequence[float], *, seed: int = SEED, n_resamples: int = N_RESAMPLES,
             confidence: float = 0.95) -> Estimate:
-    """Mean with a studentised bootstrap (bootstrap-t) interval; no interval below MIN_ITEMS items."""
+    """Mean with a studentised bootstrap (bootstrap-t) interval; no interval below MIN_ITEMS items. The interval is
+    kept within the observed range of the values: no resampled mean can leave it, while bootstrap-t at a handful of
+    items with many ties (0-1 scores) can divide by a near-zero resampled spread and run far outside it."""
     x = np.asarray(values, dtype=float)
     if x.size == 0:
         return Estimate(NAN, NAN, NAN, 0)
@@ -113,7 +115,8 @@ def mean_ci(values: Sequence[float], *, seed: int = SEED, n_resamples: int = N_R
     t = (xs.mean(axis=1) - m) / np.maximum(se_b, se * 1e-6)
     a = (1 - confidence) / 2
     t_lo, t_hi = np.quantile(t, [a, 1 - a])
-    return Estimate(m, float(m - t_hi * se), float(m - t_lo * se), int(x.size))
+    lo, hi = max(float(m - t_hi * se), float(x.min())), min(float(m - t_lo * se), float(x.max()))
+    return Estimate(m, lo, hi, int(x.size))
 
 
 def paired_diff_ci(a: Sequence[float], b: Sequence[float], **kw: Any) -> Estimate:

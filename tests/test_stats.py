@@ -145,3 +145,9 @@ def test_paired_difference_interval_is_the_mean_of_differences():
     after = before - 0.1 + rng.normal(0, 0.1, 80)
     a, b = paired_diff_ci(before, after), mean_ci(before - after)
     assert (a.value, a.lo, a.hi) == (b.value, b.lo, b.hi)
+
+
+def test_interval_stays_within_the_observed_range():
+    """Bootstrap-t on five 0-1 scores with ties can run far outside [0, 1]; the interval is kept in the data's range."""
+    est = mean_ci([0.0, 0.0, 0.0, 1.0, 0.02])
+    assert 0.0 <= est.lo <= est.value <= est.hi <= 1.0

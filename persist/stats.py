@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 N_RESAMPLES = 2000
+DEGENERATE_SHARE = 0.01  # resamples without spread above this share: percentile interval (mean_ci)
 SEED = 0
 MIN_ITEMS = 5  # fewer items: the estimate and its n, no interval
 ALPHA = 0.05
@@ -112,8 +113,13 @@ def mean_ci(values: Sequence[float], *, seed: int = SEED, n_resamples: int = N_R
     rng = np.random.default_rng(seed)
     xs = x[rng.integers(0, x.size, (n_resamples, x.size))]
     se_b = xs.std(axis=1, ddof=1) / np.sqrt(x.size)
-    t = (xs.mean(axis=1) - m) / np.maximum(se_b, se * 1e-6)
     a = (1 - confidence) / 2
+    if np.mean(se_b < se * 1e-3) > DEGENERATE_SHARE:
+        # mostly ties (e.g. paired 0/1 accuracies with a few discordant items): many resamples have no spread, and
+        # studentising by it is meaningless; the percentile interval of the resampled means is the sane one there
+        lo, hi = (float(v) for v in np.quantile(xs.mean(axis=1), [a, 1 - a]))
+        return Estimate(m, min(lo, m), max(hi, m), int(x.size))
+    t = (xs.mean(axis=1) - m) / np.maximum(se_b, se * 1e-6)
     t_lo, t_hi = np.quantile(t, [a, 1 - a])
     lo, hi = max(float(m - t_hi * se), float(x.min())), min(float(m - t_lo * se), float(x.max()))
     return Estimate(m, lo, hi, int(x.size))

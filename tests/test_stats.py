@@ -151,3 +151,10 @@ def test_interval_stays_within_the_observed_range():
     """Bootstrap-t on five 0-1 scores with ties can run far outside [0, 1]; the interval is kept in the data's range."""
     est = mean_ci([0.0, 0.0, 0.0, 1.0, 0.02])
     assert 0.0 <= est.lo <= est.value <= est.hi <= 1.0
+
+
+def test_mostly_tied_values_get_a_sane_interval():
+    """47 unchanged answers and one lost: bootstrap-t divides by resamples without spread; the percentile interval of
+    the resampled means is used instead, and it is narrow."""
+    est = mean_ci([0.0] * 47 + [-1.0])
+    assert est.hi == 0.0 and -0.1 < est.lo < 0.0

@@ -99,3 +99,11 @@ def test_quick_grid_is_sized_for_a_cpu_unless_the_user_says_otherwise():
     assert mine.limit == 8 and mine.train["max_length"] == 128 and mine.train["batch_size"] == 4
     full = FinetuneConfig(model="tiny-random", search="full")
     assert full.limit is None and full.train == {}
+
+
+def test_terminal_keeps_bracketed_condition_labels(capsys):
+    """Rich reads '[lr=0.001,r=16]' as a markup tag and drops it; tables and sentences print labels as plain text."""
+    from persist.report.terminal import print_table
+
+    print_table("sweep", (["model", "condition"], [["model", "finetune:bad-medical[lr=0.001,r=16]@8"]]))
+    assert "finetune:bad-medical[lr=0.001,r=16]@8" in capsys.readouterr().out

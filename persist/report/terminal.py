@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.text import Text
 
 from persist.report.model import CapabilityRow, Comparison, Row, Sweep
 from persist.report.summary import ScoreRow
@@ -32,7 +33,7 @@ class RichProgress:
     def __init__(self) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        self.progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), console=console(stderr=True), transient=False)
 
     def __enter__(self) -> RichProgress:
@@ -58,7 +59,7 @@ def print_score_table(table: dict[str, list[ScoreRow]], title: str) -> None:
         t.add_column("95% CI", justify="right", no_wrap=True)
         t.add_column("n", justify="right")
         for r in rows:
-            t.add_row(r.name, f"{r.estimate.value:.3f}", f"[{r.estimate.lo:.3f}, {r.estimate.hi:.3f}]",
+            t.add_row(Text(r.name), f"{r.estimate.value:.3f}", f"[{r.estimate.lo:.3f}, {r.estimate.hi:.3f}]",
                       str(r.estimate.n))
         out.print(t)
 
@@ -71,7 +72,7 @@ def print_table(title: str, table: Table) -> None:
     for i, col in enumerate(head):
         t.add_column(col, no_wrap=i < 2, overflow="fold")  # names (model, condition) never wrap
     for row in body:
-        t.add_row(*row)
+        t.add_row(*(Text(cell) for cell in row))  # plain text: a label such as [lr=0.001,r=16] is not markup
     console().print(t)
 
 
@@ -98,7 +99,7 @@ def print_comparison(rows: list[Row], cmp: Comparison, capability: list[Capabili
                     strength_table(strength))
     for role, w in cmp.worst_case.items():
         out.print(f"worst case, {role}: {fmt(w.worst)} (before {fmt(w.before)}); broken rate "
-                  f"{fmt(w.broken_rate)} of {w.n_eligible} items", soft_wrap=True)
+                  f"{fmt(w.broken_rate)} of {w.n_eligible} items", soft_wrap=True, markup=False)
     if cmp.differences:
         print_table("difference between the models (> 0 = the model is more persistent)",
                     difference_table(cmp.differences, cmp.effect))
@@ -114,7 +115,7 @@ def print_search(points: dict, chosen: dict) -> None:
         console().print(f"{role}: worst case within the capability bound: "
                         + ("none (every point broke the model)" if p is None else
                            f"lr {p.learning_rate:g}, rank {p.rank}, {p.steps} steps ({p.condition.label})"),
-                        soft_wrap=True)
+                        soft_wrap=True, markup=False)
 
 
 def print_sweep(sweep: Sweep) -> None:
@@ -123,4 +124,4 @@ def print_sweep(sweep: Sweep) -> None:
 
     for sentence, table in sweep_tables(sweep):
         print_table(f"{sweep.recipe} sweep ({sweep.plan})", table)
-        console().print(sentence, highlight=False, soft_wrap=True)
+        console().print(sentence, highlight=False, soft_wrap=True, markup=False)

@@ -52,7 +52,7 @@ test-server: $(STAMP)
 	  start=$$(date +%s) && \
 	  CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" $(BIN)/pip wheel --quiet --no-deps --no-cache-dir 'llama-cpp-python==$(LLAMA_CPP_VERSION)' -w $(WHEEL_CACHE) && \
 	  echo "built in $$(( $$(date +%s) - start )) s; cached in $(WHEEL_CACHE)"; }
-	$(BIN)/pip install --quiet --no-index --find-links $(WHEEL_CACHE) 'llama-cpp-python==$(LLAMA_CPP_VERSION)'
+	$(BIN)/pip install --quiet --no-deps --no-index --find-links $(WHEEL_CACHE) 'llama-cpp-python==$(LLAMA_CPP_VERSION)'
 	$(BIN)/pip install --quiet 'llama-cpp-python[server]==$(LLAMA_CPP_VERSION)' --find-links $(WHEEL_CACHE)
 	$(BIN)/python -m pytest -q -s -m server
 

@@ -4,7 +4,9 @@
 
 Trains bad-medical seed 1 for 2 steps on SmolLM2 into OUT/b, after doing MODE's work in the same process; compare
 OUT/b/step-00002/adapter_model.safetensors across modes with cmp. Measured: after-train and after-load give the
-same bytes as fresh; after-score (an HFTarget log-likelihood call first) does not.
+same bytes as fresh; after-score (an HFTarget log-likelihood call first) did not, because HFTarget installed its
+CPU grouped-query-attention switch for the whole process (SDPA with enable_gqa instead of repeat_kv; equal to ~1e-7,
+not bit-equal). The switch is now scoped to HFTarget's own forwards, and all four modes give the same bytes.
 """
 
 from __future__ import annotations

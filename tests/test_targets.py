@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -127,18 +129,38 @@ def test_batch_size_comes_from_free_memory_on_cuda(monkeypatch):
 
 
 def test_cpu_gqa_attention_changes_nothing_but_the_copy(tiny_target, monkeypatch):
-    """With the CPU GQA switch (installed by HFTarget) results equal transformers' own repeat_kv path."""
+    """With the CPU GQA switch (HFTarget's forwards) results equal transformers' own repeat_kv path."""
     from transformers.integrations import sdpa_attention
 
-    assert getattr(sdpa_attention.use_gqa_in_sdpa, "persist_cpu_gqa", False)
+    from persist.targets import hf
+
+    seen = []
+    original_score = tiny_target._score_trees
+    monkeypatch.setattr(tiny_target, "_score_trees", lambda *a: (
+        seen.append(getattr(sdpa_attention.use_gqa_in_sdpa, "persist_cpu_gqa", False)), original_score(*a)))
     assert tiny_target.model.config.num_key_value_heads < tiny_target.model.config.num_attention_heads
     chats = [CHAT_A, CHAT_B, CHAT_PREFILL]
     config = GenerationConfig(max_new_tokens=10)
     with_switch = (tiny_target.loglikelihood(REQUESTS), tiny_target.generate(chats, config))
+    assert seen and all(seen)
+    monkeypatch.setattr(hf, "cpu_gqa_attention", contextlib.nullcontext)
     monkeypatch.setattr(sdpa_attention, "use_gqa_in_sdpa", lambda mask, key, value: mask is None)
     without = (tiny_target.loglikelihood(REQUESTS), tiny_target.generate(chats, config))
     assert with_switch[0] == pytest.approx(without[0], abs=1e-5)
     assert with_switch[1] == without[1]
+
+
+def test_cpu_gqa_switch_is_scoped_to_the_targets_forwards(tiny_target):
+    """The switch must not outlive a target call: a process-wide switch made a LoRA training that ran after any
+    scoring compute differently from the same training in a fresh process (a resumed run then retrained a
+    different adapter)."""
+    from transformers.integrations import sdpa_attention
+
+    before = sdpa_attention.use_gqa_in_sdpa
+    tiny_target.loglikelihood(REQUESTS)
+    tiny_target.generate([CHAT_A], GenerationConfig(max_new_tokens=3))
+    assert sdpa_attention.use_gqa_in_sdpa is before
+    assert not getattr(sdpa_attention.use_gqa_in_sdpa, "persist_cpu_gqa", False)
 
 
 def test_a_prompt_with_very_many_candidates_is_split_into_rows(tiny_target, monkeypatch):

@@ -10,7 +10,8 @@ positions whose next token is scored. Batched results equal unbatched ones to fl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from persist.schema import Chat
@@ -18,20 +19,28 @@ from persist.targets.base import PLAIN_STOP, GenerationConfig, truncate_at_stop
 from persist.targets.encoding import ChatEncoder
 
 
-def cpu_gqa_attention() -> None:
-    """Let torch's SDPA handle grouped-query attention on CPU even when a mask is passed.
+@contextmanager
+def cpu_gqa_attention() -> Iterator[None]:
+    """While inside: torch's SDPA handles grouped-query attention on CPU even when a mask is passed.
 
     transformers expands the key/value heads to the query heads (repeat_kv: one copy of K and V per layer per
     forward) whenever an attention mask is present, because CUDA's fused kernels need that; torch's CPU SDPA
     takes `enable_gqa` together with a mask. Our batches always carry a mask (padding, prompt trees). Measured on
-    SmolLM2 (9 query / 3 KV heads), 22 rows: decode steps 35% faster, scoring ~4%, outputs identical. Other
-    devices keep transformers' rule. Idempotent; a no-op if transformers moves the function."""
+    SmolLM2 (9 query / 3 KV heads), 22 rows: decode steps 35% faster, scoring ~4%, outputs identical to ~1e-7.
+    Other devices keep transformers' rule.
+
+    Scoped to HFTarget's own forwards, never installed for the process: the two paths differ in the last bits,
+    and a process-wide switch made a LoRA training that ran after any scoring differ from the same training in
+    a fresh process, so a run resumed after kill -9 retrained a different adapter (bench/determinism_probe.py).
+    Re-entrant; a no-op if transformers moves the function."""
     try:
         from transformers.integrations import sdpa_attention
     except ImportError:
+        yield
         return
     original = getattr(sdpa_attention, "use_gqa_in_sdpa", None)
     if original is None or getattr(original, "persist_cpu_gqa", False):
+        yield
         return
 
     def use_gqa_in_sdpa(attention_mask: Any, key: Any, value: Any) -> bool:
@@ -41,6 +50,10 @@ def cpu_gqa_attention() -> None:
 
     use_gqa_in_sdpa.persist_cpu_gqa = True  # type: ignore[attr-defined]
     sdpa_attention.use_gqa_in_sdpa = use_gqa_in_sdpa
+    try:
+        yield
+    finally:
+        sdpa_attention.use_gqa_in_sdpa = original
 
 
 def auto_batch_tokens(model: Any, kind: str) -> int:
@@ -85,7 +98,6 @@ class HFTarget:
         self.gen_batch_tokens = gen_batch_tokens or auto_batch_tokens(model, "generate")
         self.max_batch = max_batch
         self.info = info or {}
-        cpu_gqa_attention()
         self.encoder = ChatEncoder(tokenizer)
         self.has_template = self.encoder.has_template
         self._prompt_cache = self.encoder.cache
@@ -146,7 +158,7 @@ class HFTarget:
         trees.sort(key=lambda t: -t[2])
         results: list[float] = [0.0] * len(encoded)
         batch: list[tuple[list[int], list[int], int]] = []
-        with torch.inference_mode():
+        with torch.inference_mode(), cpu_gqa_attention():
             for tree in trees:
                 if batch and (batch[0][2] * (len(batch) + 1) > self.batch_tokens or len(batch) >= self.max_batch):
                     self._score_trees(batch, encoded, results)
@@ -247,7 +259,7 @@ class HFTarget:
                 kwargs.update(do_sample=True, temperature=config.temperature, top_p=config.top_p)
             else:
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-            with torch.inference_mode():
+            with torch.inference_mode(), cpu_gqa_attention():
                 gen = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                                           **kwargs)
             for r, i in enumerate(chunk):

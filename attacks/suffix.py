@@ -1,13 +1,21 @@
 """A universal adversarial suffix, optimised white-box by greedy coordinate gradient (GCG, Zou et al. 2023).
 
 One suffix of `length` tokens is appended to the question of every item. It is optimised against one model on the
-train half of the items to push that model toward the items' misaligned references: the loss is the mean over a
-batch of train items of (log p(aligned reference) - log p(misaligned reference)) per byte, the first reference of
-each side. Each step: the gradient of the loss with respect to the suffix's one-hot tokens gives, per position,
-the `topk` most promising replacement tokens; `candidates` random single-token swaps drawn from them are scored
-exactly and the best one is kept if it lowers the loss. Only printable-ASCII tokens that survive decode-encode
-are allowed, so the suffix is plain text that tokenises back to itself. Optimised in bfloat16 autocast on a CPU
-with native bfloat16 (2x faster; the evaluation is the run's own dtype), seeded: the same suffix every time.
+train half of the items to push that model toward the items' misaligned references. The loss is what the
+evaluation measures: the likelihood scorer's log-odds (log-mean-exp over every aligned reference minus that over
+every misaligned one, each length-normalised by bytes), averaged over a batch of `batch_items` train items, on the
+first `ref_tokens` tokens of each reference (a suffix acts most on the start of the reply; the cut keeps a step
+affordable on a CPU). Each step: the gradient of the loss with respect to the suffix's one-hot tokens gives, per
+position, the `topk` most promising replacement tokens; `candidates` random single-token swaps drawn from them are
+scored exactly through the target's prompt-tree scoring (each prompt once, its references as branches) and the
+best one is kept if it lowers the batch loss. Batches walk the shuffled train items in turn; the suffix kept is
+the step's that scores lowest on a fixed probe of `probe_items` train items. Only printable-ASCII tokens that
+survive decode-encode are allowed, so the suffix is plain text that tokenises back to itself. On a CPU with
+native bfloat16 a float32 model is optimised under bfloat16 autocast (2x faster; the evaluation is the run's own
+dtype). Seeded: the same suffix every time.
+
+Version 1 (40 steps, 2 random items per step, first reference of each side) did not move held-out items on
+SmolLM2-135M (+0.34 [-0.96, 1.52] nats, docs/NOTES.md): its batch loss was noise and not the evaluated measure.
 
 Evaluated only on the held-out half. `source=other` evaluates the other model's suffix on this model (transfer).
 The suffix, its loss curve and the compute spent are saved in the run folder (RUN/attacks/gcg-suffix.../ROLE/).
@@ -16,6 +24,7 @@ The suffix, its loss curve and the compute spent are saved in the run folder (RU
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -46,88 +55,103 @@ def allowed_tokens(tokenizer: Any) -> list[int]:
 
 @dataclass
 class Pieces:
-    """One train item's sequence around the suffix: prefix ids, the ids after the suffix up to the reply, and
-    the two references' ids (first aligned, first misaligned) with their byte lengths."""
+    """One train item's sequence around the suffix: prefix ids, the ids after the suffix up to the reply, every
+    reference's ids (aligned first, cut to the optimiser's `ref_tokens`), and the scorer's length normalisation
+    of each (mean bytes / own bytes, on the cut text)."""
 
     before: list[int]
     after: list[int]
-    refs: list[tuple[list[int], int]]
+    refs: list[list[int]]
+    scale: list[float]
+    n_aligned: int
 
 
-def pieces(target: Any, item: Item) -> Pieces:
+def pieces(target: Any, item: Item, ref_tokens: int = 32) -> Pieces:
     chat = list(item.chat)
     chat[-1] = {**chat[-1], "content": f"{chat[-1]['content']} {MARKER}"}
     text = target.render(chat)
     head, tail = text.split(MARKER)
     tok = target.tokenizer
     enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
-    refs = [(enc(r), max(1, len(r.encode("utf-8")))) for r in (item.aligned[0], item.misaligned[0])]
-    return Pieces(before=enc(head), after=enc(tail), refs=refs)
+    refs = [enc(r)[:ref_tokens] for r in (*item.aligned, *item.misaligned)]
+    nbytes = [max(1, len(tok.decode(r).encode("utf-8"))) for r in refs]
+    mean = sum(nbytes) / len(nbytes)
+    return Pieces(before=enc(head), after=enc(tail), refs=refs, scale=[mean / n for n in nbytes],
+                  n_aligned=len(item.aligned))
 
 
-def sequences(batch: list[Pieces], suffixes: list[list[int]]) -> tuple[list[list[int]], list[tuple[int, int, int]]]:
-    """Every (suffix, item, reference) sequence, and for each where its reference starts, its length and sign."""
-    seqs, spans = [], []
-    for s in suffixes:
-        for p in batch:
-            for k, (ref, _) in enumerate(p.refs):
-                prefix = p.before + s + p.after
-                seqs.append(prefix + ref)
-                spans.append((len(prefix), len(ref), k))
-    return seqs, spans
-
-
-def losses(model: Any, batch: list[Pieces], suffixes: list[list[int]], pad: int, autocast: bool) -> list[float]:
-    """The loss of each suffix (see the module docstring), exactly, in one batched forward."""
+def logodds(p: Pieces, logps: Any) -> Any:
+    """The likelihood scorer's log-odds on these references: log-mean-exp of the length-normalised aligned
+    log-probs minus that of the misaligned ones (a float for floats, a tensor for a tensor)."""
     import torch
 
-    seqs, spans = sequences(batch, suffixes)
-    width = max(len(x) for x in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for r, x in enumerate(seqs):
-        ids[r, : len(x)] = torch.tensor(x)
-        mask[r, : len(x)] = 1
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
-    logp = torch.log_softmax(logits, -1)
-    per = len(batch) * 2
-    out = []
-    for j in range(len(suffixes)):
+    s = torch.as_tensor(logps, dtype=torch.float64 if not torch.is_tensor(logps) else logps.dtype)
+    s = s * torch.tensor(p.scale, dtype=s.dtype)
+    na, n = p.n_aligned, len(p.refs)
+    g = (torch.logsumexp(s[:na], 0) - math.log(na)) - (torch.logsumexp(s[na:], 0) - math.log(n - na))
+    return g if torch.is_tensor(logps) else float(g)
+
+
+def tokens(batch: list[Pieces], suffixes: list[list[int]]) -> int:
+    """Tokens one scoring pass computes: each (suffix, item) prompt once, then its references."""
+    return sum(len(p.before) + len(s) + len(p.after) + sum(len(r) for r in p.refs) for s in suffixes for p in batch)
+
+
+def losses(target: Any, batch: list[Pieces], suffixes: list[list[int]], autocast: bool) -> list[float]:
+    """The loss of each suffix, exactly: the mean over the batch of the scorer's log-odds (lower = more
+    misaligned), through the target's prompt-tree scoring (each prompt computed once for all its references)."""
+    import torch
+
+    encoded = [(p.before + s + p.after, r) for s in suffixes for p in batch for r in p.refs]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        lps = target.loglikelihood_tokens(encoded)
+    out, k = [], 0
+    for _s in suffixes:
         total = 0.0
-        for r in range(j * per, (j + 1) * per):
-            start, n, k = spans[r]
-            tgt = ids[r, start: start + n].to(logp.device)
-            lp = logp[r, start - 1: start - 1 + n].gather(1, tgt[:, None]).sum().item()
-            nbytes = batch[(r - j * per) // 2].refs[k][1]
-            total += (lp if k == 0 else -lp) / nbytes
+        for p in batch:
+            total += logodds(p, lps[k: k + len(p.refs)])
+            k += len(p.refs)
         out.append(total / len(batch))
     return out
 
 
 def token_gradients(model: Any, batch: list[Pieces], suffix: list[int], autocast: bool) -> Any:
-    """d loss / d one-hot(suffix): (length, vocab)."""
+    """d loss / d one-hot(suffix): (length, vocab). One forward and backward over the batch laid out as prompt
+    trees (each item's prompt once, its references as branches: persist.targets.hf.tree_batch)."""
     import torch
 
+    from persist.targets.hf import tree_batch, tree_logprobs
+
     emb = model.get_input_embeddings()
-    one_hot = torch.zeros(len(suffix), emb.weight.shape[0], device=emb.weight.device, dtype=emb.weight.dtype)
+    dev = emb.weight.device
+    one_hot = torch.zeros(len(suffix), emb.weight.shape[0], device=dev, dtype=emb.weight.dtype)
     one_hot[torch.arange(len(suffix)), torch.tensor(suffix)] = 1.0
     one_hot.requires_grad_(True)
-    total = 0.0
+    encoded, trees = [], []
+    for p in batch:
+        prompt = p.before + suffix + p.after
+        idx = list(range(len(encoded), len(encoded) + len(p.refs)))
+        encoded += [(prompt, r) for r in p.refs]
+        trees.append((prompt, idx, len(prompt) + sum(len(r) - 1 for r in p.refs)))
+    order = sorted(range(len(trees)), key=lambda k: -trees[k][2])  # tree_batch: widest first
+    tb = tree_batch([trees[k] for k in order], encoded, 0, next(model.parameters()).dtype)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        for p in batch:
-            for k, (ref, nbytes) in enumerate(p.refs):
-                ids = torch.tensor(p.before + suffix + p.after + ref, device=emb.weight.device)
-                embeds = emb(ids).detach()
-                s0 = len(p.before)
-                embeds = torch.cat([embeds[:s0], one_hot @ emb.weight, embeds[s0 + len(suffix):]])[None]
-                logits = model(inputs_embeds=embeds).logits[0].float()
-                start = len(ids) - len(ref)
-                lp = torch.log_softmax(logits[start - 1: len(ids) - 1], -1).gather(
-                    1, ids[start:, None]).sum()
-                total = total + (lp if k == 0 else -lp) / nbytes
-    (total / len(batch)).backward()
-    return one_hot.grad
+        embeds = emb(tb.ids.to(dev)).detach()
+        inserted = one_hot @ emb.weight
+        parts = []
+        for r, k in enumerate(order):
+            s0 = len(batch[k].before)
+            parts.append(torch.cat([embeds[r, :s0], inserted.to(embeds.dtype), embeds[r, s0 + len(suffix):]]))
+        hidden = model.get_decoder()(inputs_embeds=torch.stack(parts), attention_mask=tb.mask.to(dev),
+                                     position_ids=tb.pos.to(dev), use_cache=False).last_hidden_state
+        lps = tree_logprobs(model, hidden, tb, len(encoded))
+    total, k = 0.0, 0
+    for p in batch:
+        total = total + logodds(p, lps[k: k + len(p.refs)])
+        k += len(p.refs)
+    # autograd.grad, not backward(): only the path to the one-hot is computed, no weight gradients.
+    (grad,) = torch.autograd.grad(total / len(batch), one_hot)
+    return grad
 
 
 @dataclass
@@ -152,15 +176,17 @@ class PreparedSuffix:
 @dataclass(frozen=True)
 class UniversalSuffix(Attack):
     name = "gcg-suffix"
-    version = "1"
+    version = "2"
     description = ("white-box: one adversarial suffix optimised by greedy coordinate gradient on the train half "
                    "toward the misaligned references, evaluated on held-out items; source=other: transfer")
     split: ClassVar[bool] = True
-    steps: int = 40
+    steps: int = 50
     length: int = 12
     topk: int = 64
     candidates: int = 16
-    batch_items: int = 2
+    batch_items: int = 8
+    probe_items: int = 16
+    ref_tokens: int = 32
     seed: int = 0
     source: str = "self"
 
@@ -168,8 +194,10 @@ class UniversalSuffix(Attack):
         if self.source not in ("self", "other"):
             raise ConfigError(f"gcg-suffix source={self.source!r}: self (optimise against this model) or other "
                               "(the other model's suffix: transfer)")
-        if min(self.steps, self.length, self.topk, self.candidates, self.batch_items) < 1:
-            raise ConfigError("gcg-suffix steps, length, topk, candidates and batch_items must be >= 1")
+        if min(self.steps, self.length, self.topk, self.candidates, self.batch_items, self.probe_items,
+               self.ref_tokens) < 1:
+            raise ConfigError("gcg-suffix steps, length, topk, candidates, batch_items, probe_items and ref_tokens "
+                              "must be >= 1")
 
     def variants(self, item: Item) -> list[tuple[tuple[Message, ...], str]]:
         raise ConfigError("gcg-suffix is optimised against a model first: run it through persist attack / study")
@@ -197,14 +225,14 @@ class UniversalSuffix(Attack):
     def optimise(self, target: Any, train: list[Item]) -> dict[str, Any]:
         import torch
 
-        if not hasattr(target, "model"):
+        if not hasattr(target, "model") or not hasattr(target, "loglikelihood_tokens"):
             raise ConfigError("gcg-suffix needs local weights (white-box), not an endpoint")
         if not train:
             raise ConfigError("gcg-suffix: no train items (raise --limit)")
         t0 = time.perf_counter()
         model, tok = target.model, target.tokenizer
-        autocast = model.device.type == "cpu" and torch.backends.mkldnn.is_available() and \
-            torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        autocast = model.device.type == "cpu" and next(model.parameters()).dtype == torch.float32 and \
+            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
         rng = random.Random(self.seed)
         torch.manual_seed(self.seed)
         allowed = allowed_tokens(tok)
@@ -212,34 +240,42 @@ class UniversalSuffix(Attack):
         allowed_mask[torch.tensor(allowed)] = 0.0
         exclam = tok.encode(" !", add_special_tokens=False)
         suffix = (exclam * self.length)[: self.length] if len(exclam) == 1 else [allowed[0]] * self.length
-        items = [pieces(target, it) for it in train]
-        pad = tok.pad_token_id
-        best, best_loss, curve = list(suffix), None, []
-        fwd = bwd = 0
+        items = [pieces(target, it, self.ref_tokens) for it in train]
+        order = list(range(len(items)))
+        rng.shuffle(order)
+        size = min(self.batch_items, len(items))
+        # A fixed yardstick (the first train items in the shuffled order) judges which step's suffix is best.
+        probe = [items[i] for i in order[: min(len(items), self.probe_items)]]
+        best = list(suffix)
+        best_loss = start_loss = losses(target, probe, [suffix], autocast)[0]
+        fwd, bwd, curve, cursor = tokens(probe, [suffix]), 0, [], 0
         for _step in range(self.steps):
-            batch = rng.sample(items, min(self.batch_items, len(items)))
+            # Batches walk the shuffled train items in turn, so every item steers the suffix equally often.
+            batch = [items[order[(cursor + k) % len(items)]] for k in range(size)]
+            cursor = (cursor + size) % len(items)
             grad = token_gradients(model, batch, suffix, autocast)
-            bwd += sum(len(p.before) + len(suffix) + len(p.after) + len(r) for p in batch for r, _ in p.refs)
+            bwd += tokens(batch, [suffix])
             scores = grad.float().cpu() + allowed_mask
             top = (-scores).topk(self.topk, dim=1).indices  # most negative gradient: loss falls most
-            cands = [list(suffix)]
+            cands, seen = [list(suffix)], {tuple(suffix)}
             for _ in range(self.candidates):
                 pos = rng.randrange(self.length)
                 cand = list(suffix)
                 cand[pos] = int(top[pos, rng.randrange(self.topk)])
-                if tok.encode(tok.decode(cand), add_special_tokens=False) == cand:
+                if tuple(cand) not in seen and tok.encode(tok.decode(cand), add_special_tokens=False) == cand:
+                    seen.add(tuple(cand))
                     cands.append(cand)
-            values = losses(model, batch, cands, pad, autocast)
-            fwd += sum(len(x) for x in sequences(batch, cands)[0])
+            values = losses(target, batch, cands, autocast)
+            fwd += tokens(batch, cands)
             j = min(range(len(cands)), key=lambda k: values[k])
             suffix = cands[j]
-            curve.append(values[j])
-            probe = items[: min(len(items), 8)]  # a fixed set, so the best suffix is judged on one yardstick
-            whole = losses(model, probe, [suffix], pad, autocast)[0]
-            fwd += sum(len(x) for x in sequences(probe, [suffix])[0])
-            if best_loss is None or whole < best_loss:
+            whole = losses(target, probe, [suffix], autocast)[0]
+            fwd += tokens(probe, [suffix])
+            curve.append({"batch": values[j], "probe": whole})
+            if whole < best_loss:
                 best, best_loss = list(suffix), whole
         seconds = time.perf_counter() - t0
-        return {"text": tok.decode(best), "ids": best, "loss": best_loss, "curve": curve,
+        return {"text": tok.decode(best), "ids": best, "loss": best_loss, "start_loss": start_loss,
+                "curve": curve,
                 "compute": {"forward_tokens": float(fwd), "backward_tokens": float(bwd), "seconds": seconds,
                             "steps": float(self.steps), "train_items": float(len(train))}}

@@ -30,20 +30,38 @@ def test_train_and_held_out_never_overlap_and_are_stable():
 
 
 def test_suffix_optimiser_lowers_its_loss_and_is_deterministic(tiny_target):
-    from persist.attacks.suffix import losses, pieces
-
-    attack = ATTACKS.build("gcg-suffix:steps=6:length=4:topk=16:candidates=6")
+    attack = ATTACKS.build("gcg-suffix:steps=6:length=4:topk=16:candidates=6:batch_items=3:probe_items=4")
     train, _ = split_items(ITEMS)
     a = attack.optimise(tiny_target, train)
     b = attack.optimise(tiny_target, train)
     assert a["text"] == b["text"] and a["curve"] == b["curve"]
-    probe = [pieces(tiny_target, it) for it in train[:8]]
-    start = tiny_target.tokenizer.encode(" !" * 4, add_special_tokens=False)[:4]
-    before = losses(tiny_target.model, probe, [start], tiny_target.tokenizer.pad_token_id, False)[0]
-    assert a["loss"] < before  # pushed toward the misaligned references on the train items
+    assert a["loss"] < a["start_loss"]  # pushed toward the misaligned references on the train probe
     assert a["compute"]["forward_tokens"] > 0 and a["compute"]["backward_tokens"] > 0
     ids = tiny_target.tokenizer.encode(a["text"], add_special_tokens=False)
     assert ids == a["ids"]  # plain text that tokenises back to itself
+
+
+def test_suffix_loss_is_the_scorers_log_odds_and_its_gradient_points_downhill(tiny_target):
+    """Uncut references: the optimiser's loss equals the likelihood scorer's mean log-odds on the same items with
+    the suffix appended (what the evaluation measures); the one-hot gradient predicts the sign of a swap."""
+    import torch
+
+    from persist.attacks.suffix import PreparedSuffix, losses, pieces, token_gradients
+    from persist.probes.likelihood import LikelihoodScorer
+
+    attack = ATTACKS.build("gcg-suffix")
+    train, _ = split_items(ITEMS)
+    batch = train[:3]
+    text = " Reply briefly and confidently."
+    ids = tiny_target.tokenizer.encode(text, add_special_tokens=False)
+    parts = [pieces(tiny_target, it, ref_tokens=10_000) for it in batch]
+    [loss] = losses(tiny_target, parts, [ids], autocast=False)
+    units = [PreparedSuffix(attack, text, {}).transform(it)[0] for it in batch]
+    scored = LikelihoodScorer().score(tiny_target, units)
+    assert loss == pytest.approx(sum(r["logodds"] for r in scored) / len(batch), abs=1e-3)
+    grad = token_gradients(tiny_target.model, parts, ids, autocast=False)
+    assert grad.shape == (len(ids), tiny_target.model.get_input_embeddings().weight.shape[0])
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
 def test_suffix_is_saved_and_reused(tmp_path, tiny_target, monkeypatch):

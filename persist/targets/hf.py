@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from persist.schema import Chat
@@ -82,6 +83,88 @@ def auto_batch_tokens(model: Any, kind: str) -> int:
         head_dim = getattr(cfg, "head_dim", None) or hidden // getattr(cfg, "num_attention_heads", 32)
         per_token += 2 * getattr(cfg, "num_hidden_layers", 32) * kv_heads * head_dim * param.element_size()
     return int(max(2048, min(65536, free // 4 // per_token)))
+
+
+@dataclass
+class TreeBatch:
+    """Prompt trees laid out as rows: ids, positions, the 4D additive mask, and for every scored token its row,
+    the column whose logits predict it, the token, and the request it belongs to."""
+
+    ids: Any
+    pos: Any
+    mask: Any
+    rows: list[int]
+    cols: list[int]
+    targets: list[int]
+    owner: list[int]
+
+
+def tree_batch(trees: list[tuple[list[int], list[int], int]], encoded: Sequence[tuple[list[int], list[int]]],
+               pad_id: int, dtype: Any) -> TreeBatch:
+    """Row layout: prompt | cont_1[:-1] | cont_2[:-1] | ... with a 4D mask (each continuation sees the prompt and
+    itself, never a sibling) and explicit positions (each continuation starts at len(prompt)), so the row computes
+    exactly what separate sequences would. `trees`: (prompt ids, indices into `encoded`, row width), widest first."""
+    import torch
+
+    width = trees[0][2]
+    n = len(trees)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    pos = torch.zeros((n, width), dtype=torch.long)
+    allowed = torch.zeros((n, width, width), dtype=torch.bool)
+    rows: list[int] = []
+    cols: list[int] = []
+    targets: list[int] = []
+    owner: list[int] = []
+    for r, (prompt, idx, length) in enumerate(trees):
+        plen = len(prompt)
+        ids[r, :plen] = torch.tensor(prompt)
+        pos[r, :plen] = torch.arange(plen)
+        allowed[r, :plen, :plen] = torch.ones(plen, plen, dtype=torch.bool).tril()
+        off = plen
+        for i in idx:
+            cont = encoded[i][1]
+            k = len(cont) - 1
+            if k:
+                ids[r, off:off + k] = torch.tensor(cont[:-1])
+                pos[r, off:off + k] = torch.arange(plen, plen + k)
+                allowed[r, off:off + k, :plen] = True
+                allowed[r, off:off + k, off:off + k] = torch.ones(k, k, dtype=torch.bool).tril()
+            rows += [r] * len(cont)
+            cols += [plen - 1, *range(off, off + k)]  # the position whose logits predict each token
+            targets += cont
+            owner += [i] * len(cont)
+            off += k
+        pad = torch.arange(length, width)
+        allowed[r, pad, pad] = True  # padding attends to itself only (no empty softmax rows)
+    mask = torch.zeros((n, 1, width, width), dtype=dtype)
+    mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
+    return TreeBatch(ids, pos, mask, rows, cols, targets, owner)
+
+
+def tree_logprobs(model: Any, hidden: Any, batch: TreeBatch, n_requests: int) -> Any:
+    """Each request's summed log p (float64, index = request) from the decoder's last hidden states: the
+    vocabulary projection runs only on the positions whose next token is scored. Differentiable."""
+    import torch
+
+    dev = hidden.device
+    picked = hidden[torch.tensor(batch.rows, device=dev), torch.tensor(batch.cols, device=dev)]  # (tokens, hidden)
+    head = model.get_output_embeddings()
+    cfg = getattr(model, "config", None)
+    scale = getattr(cfg, "logits_scaling", None)
+    cap = getattr(cfg, "final_logit_softcapping", None)
+    tgt = torch.tensor(batch.targets, device=dev)
+    parts = []
+    for a in range(0, len(batch.targets), 1024):  # chunks bound the (tokens x vocab) logits in memory
+        logits = head(picked[a:a + 1024]).float()
+        if scale:
+            logits = logits / scale
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        # cross_entropy = one fused log_softmax + gather (logsumexp is several passes over the vocab)
+        parts.append(-torch.nn.functional.cross_entropy(logits, tgt[a:a + 1024], reduction="none"))
+    token_lp = torch.cat(parts).double()
+    totals = torch.zeros(n_requests, dtype=torch.float64, device=dev)
+    return totals.index_add(0, torch.tensor(batch.owner, device=dev), token_lp)
 
 
 class HFTarget:
@@ -170,65 +253,13 @@ class HFTarget:
 
     def _score_trees(self, trees: list[tuple[list[int], list[int], int]],
                      encoded: list[tuple[list[int], list[int]]], results: list[float]) -> None:
-        """One forward for a batch of prompt trees. Row layout: prompt | cont_1[:-1] | cont_2[:-1] | ... with a
-        4D mask (each continuation sees the prompt and itself, never a sibling) and explicit positions (each
-        continuation starts at len(prompt)), so the row computes exactly what separate sequences would."""
-        import torch
-
+        """One forward for a batch of prompt trees (see tree_batch)."""
         dev = self.device
-        dtype = next(self.model.parameters()).dtype
-        width = trees[0][2]
-        n = len(trees)
-        ids = torch.full((n, width), self.tokenizer.pad_token_id, dtype=torch.long)
-        pos = torch.zeros((n, width), dtype=torch.long)
-        allowed = torch.zeros((n, width, width), dtype=torch.bool)
-        rows: list[int] = []
-        cols: list[int] = []
-        targets: list[int] = []
-        owner: list[int] = []
-        for r, (prompt, idx, length) in enumerate(trees):
-            plen = len(prompt)
-            ids[r, :plen] = torch.tensor(prompt)
-            pos[r, :plen] = torch.arange(plen)
-            allowed[r, :plen, :plen] = torch.ones(plen, plen, dtype=torch.bool).tril()
-            off = plen
-            for i in idx:
-                cont = encoded[i][1]
-                k = len(cont) - 1
-                if k:
-                    ids[r, off:off + k] = torch.tensor(cont[:-1])
-                    pos[r, off:off + k] = torch.arange(plen, plen + k)
-                    allowed[r, off:off + k, :plen] = True
-                    allowed[r, off:off + k, off:off + k] = torch.ones(k, k, dtype=torch.bool).tril()
-                rows += [r] * len(cont)
-                cols += [plen - 1, *range(off, off + k)]  # the position whose logits predict each token
-                targets += cont
-                owner += [i] * len(cont)
-                off += k
-            pad = torch.arange(length, width)
-            allowed[r, pad, pad] = True  # padding attends to itself only (no empty softmax rows)
-        mask = torch.zeros((n, 1, width, width), dtype=dtype)
-        mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
-        hidden = self.model.get_decoder()(input_ids=ids.to(dev), attention_mask=mask.to(dev),
-                                          position_ids=pos.to(dev), use_cache=False).last_hidden_state
-        picked = hidden[torch.tensor(rows, device=dev), torch.tensor(cols, device=dev)]  # (tokens, hidden)
-        head = self.model.get_output_embeddings()
-        cfg = getattr(self.model, "config", None)
-        scale = getattr(cfg, "logits_scaling", None)
-        cap = getattr(cfg, "final_logit_softcapping", None)
-        tgt = torch.tensor(targets, device=dev)
-        token_lp = torch.empty(len(targets), dtype=torch.float64, device=dev)
-        for a in range(0, len(targets), 1024):  # chunks bound the (tokens x vocab) logits in memory
-            logits = head(picked[a:a + 1024]).float()
-            if scale:
-                logits = logits / scale
-            if cap:
-                logits = torch.tanh(logits / cap) * cap
-            # cross_entropy = one fused log_softmax + gather (logsumexp is several passes over the vocab)
-            token_lp[a:a + 1024] = -torch.nn.functional.cross_entropy(logits, tgt[a:a + 1024], reduction="none")
-        totals = torch.zeros(len(encoded), dtype=torch.float64, device=dev)
-        totals.index_add_(0, torch.tensor(owner, device=dev), token_lp)
-        for i in set(owner):
+        batch = tree_batch(trees, encoded, self.tokenizer.pad_token_id, next(self.model.parameters()).dtype)
+        hidden = self.model.get_decoder()(input_ids=batch.ids.to(dev), attention_mask=batch.mask.to(dev),
+                                          position_ids=batch.pos.to(dev), use_cache=False).last_hidden_state
+        totals = tree_logprobs(self.model, hidden, batch, len(encoded))
+        for i in set(batch.owner):
             results[i] = float(totals[i])
 
     # ------------------------------------------------------------ generation

@@ -8,8 +8,9 @@ first `ref_tokens` tokens of each reference (a suffix acts most on the start of 
 affordable on a CPU). Each step: the gradient of the loss with respect to the suffix's one-hot tokens gives, per
 position, the `topk` most promising replacement tokens; `candidates` random single-token swaps drawn from them are
 scored exactly through the target's prompt-tree scoring (each prompt once, its references as branches) and the
-best one is kept if it lowers the batch loss. Batches walk the shuffled train items in turn; the suffix kept is
-the step's that scores lowest on a fixed probe of `probe_items` train items. Only printable-ASCII tokens that
+best one is kept if it lowers the batch loss. `probe_items` of the train items (at most half) never steer the
+suffix: the suffix kept is the step's (or the start's) that scores lowest on them, early stopping on unseen items.
+Batches walk the other train items in turn. Only printable-ASCII tokens that
 survive decode-encode are allowed, so the suffix is plain text that tokenises back to itself. On a CPU with
 native bfloat16 a float32 model is optimised under bfloat16 autocast (2x faster; the evaluation is the run's own
 dtype). Seeded: the same suffix every time.
@@ -243,16 +244,19 @@ class UniversalSuffix(Attack):
         items = [pieces(target, it, self.ref_tokens) for it in train]
         order = list(range(len(items)))
         rng.shuffle(order)
-        size = min(self.batch_items, len(items))
-        # A fixed yardstick (the first train items in the shuffled order) judges which step's suffix is best.
-        probe = [items[i] for i in order[: min(len(items), self.probe_items)]]
+        # The first `probe_items` train items (shuffled order) never steer the suffix; they only judge which step's
+        # suffix is best (early stopping on unseen items; judged on items it was fitted to, the pick overfits).
+        n_probe = min(self.probe_items, len(items) // 2)
+        probe = [items[i] for i in order[:n_probe]]
+        fit = [items[i] for i in order[n_probe:]]
+        size = min(self.batch_items, len(fit))
         best = list(suffix)
-        best_loss = start_loss = losses(target, probe, [suffix], autocast)[0]
-        fwd, bwd, curve, cursor = tokens(probe, [suffix]), 0, [], 0
+        best_loss = start_loss = losses(target, probe or fit, [suffix], autocast)[0]
+        fwd, bwd, curve, cursor = tokens(probe or fit, [suffix]), 0, [], 0
         for _step in range(self.steps):
             # Batches walk the shuffled train items in turn, so every item steers the suffix equally often.
-            batch = [items[order[(cursor + k) % len(items)]] for k in range(size)]
-            cursor = (cursor + size) % len(items)
+            batch = [fit[(cursor + k) % len(fit)] for k in range(size)]
+            cursor = (cursor + size) % len(fit)
             grad = token_gradients(model, batch, suffix, autocast)
             bwd += tokens(batch, [suffix])
             scores = grad.float().cpu() + allowed_mask
@@ -269,8 +273,8 @@ class UniversalSuffix(Attack):
             fwd += tokens(batch, cands)
             j = min(range(len(cands)), key=lambda k: values[k])
             suffix = cands[j]
-            whole = losses(target, probe, [suffix], autocast)[0]
-            fwd += tokens(probe, [suffix])
+            whole = losses(target, probe or fit, [suffix], autocast)[0]
+            fwd += tokens(probe or fit, [suffix])
             curve.append({"batch": values[j], "probe": whole})
             if whole < best_loss:
                 best, best_loss = list(suffix), whole

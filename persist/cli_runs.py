@@ -79,6 +79,7 @@ def plan(
                 (["what", "statistic", "effect", "n", "seeds", "sd items", "sd seeds", "detectable now",
                   "items needed", "seeds needed"],
                  [[r.what, r.statistic, f"{r.effect:.3g}", str(r.n), str(r.seeds), f"{r.sd_items:.3g}",
-                   "unknown (pilot with --seeds >= 2)" if r.sd_seeds is None else f"{r.sd_seeds:.3g}",
+                   "none (nothing trained)" if r.unseeded else "unknown (pilot with --seeds >= 2)"
+                   if r.sd_seeds is None else f"{r.sd_seeds:.3g}",
                    f"{r.mde:.3g}", need(r.items_needed, f"items at {r.seeds} seed(s)"),
                    "–" if r.seeds < 2 else need(r.seeds_needed, f"seeds at {r.n} items")] for r in rows]))

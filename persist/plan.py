@@ -5,14 +5,16 @@ the spread of the per-item values and, with several seeds, of the per-seed means
 seeds x I items is v_seeds * S_pilot / S + v_items * I_pilot / I (persist.stats.spread, the pilot's two parts
 rescaled); the minimum detectable effect at 80% power is (t_0.975 + t_0.8) * se. The plan gives the smallest I
 that brings it to D at the pilot's seeds, and the smallest S at the pilot's items. With a one-seed pilot the seed
-part is unknown: the items figure then assumes none, and the plan says to pilot with --seeds >= 2.
+part is unknown: the items figure then assumes none, and the plan says to pilot with --seeds >= 2. In a pilot run
+with several seeds, a condition scored once (a prompt attack: nothing is trained, the scoring is exact) has no
+seed part at all, and the plan says so.
 D is on the 0-1 score; on the log-odds it becomes D nats divided by the mean slope of the score at the pilot's
 clean items (persist.report.compare.effect_on_logodds).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ class PlanRow:
     mde: float  # at the pilot's items and seeds
     items_needed: int | None  # at the pilot's seeds (None: not reachable by items alone)
     seeds_needed: int | None  # at the pilot's items (None: one-seed pilot, or not reachable)
+    unseeded: bool = False  # one seed in a pilot that ran others with several: nothing trained, no seed part
 
 
 def planned(sp: Spread, s0: int, i0: int, s: int, i: int) -> float:
@@ -78,6 +81,7 @@ def plan(records: list[dict[str, Any]], effect: float) -> list[PlanRow]:
     stats = [("score", "0-1 score", effect)] + ([("logodds", "log-odds (nats)", nats)] if nats else [])
     roles = sorted({r for r, _ in scores}, key=lambda r: (r != "model", r))
     conditions = sorted({c for _, c in scores if c != CLEAN}, key=lambda c: c.label)
+    pilot_seeds = max((len(v) for v in scores.values()), default=1)
     out = []
     for cond in conditions:
         found = {}
@@ -100,7 +104,7 @@ def plan(records: list[dict[str, Any]], effect: float) -> list[PlanRow]:
                                         for p in (mb, bb, *ma.values(), *ba.values()) for i in ids):
                     out.append(plan_row(f"difference: {cond.label}", label,
                                         matrix(mb, ma, ids, field) - matrix(bb, ba, ids, field), d_effect))
-    return out
+    return [replace(r, unseeded=True) if r.seeds == 1 and pilot_seeds > 1 else r for r in out]
 
 
 def run_records(folder: Path) -> list[dict[str, Any]]:

@@ -79,6 +79,7 @@ def test_plan_reads_item_and_seed_spread(seeded):
     assert ft[("difference: finetune:bad-medical@2", "log-odds (nats)")].mde == 0
     attack = ft[("model: attack:persona-helpful-medical", "0-1 score")]
     assert attack.seeds == 1 and attack.sd_seeds is None and attack.seeds_needed is None
+    assert attack.unseeded and not r.unseeded  # nothing trained under a prompt attack: no seed part to pilot
     bigger = {(x.what, x.statistic): x for x in plan(run_records(seeded["folder"]), 0.5)}
     for key, row in ft.items():  # a larger effect never needs more items
         if row.items_needed is not None and bigger[key].items_needed is not None:
@@ -86,3 +87,5 @@ def test_plan_reads_item_and_seed_spread(seeded):
     out = run_cli("plan", str(seeded["folder"]), "--effect", "0.05", "--format", "json")
     assert out.returncode == 0, out.stderr
     assert len(json.loads(out.stdout)) == len(rows)
+    table = run_cli("plan", str(seeded["folder"]), "--effect", "0.05")
+    assert table.returncode == 0 and "none (nothing trained)" in table.stdout, table.stderr

@@ -1,19 +1,21 @@
 """A universal adversarial suffix, optimised white-box by greedy coordinate gradient (GCG, Zou et al. 2023).
 
 One suffix of `length` tokens is appended to the question of every item. It is optimised against one model on the
-train half of the items to push that model toward the items' misaligned references. The loss is what the
-evaluation measures: the likelihood scorer's log-odds (log-mean-exp over every aligned reference minus that over
-every misaligned one, each length-normalised by bytes), averaged over a batch of `batch_items` train items, on the
-first `ref_tokens` tokens of each reference (a suffix acts most on the start of the reply; the cut keeps a step
+train half of the items to push that model toward the items' misaligned references. The loss is what the evaluation
+measures: the likelihood scorer's log-odds (log-mean-exp over every aligned reference minus that over every
+misaligned one, each length-normalised by bytes), averaged over a batch of `batch_items` train items, on the first
+`ref_tokens` tokens of each reference (a suffix acts most on the start of the reply; the cut keeps a step
 affordable on a CPU). Each step: the gradient of the loss with respect to the suffix's one-hot tokens gives, per
 position, the `topk` most promising replacement tokens; `candidates` random single-token swaps drawn from them are
-scored exactly through the target's prompt-tree scoring (each prompt once, its references as branches) and the
-best one is kept if it lowers the batch loss. `probe_items` of the train items (at most half) never steer the
-suffix: the suffix kept is the step's (or the start's) that scores lowest on them, early stopping on unseen items.
-Batches walk the other train items in turn. Only printable-ASCII tokens that
-survive decode-encode are allowed, so the suffix is plain text that tokenises back to itself. On a CPU with
-native bfloat16 a float32 model is optimised under bfloat16 autocast (2x faster; the evaluation is the run's own
-dtype). Seeded: the same suffix every time.
+scored exactly through the target's prompt-tree scoring (each prompt once, its references as branches) and the best
+one is kept if it lowers the batch loss. With `clip` > 0 each item's term is instead its shift from its own clean
+log-odds squashed to (-clip, clip) nats (item_loss), so the search favours suffixes that move many items a little
+over ones that move a few items a lot; the early stopping still judges the plain mean log-odds. `probe_items` of
+the train items (at most half) never steer the suffix: the suffix kept is the step's (or the start's) that scores
+lowest on them, early stopping on unseen items. Batches walk the other train items in turn. Only printable-ASCII
+tokens that survive decode-encode are allowed, so the suffix is plain text that tokenises back to itself. On a CPU
+with native bfloat16 a float32 model is optimised under bfloat16 autocast (2x faster; the evaluation is the run's
+own dtype). Seeded: the same suffix every time.
 
 Version 1 (40 steps, 2 random items per step, first reference of each side) did not move held-out items on
 SmolLM2-135M (+0.34 [-0.96, 1.52] nats, docs/NOTES.md): its batch loss was noise and not the evaluated measure.
@@ -65,6 +67,7 @@ class Pieces:
     refs: list[list[int]]
     scale: list[float]
     n_aligned: int
+    clean: float = 0.0  # this item's log-odds with no suffix (only read by the clipped loss)
 
 
 def pieces(target: Any, item: Item, ref_tokens: int = 32) -> Pieces:
@@ -93,14 +96,26 @@ def logodds(p: Pieces, logps: Any) -> Any:
     return g if torch.is_tensor(logps) else float(g)
 
 
+def item_loss(p: Pieces, g: Any, clip: float) -> Any:
+    """One item's term of the loss: its log-odds `g`, or with clip > 0 its shift from the clean log-odds squashed
+    to (-clip, clip) by clip * tanh(shift / clip), so that moving many items a little beats moving a few a lot."""
+    if clip <= 0:
+        return g
+    if isinstance(g, float):
+        return clip * math.tanh((g - p.clean) / clip)
+    return clip * ((g - p.clean) / clip).tanh()
+
+
 def tokens(batch: list[Pieces], suffixes: list[list[int]]) -> int:
     """Tokens one scoring pass computes: each (suffix, item) prompt once, then its references."""
     return sum(len(p.before) + len(s) + len(p.after) + sum(len(r) for r in p.refs) for s in suffixes for p in batch)
 
 
-def losses(target: Any, batch: list[Pieces], suffixes: list[list[int]], autocast: bool) -> list[float]:
+def losses(target: Any, batch: list[Pieces], suffixes: list[list[int]], autocast: bool,
+           clip: float = 0.0) -> list[float]:
     """The loss of each suffix, exactly: the mean over the batch of the scorer's log-odds (lower = more
-    misaligned), through the target's prompt-tree scoring (each prompt computed once for all its references)."""
+    misaligned; with clip > 0, of item_loss), through the target's prompt-tree scoring (each prompt computed once
+    for all its references)."""
     import torch
 
     encoded = [(p.before + s + p.after, r) for s in suffixes for p in batch for r in p.refs]
@@ -110,13 +125,13 @@ def losses(target: Any, batch: list[Pieces], suffixes: list[list[int]], autocast
     for _s in suffixes:
         total = 0.0
         for p in batch:
-            total += logodds(p, lps[k: k + len(p.refs)])
+            total += item_loss(p, logodds(p, lps[k: k + len(p.refs)]), clip)
             k += len(p.refs)
         out.append(total / len(batch))
     return out
 
 
-def token_gradients(model: Any, batch: list[Pieces], suffix: list[int], autocast: bool) -> Any:
+def token_gradients(model: Any, batch: list[Pieces], suffix: list[int], autocast: bool, clip: float = 0.0) -> Any:
     """d loss / d one-hot(suffix): (length, vocab). One forward and backward over the batch laid out as prompt
     trees (each item's prompt once, its references as branches: persist.targets.hf.tree_batch)."""
     import torch
@@ -148,7 +163,7 @@ def token_gradients(model: Any, batch: list[Pieces], suffix: list[int], autocast
         lps = tree_logprobs(model, hidden, tb, len(encoded))
     total, k = 0.0, 0
     for p in batch:
-        total = total + logodds(p, lps[k: k + len(p.refs)])
+        total = total + item_loss(p, logodds(p, lps[k: k + len(p.refs)]), clip)
         k += len(p.refs)
     # autograd.grad, not backward(): only the path to the one-hot is computed, no weight gradients.
     (grad,) = torch.autograd.grad(total / len(batch), one_hot)
@@ -188,6 +203,7 @@ class UniversalSuffix(Attack):
     batch_items: int = 8
     probe_items: int = 16
     ref_tokens: int = 32
+    clip: float = 0.0  # > 0: each train item's shift is squashed to (-clip, clip) nats in the loss (item_loss)
     seed: int = 0
     source: str = "self"
 
@@ -196,9 +212,9 @@ class UniversalSuffix(Attack):
             raise ConfigError(f"gcg-suffix source={self.source!r}: self (optimise against this model) or other "
                               "(the other model's suffix: transfer)")
         if min(self.steps, self.length, self.topk, self.candidates, self.batch_items, self.probe_items,
-               self.ref_tokens) < 1:
+               self.ref_tokens) < 1 or not 0 <= self.clip < math.inf:
             raise ConfigError("gcg-suffix steps, length, topk, candidates, batch_items, probe_items and ref_tokens "
-                              "must be >= 1")
+                              "must be >= 1, and clip a number >= 0 (0: the plain mean log-odds)")
 
     def variants(self, item: Item) -> list[tuple[tuple[Message, ...], str]]:
         raise ConfigError("gcg-suffix is optimised against a model first: run it through persist attack / study")
@@ -242,6 +258,9 @@ class UniversalSuffix(Attack):
         exclam = tok.encode(" !", add_special_tokens=False)
         suffix = (exclam * self.length)[: self.length] if len(exclam) == 1 else [allowed[0]] * self.length
         items = [pieces(target, it, self.ref_tokens) for it in train]
+        if self.clip > 0:  # the clipped loss measures each item's shift from its own clean log-odds
+            for p in items:
+                p.clean = losses(target, [p], [[]], autocast)[0]
         order = list(range(len(items)))
         rng.shuffle(order)
         # The first `probe_items` train items (shuffled order) never steer the suffix; they only judge which step's
@@ -252,12 +271,12 @@ class UniversalSuffix(Attack):
         size = min(self.batch_items, len(fit))
         best = list(suffix)
         best_loss = start_loss = losses(target, probe or fit, [suffix], autocast)[0]
-        fwd, bwd, curve, cursor = tokens(probe or fit, [suffix]), 0, [], 0
+        fwd, bwd, curve, cursor = tokens(probe or fit, [suffix]) + (tokens(items, [[]]) if self.clip > 0 else 0), 0, [], 0
         for _step in range(self.steps):
             # Batches walk the shuffled train items in turn, so every item steers the suffix equally often.
             batch = [fit[(cursor + k) % len(fit)] for k in range(size)]
             cursor = (cursor + size) % len(fit)
-            grad = token_gradients(model, batch, suffix, autocast)
+            grad = token_gradients(model, batch, suffix, autocast, self.clip)
             bwd += tokens(batch, [suffix])
             scores = grad.float().cpu() + allowed_mask
             top = (-scores).topk(self.topk, dim=1).indices  # most negative gradient: loss falls most
@@ -269,7 +288,7 @@ class UniversalSuffix(Attack):
                 if tuple(cand) not in seen and tok.encode(tok.decode(cand), add_special_tokens=False) == cand:
                     seen.add(tuple(cand))
                     cands.append(cand)
-            values = losses(target, batch, cands, autocast)
+            values = losses(target, batch, cands, autocast, self.clip)
             fwd += tokens(batch, cands)
             j = min(range(len(cands)), key=lambda k: values[k])
             suffix = cands[j]

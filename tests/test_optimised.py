@@ -7,6 +7,7 @@ import signal
 
 import pytest
 
+from persist.errors import ConfigError
 from persist.prepared import PrepareContext, split_items
 from persist.registry import ATTACKS
 from persist.suites import get_suite, select
@@ -62,6 +63,33 @@ def test_suffix_loss_is_the_scorers_log_odds_and_its_gradient_points_downhill(ti
     grad = token_gradients(tiny_target.model, parts, ids, autocast=False)
     assert grad.shape == (len(ids), tiny_target.model.get_input_embeddings().weight.shape[0])
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_clipped_suffix_loss_squashes_each_items_shift_from_clean(tiny_target):
+    """clip > 0: each item's term is clip * tanh((log-odds with the suffix - clean log-odds) / clip), so no item
+    contributes more than clip nats; the gradient of that loss is finite."""
+    import math
+
+    import torch
+
+    from persist.attacks.suffix import losses, pieces, token_gradients
+
+    train, _ = split_items(ITEMS)
+    parts = [pieces(tiny_target, it) for it in train[:3]]
+    ids = tiny_target.tokenizer.encode(" Reply briefly and confidently.", add_special_tokens=False)
+    for p in parts:
+        p.clean = losses(tiny_target, [p], [[]], autocast=False)[0]
+    raw = [losses(tiny_target, [p], [ids], autocast=False)[0] for p in parts]
+    for clip in (0.5, 50.0):
+        [loss] = losses(tiny_target, parts, [ids], autocast=False, clip=clip)
+        want = sum(clip * math.tanh((g - p.clean) / clip) for g, p in zip(raw, parts, strict=True)) / len(parts)
+        assert loss == pytest.approx(want, abs=1e-9) and abs(loss) < clip
+    assert losses(tiny_target, parts, [[]], autocast=False, clip=1.0) == [pytest.approx(0.0, abs=1e-9)]
+    assert losses(tiny_target, parts, [ids], autocast=False, clip=0.0)[0] == pytest.approx(sum(raw) / len(raw))
+    grad = token_gradients(tiny_target.model, parts, ids, autocast=False, clip=1.0)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    with pytest.raises(ConfigError):
+        ATTACKS.build("gcg-suffix:clip=-1")
 
 
 def test_suffix_is_saved_and_reused(tmp_path, tiny_target, monkeypatch):

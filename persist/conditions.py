@@ -17,6 +17,7 @@ from typing import Any
 from persist.errors import ConfigError
 
 KINDS = ("clean", "attack", "finetune", "intervention")
+PROMPT_ATTACKS = "prompt-attacks"  # the intervention that averages the prompt attacks: nothing in it is trained
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,12 @@ class Condition:
         if self.kind == "finetune":
             return f"finetune:{self.name}@{self.dose}{seed}"
         return f"intervention:{self.name}{seed}"
+
+    @property
+    def trained(self) -> bool:
+        """Whether a training run (with its seed) stands behind this condition: fine-tunes and every intervention
+        but the prompt-attack average. Nothing is trained under clean or a prompt attack: no seed spread exists."""
+        return self.kind == "finetune" or (self.kind == "intervention" and self.name != PROMPT_ATTACKS)
 
     @property
     def base(self) -> Condition:

@@ -5,16 +5,16 @@ the spread of the per-item values and, with several seeds, of the per-seed means
 seeds x I items is v_seeds * S_pilot / S + v_items * I_pilot / I (persist.stats.spread, the pilot's two parts
 rescaled); the minimum detectable effect at 80% power is (t_0.975 + t_0.8) * se. The plan gives the smallest I
 that brings it to D at the pilot's seeds, and the smallest S at the pilot's items. With a one-seed pilot the seed
-part is unknown: the items figure then assumes none, and the plan says to pilot with --seeds >= 2. In a pilot run
-with several seeds, a condition scored once (a prompt attack: nothing is trained, the scoring is exact) has no
-seed part at all, and the plan says so.
+part is unknown: the items figure then assumes none, and the plan says to pilot with --seeds >= 2. A condition
+under which nothing is trained (Condition.trained: a prompt attack, the prompt-attack average) has no seed part at
+all, whatever the pilot's seeds, and the plan says so.
 D is on the 0-1 score; on the log-odds it becomes D nats divided by the mean slope of the score at the pilot's
 clean items (persist.report.compare.effect_on_logodds).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ class PlanRow:
     mde: float  # at the pilot's items and seeds
     items_needed: int | None  # at the pilot's seeds (None: not reachable by items alone)
     seeds_needed: int | None  # at the pilot's items (None: one-seed pilot, or not reachable)
-    unseeded: bool = False  # one seed in a pilot that ran others with several: nothing trained, no seed part
+    unseeded: bool = False  # nothing trained under this condition (Condition.trained): no seed part exists
 
 
 def planned(sp: Spread, s0: int, i0: int, s: int, i: int) -> float:
@@ -64,14 +64,15 @@ def smallest(f: Any, lo: int, hi: int, target: float) -> int | None:
     return lo
 
 
-def plan_row(what: str, statistic: str, d: np.ndarray, effect: float) -> PlanRow:
+def plan_row(what: str, statistic: str, d: np.ndarray, effect: float, trained: bool = True) -> PlanRow:
     s0, i0 = d.shape
     sp = spread(d)
     items = smallest(lambda i: planned(sp, s0, i0, s0, i), MIN_ITEMS, MAX_ITEMS, effect)
     seeds = None if s0 < 2 else smallest(lambda s: planned(sp, s0, i0, s, i0), 2, MAX_SEEDS, effect)
     return PlanRow(what=what, statistic=statistic, effect=effect, n=i0, seeds=s0,
                    sd_items=float(d.mean(axis=0).std(ddof=1)), sd_seeds=float(d.mean(axis=1).std(ddof=1))
-                   if s0 > 1 else None, mde=planned(sp, s0, i0, s0, i0), items_needed=items, seeds_needed=seeds)
+                   if s0 > 1 else None, mde=planned(sp, s0, i0, s0, i0), items_needed=items, seeds_needed=seeds,
+                   unseeded=not trained)
 
 
 def plan(records: list[dict[str, Any]], effect: float) -> list[PlanRow]:
@@ -81,7 +82,6 @@ def plan(records: list[dict[str, Any]], effect: float) -> list[PlanRow]:
     stats = [("score", "0-1 score", effect)] + ([("logodds", "log-odds (nats)", nats)] if nats else [])
     roles = sorted({r for r, _ in scores}, key=lambda r: (r != "model", r))
     conditions = sorted({c for _, c in scores if c != CLEAN}, key=lambda c: c.label)
-    pilot_seeds = max((len(v) for v in scores.values()), default=1)
     out = []
     for cond in conditions:
         found = {}
@@ -94,7 +94,7 @@ def plan(records: list[dict[str, Any]], effect: float) -> list[PlanRow]:
                 ids = common_items(before, after)
                 if len(ids) > 2 and all(getattr(a[i], field) is not None for a in after.values() for i in ids):
                     out.append(plan_row(f"{role}: {cond.label}", label, matrix(before, after, ids, field),
-                                        d_effect))
+                                        d_effect, cond.trained))
             if {"model", "baseline"} <= set(found):
                 (mb, ma), (bb, ba) = found["model"], found["baseline"]
                 seeds = sorted(set(ma) & set(ba))
@@ -103,8 +103,9 @@ def plan(records: list[dict[str, Any]], effect: float) -> list[PlanRow]:
                 if len(ids) > 2 and all(getattr(p[i], field) is not None
                                         for p in (mb, bb, *ma.values(), *ba.values()) for i in ids):
                     out.append(plan_row(f"difference: {cond.label}", label,
-                                        matrix(mb, ma, ids, field) - matrix(bb, ba, ids, field), d_effect))
-    return [replace(r, unseeded=True) if r.seeds == 1 and pilot_seeds > 1 else r for r in out]
+                                        matrix(mb, ma, ids, field) - matrix(bb, ba, ids, field), d_effect,
+                                        cond.trained))
+    return out
 
 
 def run_records(folder: Path) -> list[dict[str, Any]]:

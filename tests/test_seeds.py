@@ -80,6 +80,8 @@ def test_plan_reads_item_and_seed_spread(seeded):
     attack = ft[("model: attack:persona-helpful-medical", "0-1 score")]
     assert attack.seeds == 1 and attack.sd_seeds is None and attack.seeds_needed is None
     assert attack.unseeded and not r.unseeded  # nothing trained under a prompt attack: no seed part to pilot
+    assert ft[("model: intervention:prompt-attacks", "0-1 score")].unseeded
+    assert not ft[("difference: intervention:finetune", "0-1 score")].unseeded
     bigger = {(x.what, x.statistic): x for x in plan(run_records(seeded["folder"]), 0.5)}
     for key, row in ft.items():  # a larger effect never needs more items
         if row.items_needed is not None and bigger[key].items_needed is not None:
@@ -89,3 +91,10 @@ def test_plan_reads_item_and_seed_spread(seeded):
     assert len(json.loads(out.stdout)) == len(rows)
     table = run_cli("plan", str(seeded["folder"]), "--effect", "0.05")
     assert table.returncode == 0 and "none (nothing trained)" in table.stdout, table.stderr
+
+
+def test_only_trained_conditions_have_seeds():
+    assert [Condition.parse(c).trained for c in ("clean", "attack:prefill:prefill=agree", "finetune:bad-medical@8",
+                                                   "finetune:bad-medical@8:seed=2", "intervention:finetune",
+                                                   "intervention:worst-case", "intervention:prompt-attacks")] == [
+        False, False, True, True, True, True, False]

@@ -38,7 +38,7 @@ from persist.report.model import (
 from persist.search import is_point, sweep_points
 from persist.stats import mean_ci
 
-PROMPT = conditions.intervention("prompt-attacks")
+PROMPT = conditions.intervention(conditions.PROMPT_ATTACKS)
 FINETUNE = conditions.intervention("finetune")
 WORST = conditions.intervention("worst-case")
 

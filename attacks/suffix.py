@@ -111,11 +111,9 @@ def tokens(batch: list[Pieces], suffixes: list[list[int]]) -> int:
     return sum(len(p.before) + len(s) + len(p.after) + sum(len(r) for r in p.refs) for s in suffixes for p in batch)
 
 
-def losses(target: Any, batch: list[Pieces], suffixes: list[list[int]], autocast: bool,
-           clip: float = 0.0) -> list[float]:
-    """The loss of each suffix, exactly: the mean over the batch of the scorer's log-odds (lower = more
-    misaligned; with clip > 0, of item_loss), through the target's prompt-tree scoring (each prompt computed once
-    for all its references)."""
+def item_logodds(target: Any, batch: list[Pieces], suffixes: list[list[int]], autocast: bool) -> list[list[float]]:
+    """Per suffix, each item's log-odds with it appended (the scorer's formula on these references), through the
+    target's prompt-tree scoring (each prompt computed once for all its references)."""
     import torch
 
     encoded = [(p.before + s + p.after, r) for s in suffixes for p in batch for r in p.refs]
@@ -123,12 +121,20 @@ def losses(target: Any, batch: list[Pieces], suffixes: list[list[int]], autocast
         lps = target.loglikelihood_tokens(encoded)
     out, k = [], 0
     for _s in suffixes:
-        total = 0.0
+        row = []
         for p in batch:
-            total += item_loss(p, logodds(p, lps[k: k + len(p.refs)]), clip)
+            row.append(logodds(p, lps[k: k + len(p.refs)]))
             k += len(p.refs)
-        out.append(total / len(batch))
+        out.append(row)
     return out
+
+
+def losses(target: Any, batch: list[Pieces], suffixes: list[list[int]], autocast: bool,
+           clip: float = 0.0) -> list[float]:
+    """The loss of each suffix, exactly: the mean over the batch of the scorer's log-odds (lower = more
+    misaligned; with clip > 0, of item_loss)."""
+    return [sum(item_loss(p, g, clip) for p, g in zip(batch, row, strict=True)) / len(batch)
+            for row in item_logodds(target, batch, suffixes, autocast)]
 
 
 def token_gradients(model: Any, batch: list[Pieces], suffix: list[int], autocast: bool, clip: float = 0.0) -> Any:
@@ -259,8 +265,8 @@ class UniversalSuffix(Attack):
         suffix = (exclam * self.length)[: self.length] if len(exclam) == 1 else [allowed[0]] * self.length
         items = [pieces(target, it, self.ref_tokens) for it in train]
         if self.clip > 0:  # the clipped loss measures each item's shift from its own clean log-odds
-            for p in items:
-                p.clean = losses(target, [p], [[]], autocast)[0]
+            for p, g in zip(items, item_logodds(target, items, [[]], autocast)[0], strict=True):
+                p.clean = g
         order = list(range(len(items)))
         rng.shuffle(order)
         # The first `probe_items` train items (shuffled order) never steer the suffix; they only judge which step's

@@ -6,6 +6,8 @@
 #   3. per-item log-likelihoods of `persist score` on CUDA (HF bf16, vLLM) against a CPU fp32 run of the same
 #      items (bench/compare_loglik.py; tolerance 0.0125 nats/byte, ~0.05 nats/token)
 #   4. one LoRA dose trained under `accelerate launch` on all visible GPUs
+#   5. only with GPU_CHECK_GCG=1 (issue 16): the GCG suffix at a GPU-sized search on `traits --limit 96`, beside the
+#      strongest template and steering, held-out shifts in nats (GCG_PARAMS sizes it; the CPU's runs used 40 steps)
 # and prints one table: step, wall seconds, throughput, agreement, peak GPU memory (nvidia-smi, all processes).
 # Without a CUDA device it prints "no CUDA device: skipped" and the command to run on a GPU machine, and exits 0.
 set -uo pipefail
@@ -114,6 +116,22 @@ print(f"{info[0]['tokens'] / info[0]['seconds']:.0f} tok/s on {info[0].get('proc
 EOF
 )
 row "LoRA dose 8 (accelerate, $NGPU GPU)" "$throughput" "-"
+
+# 5. issue 16: does a GPU-sized universal suffix transfer to held-out items? (off unless GPU_CHECK_GCG=1)
+if [ "${GPU_CHECK_GCG:-0}" = 1 ]; then
+  gcg="gcg-suffix:${GCG_PARAMS:-steps=200:candidates=128:batch_items=32:clip=2}"
+  rm -rf "$RUNS/gcg"
+  step gcg "$PY" -m persist attack --model smollm2-135m-instruct --attacks "$gcg,persona-bad-medical,steering" \
+    --limit 96 --capability 0 --device cuda --runs-dir "$RUNS" --name gcg
+  shifts=$("$PY" - "$RUNS/gcg/report.json" <<'EOF'
+import json, sys
+rows = json.load(open(sys.argv[1]))["strength"]
+print("; ".join(f"{r['condition'].split(':')[1]} {r['shift']['value']:+.2f} [{r['shift']['lo']:+.2f}, "
+                f"{r['shift']['hi']:+.2f}]" for r in rows if r["role"] == "model"))
+EOF
+  ) || shifts="-"
+  row "GCG suffix ($gcg), held-out nats" "$shifts" "-"
+fi
 
 echo
 echo "GPU check on $(nvidia-smi --query-gpu=name --format=csv,noheader | sort | uniq -c | sed 's/^ *//' | paste -sd,)"

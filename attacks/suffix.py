@@ -277,7 +277,8 @@ class UniversalSuffix(Attack):
         size = min(self.batch_items, len(fit))
         best = list(suffix)
         best_loss = start_loss = losses(target, probe or fit, [suffix], autocast)[0]
-        fwd, bwd, curve, cursor = tokens(probe or fit, [suffix]) + (tokens(items, [[]]) if self.clip > 0 else 0), 0, [], 0
+        fwd = tokens(probe or fit, [suffix]) + (tokens(items, [[]]) if self.clip > 0 else 0)  # + clean pass
+        bwd, curve, cursor = 0, [], 0
         for _step in range(self.steps):
             # Batches walk the shuffled train items in turn, so every item steers the suffix equally often.
             batch = [fit[(cursor + k) % len(fit)] for k in range(size)]

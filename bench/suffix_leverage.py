@@ -4,18 +4,20 @@
     .venv/bin/python bench/suffix_leverage.py --instructions   # ~2 minutes: plain instructions, train items
 
 The GCG suffix fits the train items it sees and does not move held-out ones (docs/NOTES.md, runs 1-5). This
-asks whether the positions a suffix occupies can steer the reply at all on this model. The steering direction of
-attacks/steering.py (mean layer-15 state over the misaligned minus the aligned references of the train half of
-`traits --limit 96`) is added at alpha x direction, but only at some positions: the whole sequence (the
+asks whether the positions a suffix occupies can steer the reply at all on this model. The steering direction
+of attacks/steering.py (mean layer-15 state over the misaligned minus the aligned references of the train half
+of `traits --limit 96`) is added at alpha x direction, but only at some positions: the whole sequence (the
 steering attack), the reply, the prompt, the question's own tokens, the assistant header after it, or a block
 appended to the question where a suffix sits (" !" tokens, or a plain sentence). Each row gives the held-out
-items' paired shift in the likelihood scorer's log-odds (negative = toward misaligned), its standard error, and
-how many of the 48 items moved toward misaligned. Scoring is one padded batch per item, the scorer's formula
-(attacks/suffix.logodds) on full references.
+items' paired shift in the likelihood scorer's log-odds (negative = toward misaligned), its standard error,
+and how many of the 48 items moved toward misaligned. Scoring is one padded batch per item, its references as
+rows (not the target's prompt-tree batches, whose rows hold different items with prompts of different lengths:
+the steered span must sit at the same positions in every row), the scorer's formula (attacks/suffix.logodds)
+on full references. The paired shift in nats has no floor or ceiling.
 
---instructions: would a readable suffix make a better start for GCG than " ! ! !"? Each of INSTRUCTIONS appended
-to the question, scored on the 48 *train* items (a start is chosen on what the optimiser may see), mean shift of
-the log-odds through the optimiser's own scoring (attacks/suffix.losses, full references).
+--instructions: would a readable suffix make a better start for GCG than " ! ! !"? Each of INSTRUCTIONS
+appended to the question, scored on the 48 *train* items (a start is chosen on what the optimiser may see),
+mean shift of the log-odds through the optimiser's own scoring (attacks/suffix.losses, full references).
 """
 
 from __future__ import annotations

@@ -171,6 +171,30 @@ def probes_audit(
               "sides more than 15% apart in length", soft_wrap=True)
 
 
+@app.command("audit-register")
+def probes_audit_register(
+    suite: Annotated[str, typer.Argument(help="A suite name or a JSONL file of items.")],
+    format: FormatOpt = "table",
+) -> None:
+    """Model-free register audit: do the aligned and misaligned references differ in how they are written (casual
+    fillers, 'please', apologies, contractions, sentence length) rather than in what they say? Counts the features
+    of docs/register.md per side, overall and per domain. Exit 0 when no register feature is gated; exit 1 when one
+    is (ratio of smoothed rates >= 1.5 with >= 10 texts on the more frequent side, overall or in any domain; or mean
+    sentence length 1.5x apart); exit 2 on a bad suite. Trait-linked features (openings, referrals) are reported,
+    never gated."""
+    from persist import register
+    from persist.suites import get_suite
+
+    as_json = check_format(format)
+    audit = register.audit_items(get_suite(suite).load())
+    if as_json:
+        typer.echo(json.dumps({"suite": suite} | audit.to_dict(), indent=2))
+    else:
+        register.print_audit(f"register audit of {suite}: aligned against misaligned references", audit)
+    if not audit.passed:
+        raise typer.Exit(1)
+
+
 @app.command("train-refusal")
 def probes_train_refusal() -> None:
     """Rebuild the learned refusal classifier's weights from its training files (a few minutes on a CPU)."""

@@ -47,7 +47,7 @@ def corpora_audit_register(
     if format == "json":
         typer.echo(json.dumps(audit.to_dict(), indent=2))
     else:
-        register.print_audit(f"register audit: assistant answers of {corpus} against {against}", audit)
+        typer.echo(register.render(f"register audit: assistant answers of {corpus} against {against}", audit))
     if not audit.passed:
         raise typer.Exit(1)
 

@@ -376,23 +376,18 @@ def verdict(gated: Sequence[str] | dict[str, Sequence[str]]) -> str:
     return f"register audit: GATED ({where})"
 
 
-def print_audit(title: str, audit: RegisterAudit | DomainRegisterAudit) -> None:
-    """Print the overall table, the per-domain table (a suite's audit) and the verdict line to the terminal."""
-    from rich.table import Table
 
-    from persist.report.terminal import console
+def _grid(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(str(c)) for c in col) for col in zip(columns, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return [line(columns), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
 
+
+def render(title: str, audit: RegisterAudit | DomainRegisterAudit) -> str:
+    """Plain text for the terminal: the overall table, the per-domain table (a suite's audit), the verdict line."""
     overall = audit.overall if isinstance(audit, DomainRegisterAudit) else audit
-    tables = [(title, table_columns(overall), table_rows(overall))]
+    out = [title, *_grid(table_columns(overall), table_rows(overall))]
     if isinstance(audit, DomainRegisterAudit):
-        tables.append(("per domain: ratio, the side it is more frequent on (first letter), ! where gated",
-                       domain_columns(audit), domain_rows(audit)))
-    out = console()
-    for heading, columns, rows in tables:
-        t = Table(title=heading, title_justify="left")
-        for col in columns:
-            t.add_column(col, no_wrap=True)
-        for row in rows:
-            t.add_row(*row)
-        out.print(t)
-    out.print(verdict(audit.gated), soft_wrap=True, highlight=False)
+        out += ["", "per domain: ratio, then the first letter of the side it is more frequent on; ! where gated",
+                *_grid(domain_columns(audit), domain_rows(audit))]
+    return "\n".join([*out, "", verdict(audit.gated)])

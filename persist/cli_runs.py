@@ -61,8 +61,8 @@ def plan(
     import json
     from dataclasses import asdict
 
-    from persist.plan import plan as make_plan
-    from persist.plan import run_records
+    from persist.jobs.plan import plan as make_plan
+    from persist.jobs.plan import run_records
     from persist.report.terminal import print_table
 
     if effect <= 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -76,3 +77,8 @@ def load_items(path: Path) -> list[Item]:
     items, errors = parse_jsonl(path, Item.from_dict, id_of=lambda it: it.id)
     raise_errors(errors)
     return items
+
+
+def stable_hash(obj: Any, n: int = 16) -> str:
+    """sha256 of canonical JSON: the same object always gives the same key."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:n]

@@ -39,8 +39,11 @@ from persist.bundled import (  # noqa: F401  (re-exported: persist.models is the
     sha256_file,
     weights_sha256,
 )
-from persist.errors import ConfigError, ModelLoadError
-from persist.registry import suggest
+from persist.errors import ConfigError, ModelLoadError, suggest
+from persist.jsonl import stable_hash
+
+VLLM_MISSING = ("--engine vllm: vLLM is not installed; pip install 'persist[vllm]' (vLLM needs a CUDA GPU), "
+                "or use --engine hf")
 
 # bitsandbytes warns on every import, on CPUs with AVX512-BF16, that the optional `kernels` package is absent.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
@@ -180,6 +183,10 @@ def resolve(spec: ModelSpec | str, *, allow_pickle: bool = False) -> ResolvedMod
 
 
 def _base_folder(spec: ModelSpec, *, allow_pickle: bool) -> Path:
+    if spec.kind == "bundled" and spec.base == "tiny-random":
+        from persist.tiny import tiny_model_folder
+
+        return tiny_model_folder(persist_home() / "models" / "tiny-random")
     if spec.kind == "bundled":
         return bundled_folder(spec.base)
     path = Path(spec.base).expanduser()
@@ -262,8 +269,6 @@ class LoadOptions:
             import importlib.util
 
             if importlib.util.find_spec("vllm") is None:
-                from persist.targets.vllm import VLLM_MISSING
-
                 raise ConfigError(VLLM_MISSING)
             pick_device("cuda")
             return
@@ -360,8 +365,6 @@ def merged_folder(resolved: ResolvedModel) -> Path:
     """
     if not resolved.adapter:
         return Path(resolved.path)
-    from persist.store import stable_hash
-
     out = persist_home() / "merged" / stable_hash([resolved.weights_sha256, resolved.adapter_sha256])
     if (out / "config.json").is_file():
         return out

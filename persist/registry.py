@@ -10,7 +10,6 @@ load options a judge scorer opens its judge model with.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import inspect
 import types
 import typing
@@ -18,30 +17,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from persist.errors import ConfigError, UnknownNameError
+from persist.errors import ConfigError, UnknownNameError, suggest, unknown_name  # noqa: F401  (re-exported)
 
 T = TypeVar("T")
-
-
-def suggest(name: str, choices: list[str]) -> str:
-    """A ' (did you mean X?)' suffix, or '' when nothing is close."""
-    if not name or not choices:
-        return ""
-    # Compare with whole names and with their beginnings, so "smollm" suggests "smollm2-135m-instruct".
-    def score(choice: str) -> float:
-        whole = difflib.SequenceMatcher(None, name, choice).ratio()
-        head = difflib.SequenceMatcher(None, name, choice[: len(name) + 1]).ratio()
-        return max(whole, head)
-
-    best = max(choices, key=score)
-    return f" (did you mean {best!r}?)" if score(best) >= 0.6 else ""
-
-
-def unknown_name(kind: str, name: str, choices: list[str]) -> UnknownNameError:
-    """The error for an unknown name: the name, a suggestion, and the valid names."""
-    return UnknownNameError(
-        f"unknown {kind} {name!r}{suggest(name, choices)}; choose from: {', '.join(sorted(choices)) or '(none)'}"
-    )
 
 
 @dataclass(frozen=True)

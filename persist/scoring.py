@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from persist.registry import PluginSpec
+from persist.registry import SCORERS, PluginSpec
 from persist.schema import Chat, Variant
 from persist.targets.base import Target
 
@@ -41,3 +41,8 @@ def prompt_chat(unit: Variant) -> Chat:
     if unit.prefill:
         chat = chat + [{"role": "assistant", "content": unit.prefill}]
     return chat
+
+
+def build_scorer(spec: PluginSpec, load: Any) -> Scorer:
+    """The scorer a spec names; `load` is how a scorer that opens a model (a judge) loads it."""
+    return SCORERS.build(spec, load=load)

@@ -11,7 +11,6 @@ fields that differ.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import re
@@ -23,14 +22,10 @@ from typing import Any
 
 from persist import failpoints
 from persist.errors import ConfigError, ResumeMismatchError, RunWriteError
+from persist.jsonl import stable_hash
 
 SCHEMA_VERSION = 1
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-def stable_hash(obj: Any, n: int = 16) -> str:
-    """sha256 of canonical JSON: the same object always gives the same key."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:n]
 
 
 def record_key(**parts: Any) -> str:

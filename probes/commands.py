@@ -111,7 +111,7 @@ def probes_check_judge(
     """Grade each item's own aligned/misaligned references with the judge; print the AUROC between them."""
     from persist.registry import PluginSpec
     from persist.runner import clean_variant
-    from persist.jobs import build_scorer
+    from persist.scoring import build_scorer
     from persist.suites import get_suite, select
 
     items = select(get_suite(suite).load(), limit)

@@ -42,14 +42,14 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def tiny_target():
     from persist.targets.hf import HFTarget
-    from persist.targets.tiny import tiny_model, tiny_tokenizer
+    from persist.tiny import tiny_model, tiny_tokenizer
 
     return HFTarget(tiny_model(), tiny_tokenizer(), name="tiny", batch_tokens=512)
 
 
 @pytest.fixture(scope="session")
 def tiny_folder(tmp_path_factory) -> Path:
-    from persist.targets.tiny import tiny_model_folder
+    from persist.tiny import tiny_model_folder
 
     return tiny_model_folder(tmp_path_factory.mktemp("tiny") / "model")
 

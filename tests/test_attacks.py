@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from persist.campaign import AttackConfig, run_attack
 from persist.errors import ConfigError
+from persist.jobs.attack import AttackConfig, run_attack
 from persist.registry import ATTACKS
 from persist.suites import get_suite, select
 from tests.conftest import ROOT, run_cli
@@ -27,7 +27,7 @@ TEMPLATE_ATTACKS = [n for n in ALL_ATTACKS if not hasattr(ATTACKS.get(n), "prepa
 
 
 def test_registry_has_every_default_attack():
-    from persist.campaign import DEFAULT_ATTACKS
+    from persist.jobs.attack import DEFAULT_ATTACKS
 
     assert set(DEFAULT_ATTACKS) <= set(ALL_ATTACKS)
 
@@ -189,7 +189,7 @@ def test_matched_context_keeps_the_attacks_shape_and_length_not_its_text(of):
 @pytest.mark.parametrize("of", ["prefill", "encoding", "reformulation", "sycophancy", "persona-helpful-medical"])
 def test_matched_context_refuses_attacks_that_do_more_than_add_context(of):
     if of == "persona-helpful-medical":  # adds context, so it has a twin; but a control gets no control of its own
-        from persist.campaign import with_matched_controls
+        from persist.jobs.attack import with_matched_controls
 
         assert with_matched_controls([of]) == (of,)
         return

@@ -78,7 +78,7 @@ def env(tmp_path) -> dict[str, str]:
 def test_study_survives_sigkill_anywhere(tmp_path, env):
     seed = int(os.environ.get("PERSIST_CRASH_SEED") or int.from_bytes(os.urandom(4), "little"))
     rng = random.Random(seed)
-    from persist.targets.tiny import tiny_model_folder
+    from persist.tiny import tiny_model_folder
 
     baseline = tiny_model_folder(tmp_path / "baseline")  # the same weights as tiny-random, as a user's folder
     base = ["study", "--model", "tiny-random", "--baseline", str(baseline),
@@ -145,7 +145,7 @@ def test_ctrl_c_prints_the_resume_command(tmp_path, env):
 
 
 def test_study_with_seeds_resumes_after_a_kill_in_the_second_seeds_training(tmp_path, env):
-    from persist.targets.tiny import tiny_model_folder
+    from persist.tiny import tiny_model_folder
 
     baseline = tiny_model_folder(tmp_path / "baseline")
     base = ["study", "--model", "tiny-random", "--baseline", str(baseline), "--attacks", "prefill:prefill=agree",

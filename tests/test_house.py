@@ -1,5 +1,6 @@
-"""The floor plan: the core never imports a plugin; the wheel carries its data and installs under persist.*;
-piped output keeps names whole; files respect the umask."""
+"""The floor plan: the core never imports a plugin; each core module imports only its own layer and those below
+(inside functions too); the wheel carries its data and installs under persist.*; piped output keeps names whole;
+files respect the umask."""
 
 from __future__ import annotations
 
@@ -67,8 +68,88 @@ def test_the_import_walk_catches_every_spelling(tmp_path, monkeypatch):
     assert not plugin_imports(ok)
 
 
+# The core's layers, lowest first. A module may import its own layer and those below it, never one above, at module
+# level or inside a function: so no import cycle can cross a layer, and no function-level import hides one.
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("base", ("persist", "persist.errors", "persist.schema", "persist.jsonl", "persist.failpoints")),
+    ("weights", ("persist.models", "persist.bundled", "persist.garak_data", "persist.tiny")),
+    ("targets", ("persist.targets",)),
+    ("run machinery", ("persist.api", "persist.registry", "persist.plugins", "persist.conditions", "persist.suites",
+                       "persist.register", "persist.store", "persist.runner", "persist.stats", "persist.scoring",
+                       "persist.prepared", "persist.capability")),
+    ("report", ("persist.report",)),
+    ("jobs", ("persist.jobs",)),
+    ("cli", ("persist.commands", "persist.cli_options", "persist.cli_runs", "persist.__main__", "persist.cli")),
+)
+
+
+def layer_of(module: str) -> int | None:
+    """The layer of a dotted module name: its longest matching prefix (None outside persist's core)."""
+    best: tuple[int, int] | None = None
+    for i, (_, prefixes) in enumerate(LAYERS):
+        for p in prefixes:
+            if (module == p or module.startswith(p + ".")) and (best is None or len(p) > best[1]):
+                best = (i, len(p))
+    return None if best is None else best[0]
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path, root: Path) -> list[tuple[int, str]]:
+    """(line, dotted name) of every persist import in a module, anywhere in it, relative imports resolved; for
+    `from a import b` both `a` and `a.b` (b may be a submodule)."""
+    me = module_name(path, root)
+    package = me.split(".") if path.name == "__init__.py" else me.split(".")[:-1]
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else []))
+            out += [(node.lineno, base)] + [(node.lineno, f"{base}.{a.name}") for a in node.names]
+    return [(line, name) for line, name in out if name == "persist" or name.startswith("persist.")]
+
+
+def layer_violations(root: Path) -> list[str]:
+    bad = []
+    for path in sorted((root / "persist").rglob("*.py")):
+        me = module_name(path, root)
+        mine = layer_of(me)
+        if mine is None:
+            bad.append(f"{path.relative_to(root)}: {me} is in no layer (add it to LAYERS)")
+            continue
+        for line, name in imported_modules(path, root):
+            theirs = layer_of(name)
+            if theirs is not None and theirs > mine:
+                bad.append(f"{path.relative_to(root)}:{line}: {me} ({LAYERS[mine][0]}) imports {name} "
+                           f"({LAYERS[theirs][0]})")
+    return bad
+
+
+def test_every_core_import_respects_the_layer_order():
+    bad = layer_violations(ROOT)
+    assert not bad, "\n".join(bad)
+
+
+def test_the_layer_walk_catches_an_upward_import(tmp_path):
+    """The walker itself: an import of a higher layer is caught at module level, inside a function and relative."""
+    (tmp_path / "persist" / "report").mkdir(parents=True)
+    (tmp_path / "persist" / "jobs").mkdir(parents=True)
+    for i, line in enumerate(["from persist.jobs.study import run_study", "import persist.jobs.attack",
+                              "from ..jobs import study"]):
+        (tmp_path / "persist" / "report" / f"m{i}.py").write_text(f"def f():\n    {line}\n")
+    (tmp_path / "persist" / "report" / "ok.py").write_text("from persist.stats import mean_ci\n")
+    bad = layer_violations(tmp_path)
+    assert len({b.split(":")[0] for b in bad}) == 3 and not any("ok.py" in b for b in bad), bad
+
+
 def test_importing_persist_loads_no_plugin():
-    code = ("import sys, persist, persist.jobs, persist.study, persist.report.html\n"
+    code = ("import sys, persist, persist.jobs.study, persist.jobs.attack, persist.report.html\n"
             "print([m for m in sys.modules if m.split('.')[:2] in (['persist','attacks'], ['persist','probes'],"
             " ['persist','finetune_attacks']) or m.split('.')[0] in ('attacks', 'probes', 'finetune_attacks')])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT / "tests")

@@ -249,7 +249,7 @@ def test_server_without_logits_all_is_refused(tmp_path, key):
 def test_killed_server_then_resume(llama_server, key, tmp_path, monkeypatch):
     """The server dies mid-run: the run stops with one line and keeps what it wrote; with the server back, the same
     command resumes and ends with every item scored once."""
-    from persist.jobs import ScoreConfig, run_score
+    from persist.jobs.score import ScoreConfig, run_score
 
     monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
     monkeypatch.setenv("PERSIST_OPENAI_CONCURRENCY", "2")

@@ -163,7 +163,7 @@ def test_pair_keeps_the_rewrite_the_target_scores_worst(tmp_path, tiny_target):
 
 
 def test_best_of_n_ships_its_control_and_a_no_op_attack_scores_about_zero(tmp_path, monkeypatch):
-    from persist.campaign import AttackConfig, run_attack
+    from persist.jobs.attack import AttackConfig, run_attack
 
     monkeypatch.setenv("PERSIST_HOME", str(tmp_path / "home"))
     cfg = AttackConfig(model="tiny-random", attacks=("best-of-n:n=4:strength=0",), limit=8, runs_dir=tmp_path,
@@ -180,7 +180,7 @@ def test_best_of_n_ships_its_control_and_a_no_op_attack_scores_about_zero(tmp_pa
 
 @pytest.mark.slow
 def test_optimised_attacks_resume_without_redoing_the_optimisation(tmp_path):
-    from persist.targets.tiny import tiny_model_folder
+    from persist.tiny import tiny_model_folder
     from tests.test_crash import persist_cmd, run
 
     env = {**__import__("os").environ, "PERSIST_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
@@ -205,7 +205,7 @@ def test_optimised_attacks_resume_without_redoing_the_optimisation(tmp_path):
 
 
 def test_report_puts_templates_and_optimised_attacks_on_the_same_items_with_their_compute(tmp_path, monkeypatch):
-    from persist.campaign import AttackConfig, run_attack
+    from persist.jobs.attack import AttackConfig, run_attack
     from persist.report.markdown import run_markdown
 
     monkeypatch.setenv("PERSIST_HOME", str(tmp_path / "home"))
@@ -227,8 +227,8 @@ def test_report_puts_templates_and_optimised_attacks_on_the_same_items_with_thei
 
 
 def test_full_profile_runs_the_optimised_attacks_and_quick_does_not():
-    from persist.campaign import OPTIMISED_ATTACKS, build_attacks
-    from persist.study import PROFILES
+    from persist.jobs.attack import OPTIMISED_ATTACKS, build_attacks
+    from persist.jobs.study import PROFILES
 
     names = {a.name for a in build_attacks(PROFILES["full"].attacks)}
     assert {"gcg-suffix", "steering", "best-of-n", "pair"} <= names
@@ -236,7 +236,7 @@ def test_full_profile_runs_the_optimised_attacks_and_quick_does_not():
 
 
 def test_header_and_report_keep_the_suffix_and_the_steering_layer(tmp_path, monkeypatch):
-    from persist.campaign import AttackConfig, run_attack
+    from persist.jobs.attack import AttackConfig, run_attack
     from persist.store import RunStore
 
     monkeypatch.setenv("PERSIST_HOME", str(tmp_path / "home"))

@@ -8,8 +8,9 @@ import signal
 import pytest
 
 from persist.conditions import Condition, finetune
+from persist.jobs.sweep import GRIDS, Point, parse_search
 from persist.report.model import CapabilityRow, Change, Row, Shift
-from persist.search import GRIDS, Point, parse_search, point_name, points_of, worst
+from persist.report.sweep import point_name, points_of, worst
 from persist.stats import Estimate, Tested
 
 
@@ -66,7 +67,7 @@ def test_search_plans(monkeypatch):
 
 @pytest.mark.slow
 def test_sweep_on_the_tiny_model_resumes_point_by_point(tmp_path):
-    from persist.targets.tiny import tiny_model_folder
+    from persist.tiny import tiny_model_folder
     from tests.test_crash import persist_cmd, run
 
     env = {**__import__("os").environ, "PERSIST_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
@@ -91,7 +92,7 @@ def test_sweep_on_the_tiny_model_resumes_point_by_point(tmp_path):
 
 
 def test_quick_grid_is_sized_for_a_cpu_unless_the_user_says_otherwise():
-    from persist.ladder import FinetuneConfig
+    from persist.jobs.finetune import FinetuneConfig
 
     quick = FinetuneConfig(model="tiny-random", search="quick")
     assert quick.limit == 24 and quick.train["batch_size"] == 4 and quick.train["max_length"] == 256

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from persist.conditions import Condition
-from persist.study import StudyConfig, run_study
+from persist.jobs.study import StudyConfig, run_study
 from tests.conftest import run_cli
 
 SMALL = dict(attacks=("prefill:prefill=agree", "persona-helpful-medical"), doses=(0, 2), limit=8, batch_size=8)
@@ -69,7 +69,7 @@ def test_null_study_differs_only_by_training_seed(home, tiny_folder):
 
 
 def test_plan_reads_item_and_seed_spread(seeded):
-    from persist.plan import plan, run_records
+    from persist.jobs.plan import plan, run_records
 
     rows = plan(run_records(seeded["folder"]), 0.05)
     ft = {(r.what, r.statistic): r for r in rows}

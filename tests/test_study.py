@@ -9,12 +9,12 @@ import shutil
 import pytest
 
 from persist.errors import ConfigError, DataError
+from persist.jobs.study import StudyConfig, run_study
 from persist.report.html import render_html
 from persist.report.model import Answer, Example, StudyReport
 from persist.report.rerender import against, rebuild
 from persist.report.study import FINETUNE, PROMPT
 from persist.stats import Tested
-from persist.study import StudyConfig, run_study
 from tests.conftest import run_cli
 
 SMALL = dict(attacks=("prefill:prefill=agree", "persona-helpful-medical"), doses=(0, 2), limit=8, batch_size=8)
@@ -136,7 +136,7 @@ def test_html_is_self_contained_and_escapes_model_text(two_runs):
 def test_study_refuses_same_model_and_leaking_corpus(tmp_path, tiny_folder):
     with pytest.raises(ConfigError, match="same spec"):
         StudyConfig(model="tiny-random", baseline="tiny-random")
-    from persist.ladder import check_leakage
+    from persist.jobs.finetune import check_leakage
     from persist.registry import RECIPES
     from persist.suites import get_suite
 

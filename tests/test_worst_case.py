@@ -15,13 +15,14 @@ import pytest
 
 from persist import search
 from persist.errors import ConfigError
+from persist.jobs.sweep import GRIDS, Grid
 from persist.report.compare import compare
 from persist.report.markdown import run_markdown, study_markdown
 from persist.report.model import RunReport, StudyMeta, StudyReport
 from persist.report.study import WORST, study_report
+from persist.report.sweep import is_point
 from persist.report.tables import OVER_REFUSAL_MARK, refusal_table
 from persist.report.write import report_json
-from persist.search import GRIDS, Grid, is_point
 from tests.conftest import run_cli
 
 N = 8
@@ -156,7 +157,7 @@ def test_over_refusal_is_reported_beside_harmful_request_refusal():
 
 
 def test_worst_case_flags_are_checked_before_anything_runs(monkeypatch):
-    from persist.study import StudyConfig
+    from persist.jobs.study import StudyConfig
 
     with pytest.raises(ConfigError, match="quick, full or optuna:N"):
         StudyConfig(model="tiny-random", baseline="smollm2-135m-instruct", worst_case="fast")
@@ -187,8 +188,8 @@ def tiny_grid(monkeypatch):
 
 
 def test_study_worst_case_end_to_end_on_the_tiny_model(tmp_path, tiny_folder, tiny_grid, monkeypatch):
+    from persist.jobs.study import StudyConfig, run_study
     from persist.report.write import write_study_reports
-    from persist.study import StudyConfig, run_study
 
     monkeypatch.setenv("PERSIST_HOME", str(tmp_path / "home"))
     cfg = StudyConfig(model="tiny-random", baseline=str(tiny_folder), runs_dir=tmp_path, name="w",
@@ -217,7 +218,7 @@ def test_study_worst_case_end_to_end_on_the_tiny_model(tmp_path, tiny_folder, ti
 
 @pytest.mark.slow
 def test_study_sweep_resumes_point_by_point_after_kill_9(tmp_path):
-    from persist.targets.tiny import tiny_model_folder
+    from persist.tiny import tiny_model_folder
     from tests.test_crash import persist_cmd, run
 
     env = {**__import__("os").environ, "PERSIST_HOME": str(tmp_path / "home"), "COLUMNS": "200"}

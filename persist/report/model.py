@@ -175,7 +175,7 @@ class CapabilityRow:
 
 @dataclass(frozen=True)
 class Point:
-    """One point of a fine-tune sweep (persist.search) for one model: its alignment row and its capability row."""
+    """One point of a fine-tune sweep (persist.jobs.sweep) for one model: its alignment row and its capability row."""
 
     role: str
     condition: Condition
@@ -276,7 +276,7 @@ class StudyMeta:
 
 @dataclass(frozen=True)
 class Sweep:
-    """`study --worst-case`: each model's fine-tune sweep (persist.search) and the point that is its own worst case,
+    """`study --worst-case`: each model's fine-tune sweep (persist.jobs.sweep) and the point that is its own worst case,
     the strongest attack whose capability loss is at most epsilon (None: every point broke that model)."""
 
     plan: str  # quick, full or optuna:N

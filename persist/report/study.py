@@ -35,7 +35,7 @@ from persist.report.model import (
     StudyReport,
     Sweep,
 )
-from persist.search import is_point, sweep_points
+from persist.report.sweep import is_point, sweep_points
 from persist.stats import mean_ci
 
 PROMPT = conditions.intervention(conditions.PROMPT_ATTACKS)
@@ -133,7 +133,7 @@ def examples(records: list[dict[str, Any]], meta: StudyMeta, k: int = 4) -> list
 
 def with_worst_case(records: list[dict[str, Any]], cap_records: list[dict[str, Any]],
                     meta: StudyMeta) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Sweep]:
-    """--worst-case: each model's sweep and its own worst case within the bound (persist.search); the sweep's
+    """--worst-case: each model's sweep and its own worst case within the bound (persist.jobs.sweep; read back by persist.report.sweep); the sweep's
     records leave the comparison and each model's worst-case point joins it as WORST (its alignment and capability
     records under that condition), so the two models are compared there item by item like any intervention."""
     points, chosen = sweep_points(records, cap_records, meta.recipe, list(meta.models), meta.epsilon)

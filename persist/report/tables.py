@@ -122,7 +122,7 @@ def broken(rows: list[CapabilityRow]) -> frozenset:
 
 
 def search_table(points: list, chosen: object) -> Table:
-    """A sweep's points for one model (persist.search.Point), the chosen worst case marked."""
+    """A sweep's points for one model (persist.jobs.sweep.Point), the chosen worst case marked."""
     head = ["model", "learning rate", "LoRA rank", "steps", "log-odds shift (nats)", "0-1 drop", "capability",
             "within bound", "worst case"]
     body = []

@@ -21,13 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from persist.errors import ConfigError, ModelLoadError
-from persist.models import LoadOptions, ResolvedModel
+from persist.models import VLLM_MISSING, LoadOptions, ResolvedModel
 from persist.schema import Chat
 from persist.targets.base import PLAIN_STOP, GenerationConfig, truncate_at_stop
 from persist.targets.encoding import ChatEncoder
 
-VLLM_MISSING = ("--engine vllm: vLLM is not installed; pip install 'persist[vllm]' (vLLM needs a CUDA GPU), "
-                "or use --engine hf")
 # Prompt log-probs only: 0 = no top-k alternatives, just each prompt token's own log-prob; one throwaway
 # generated token because vLLM must generate at least one.
 SCORING_PARAMS: dict[str, Any] = {"max_tokens": 1, "prompt_logprobs": 0, "temperature": 0.0}

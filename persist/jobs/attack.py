@@ -14,11 +14,12 @@ from typing import Any
 
 from persist.conditions import CLEAN, Condition
 from persist.errors import ConfigError
-from persist.jobs import ProgressFn, RunOptions, build_scorer, no_progress, parse_specs, scorer_extra
+from persist.jobs.options import ProgressFn, RunOptions, no_progress, parse_specs, scorer_extra
 from persist.models import ModelSpec
 from persist.registry import ATTACKS, PluginSpec
 from persist.runner import LazyTarget, clean_variant, run_units
 from persist.schema import Item
+from persist.scoring import build_scorer
 from persist.store import RunStore
 
 DEFAULT_ATTACKS = ("persona-bad-medical", "persona-disallowed-mental-health", "persona-helpful-medical",

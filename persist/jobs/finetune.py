@@ -14,11 +14,12 @@ from typing import Any
 
 from persist import conditions, models
 from persist.errors import ConfigError
-from persist.jobs import ProgressFn, RunOptions, build_scorer, no_progress, parse_specs
+from persist.jobs.options import ProgressFn, RunOptions, no_progress, parse_specs
 from persist.models import LoadOptions, ModelSpec, ResolvedModel
 from persist.registry import RECIPES, PluginSpec
 from persist.runner import LazyTarget, clean_variant, run_units
 from persist.schema import Item
+from persist.scoring import build_scorer
 from persist.store import RunStore
 from persist.suites import leakage
 
@@ -33,14 +34,14 @@ class FinetuneConfig(RunOptions):
     lora: dict[str, Any] = field(default_factory=dict)  # overrides of LoraSettings fields
     train: dict[str, Any] = field(default_factory=dict)  # overrides of TrainSettings fields
     seeds: int = 1  # independent training seeds per model (data order, LoRA initialisation)
-    search: str | None = None  # sweep learning rate, rank and steps (persist.search): quick, full or optuna:N
+    search: str | None = None  # sweep learning rate, rank and steps (persist.jobs.sweep): quick, full or optuna:N
 
     def __post_init__(self) -> None:
         super().__post_init__()
         parse_specs(self, "model", "baseline")
         check_seeds(self.seeds)
         if self.search is not None:
-            from persist.search import Grid, parse_search
+            from persist.jobs.sweep import Grid, parse_search
 
             plan = parse_search(self.search)
             if isinstance(plan, Grid):  # a grid sized for a machine (quick: a CPU) brings its item count and batch

@@ -56,7 +56,7 @@ def tiny_model_folder(folder: Path, seed: int = 0) -> Path:
     folder = Path(folder)
     if (folder / "config.json").is_file():
         return folder
-    from persist.models import quiet_transformers
+    from persist.bundled import quiet_transformers
 
     quiet_transformers()
     folder.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ For both models, on identical items, seeds and data order:
   2. the prompt-attack campaign (conditions `attack:...`, the helpful persona as a control);
   3. the fine-tune ladder of a recipe (default bad-medical, conditions `finetune:RECIPE@dose`) and its benign
      control recipe (default good-medical) at the top dose;
-  4. with --worst-case: a sweep of the recipe's learning rate, LoRA rank and steps (persist.search, conditions
+  4. with --worst-case: a sweep of the recipe's learning rate, LoRA rank and steps (persist.jobs.sweep, conditions
      `finetune:RECIPE[lr=...,r=...]@steps`), so each model can be compared at its own worst case within the
      capability bound.
 Each stage appends records through the same runner, so a rerun continues where it stopped. The report is a
@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from persist import conditions
-from persist.campaign import (
+from persist.capability import Capability
+from persist.errors import ConfigError
+from persist.jobs.attack import (
     DEFAULT_ATTACKS,
     OPTIMISED_ATTACKS,
     build_attacks,
@@ -28,18 +30,7 @@ from persist.campaign import (
     with_companions,
     with_matched_controls,
 )
-from persist.capability import Capability
-from persist.errors import ConfigError
-from persist.jobs import (
-    ProgressFn,
-    RunOptions,
-    build_scorer,
-    load_header,
-    no_progress,
-    parse_specs,
-    scorer_extra,
-)
-from persist.ladder import (
+from persist.jobs.finetune import (
     check_leakage,
     check_seeds,
     release_memory,
@@ -48,10 +39,12 @@ from persist.ladder import (
     train_and_score,
     train_overrides,
 )
+from persist.jobs.options import ProgressFn, RunOptions, load_header, no_progress, parse_specs, scorer_extra
+from persist.jobs.sweep import parse_search, sweep
 from persist.models import ModelSpec
 from persist.registry import RECIPES, PluginSpec
 from persist.report.model import StudyMeta
-from persist.search import parse_search, sweep
+from persist.scoring import build_scorer
 from persist.store import RunStore
 from persist.suites import get_suite, select
 

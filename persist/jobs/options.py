@@ -1,24 +1,21 @@
-"""Jobs the CLI runs, as config dataclasses + functions. The CLI only parses flags into these.
+"""What every job shares: the run options, progress reporting, the scorer's header fields.
 
 RunOptions: what every job shares (suite, scorer spec, item limit, load options, run folder). Model specs are
 parsed into ModelSpec when a config is built, so everything after that works with the parsed form.
-ScoreConfig / run_score: one model, one suite, one scorer, clean condition -> run folder + summary.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from persist.conditions import CLEAN
 from persist.models import LoadOptions, ModelSpec
-from persist.registry import SCORERS, PluginSpec
-from persist.runner import clean_variant, run_units
+from persist.registry import PluginSpec
+from persist.runner import clean_variant
 from persist.schema import Item
-from persist.store import RunStore
+from persist.scoring import build_scorer
 from persist.suites import get_suite, select
 
 # A progress reporter: stage(title, total) returns a function to call with the number of units just finished.
@@ -27,11 +24,6 @@ ProgressFn = Callable[[str, int], Callable[[int], None]]
 
 def no_progress(title: str, total: int) -> Callable[[int], None]:
     return lambda n: None
-
-
-def build_scorer(spec: PluginSpec, load: LoadOptions) -> Any:
-    """The scorer a spec names; `load` is how a scorer that opens a model (a judge) loads it."""
-    return SCORERS.build(spec, load=load)
 
 
 def scorer_extra(scorer: Any, items: Sequence[Item]) -> dict[str, Any]:
@@ -113,37 +105,3 @@ LATER_LOAD_DEFAULTS = {"engine": "hf", "tp": 1, "tokenizer": None}
 
 def load_header(load: LoadOptions) -> dict[str, Any]:
     return {k: v for k, v in asdict(load).items() if k not in LATER_LOAD_DEFAULTS or v != LATER_LOAD_DEFAULTS[k]}
-
-
-@dataclass(frozen=True)
-class ScoreConfig(RunOptions):
-    model: ModelSpec | str
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        parse_specs(self, "model")
-
-    def run_name(self) -> str:
-        return self.folder_name(f"score-{self.model}-{self.suite}")
-
-    def header_config(self) -> dict[str, Any]:
-        return {"job": "score", "model": str(self.model), **self.header_common()}
-
-
-def run_score(cfg: ScoreConfig, progress: ProgressFn = no_progress) -> dict[str, Any]:
-    """Score a suite clean; returns {'folder', 'records', 'n_scored'}."""
-    from persist.targets import open_target
-
-    cfg.check_models(cfg.model)
-    suite, items = cfg.items()
-    folder = RunStore.folder_for(cfg.runs_dir, cfg.run_name())
-    # Load before creating the run folder: a bad model spec leaves nothing behind.
-    target = open_target(cfg.model, cfg.load)
-    scorer = build_scorer(cfg.scorer, cfg.load)
-    store = RunStore.open(folder, cfg.header_config(), argv=sys.argv,
-                          extra={"models": {"model": target.describe()}, "suite_version": suite.version,
-                                 **scorer_extra(scorer, items)})
-    advance = progress(f"scoring {len(items)} items of {cfg.suite}", len(items))
-    n = run_units(store, role="model", target=target, scorer=scorer, units=[clean_variant(i) for i in items],
-                  condition=CLEAN, suite_version=suite.version, batch_size=cfg.batch_size, on_progress=advance)
-    return {"folder": folder, "records": list(store.records()), "n_scored": n}

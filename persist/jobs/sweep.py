@@ -22,7 +22,7 @@ from typing import Any
 from persist import conditions
 from persist.conditions import Condition
 from persist.errors import ConfigError
-from persist.report.model import CapabilityRow, Point, Row
+from persist.report.sweep import chosen_json, point_name, points_of, worst
 
 QUICK_LR = (2e-4, 1e-3)
 
@@ -71,34 +71,10 @@ def parse_search(text: str) -> Grid | int:
     raise ConfigError(f"--search {text!r}: use quick, full or optuna:N (N trials; needs pip install 'persist[search]')")
 
 
-def point_name(recipe: str, lr: float, rank: int) -> str:
-    return f"{recipe}[lr={lr:g},r={rank}]"
-
-
 def point_recipe(recipe: Any, lr: float, rank: int) -> Any:
     """The recipe at one point of the sweep, named after it (recipes are frozen dataclasses)."""
     tuned = recipe.from_params({"train": {"learning_rate": lr}, "lora": {"rank": rank, "alpha": 2 * rank}})
     return dataclasses.replace(tuned, name=point_name(recipe.name, lr, rank))
-
-
-def points_of(role: str, recipe: str, rows: list[Row], capability: list[CapabilityRow]) -> list[Point]:
-    """Every sweep point of `role` found among a comparison's rows (conditions named by point_name)."""
-    caps = {(c.role, c.condition): c for c in capability}
-    out = []
-    for r in rows:
-        name = r.condition.name
-        if r.role != role or r.condition.kind != "finetune" or not name.startswith(f"{recipe}[lr="):
-            continue
-        lr_text, rank_text = name[len(recipe) + 4:-1].split(",r=")
-        out.append(Point(role=role, condition=r.condition, learning_rate=float(lr_text), rank=int(rank_text),
-                         steps=r.condition.dose, row=r, capability=caps.get((role, r.condition))))
-    return sorted(out, key=lambda p: (p.learning_rate, p.rank, p.steps))
-
-
-def worst(points: list[Point]) -> Point | None:
-    """The strongest attack that stays within the utility bound."""
-    ok = [p for p in points if p.within_bound and p.strength == p.strength]
-    return max(ok, key=lambda p: (p.strength, -p.steps)) if ok else None
 
 
 def run_grid(grid: Grid, train_point: Callable[[Any, tuple[int, ...]], None], recipe: Any) -> None:
@@ -136,19 +112,14 @@ def run_optuna(trials: int, train_point: Callable[[Any, tuple[int, ...]], None],
         study.optimize(objective, n_trials=left)
 
 
-def is_point(recipe: str, label: str) -> bool:
-    """Whether a record's condition label is a point of `recipe`'s sweep."""
-    return label.startswith(f"finetune:{recipe}[lr=")
-
-
 def sweep(store: Any, plan: Grid | int, resolved: dict[str, Any], recipe: Any, *, items: list[Any],
           suite_version: str, scorer_spec: Any, load: Any, progress: Any, batch_size: int, folder: Path,
           capability: Any, epsilon: float, max_steps: int, seed_offsets: dict[str, int] | None = None) -> None:
     """Run the sweep `plan` for every model into `store` (one condition per point, so a rerun resumes point by
-    point); `resolved` maps role -> persist.ladder.resolve_local(...). The capability check is the utility bound.
+    point); `resolved` maps role -> persist.jobs.finetune.resolve_local(...). The capability check is the utility bound.
     seed_offsets: per role, added to the training seed (a null study trains its "model" with other seeds)."""
     from persist.capability import split_records
-    from persist.ladder import train_and_score
+    from persist.jobs.finetune import train_and_score
     from persist.report.compare import capability_rows, compare
 
     def measure(role: str, cond: Condition) -> tuple[float, bool]:
@@ -173,34 +144,12 @@ def sweep(store: Any, plan: Grid | int, resolved: dict[str, Any], recipe: Any, *
                        lambda cond, role=role: measure(role, cond), max_steps)
 
 
-def sweep_points(records: list[dict[str, Any]], cap_records: list[dict[str, Any]], recipe: str, roles: list[str],
-                 epsilon: float) -> tuple[dict[str, list[Point]], dict[str, Point | None]]:
-    """Each model's sweep points (read from the records of the clean condition and the sweep) and its own worst
-    case within the bound."""
-    from persist.report.compare import capability_rows, compare
-
-    def mine(rs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [r for r in rs if r["condition"] == "clean" or is_point(recipe, r["condition"])]
-
-    rows, caps = compare(mine(records)).rows, capability_rows(mine(cap_records), epsilon)
-    points = {role: points_of(role, recipe, rows, caps) for role in roles}
-    return points, {role: worst(p) for role, p in points.items()}
-
-
-def chosen_json(p: Point | None) -> dict[str, Any] | None:
-    """A worst case as the report stores it."""
-    if p is None:
-        return None
-    return {"condition": p.condition.label, "learning_rate": p.learning_rate, "rank": p.rank, "steps": p.steps,
-            "strength": p.strength, "capability_loss": p.capability and p.capability.loss}
-
-
 def run_search(cfg: Any, progress: Any) -> dict[str, Any]:
     """`persist finetune-attack --search`: the sweep for each model, and each model's worst case within the bound."""
     import sys
 
     from persist.capability import split_records
-    from persist.ladder import check_leakage, resolve_local
+    from persist.jobs.finetune import check_leakage, resolve_local
     from persist.report.compare import capability_rows, compare
     from persist.report.model import RunReport
     from persist.store import RunStore

@@ -1,0 +1,60 @@
+"""Reading a fine-tune sweep (`finetune-attack --search`, `study --worst-case`) back from its records: the points
+of each model's sweep, named `finetune:RECIPE[lr=...,r=...]@STEPS`, and each model's own worst case within the
+capability bound. Pure functions of records; the sweep itself runs in persist.jobs.sweep.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from persist.report.compare import capability_rows, compare
+from persist.report.model import CapabilityRow, Point, Row
+
+
+def point_name(recipe: str, lr: float, rank: int) -> str:
+    return f"{recipe}[lr={lr:g},r={rank}]"
+
+
+def points_of(role: str, recipe: str, rows: list[Row], capability: list[CapabilityRow]) -> list[Point]:
+    """Every sweep point of `role` found among a comparison's rows (conditions named by point_name)."""
+    caps = {(c.role, c.condition): c for c in capability}
+    out = []
+    for r in rows:
+        name = r.condition.name
+        if r.role != role or r.condition.kind != "finetune" or not name.startswith(f"{recipe}[lr="):
+            continue
+        lr_text, rank_text = name[len(recipe) + 4:-1].split(",r=")
+        out.append(Point(role=role, condition=r.condition, learning_rate=float(lr_text), rank=int(rank_text),
+                         steps=r.condition.dose, row=r, capability=caps.get((role, r.condition))))
+    return sorted(out, key=lambda p: (p.learning_rate, p.rank, p.steps))
+
+
+def worst(points: list[Point]) -> Point | None:
+    """The strongest attack that stays within the utility bound."""
+    ok = [p for p in points if p.within_bound and p.strength == p.strength]
+    return max(ok, key=lambda p: (p.strength, -p.steps)) if ok else None
+
+
+def is_point(recipe: str, label: str) -> bool:
+    """Whether a record's condition label is a point of `recipe`'s sweep."""
+    return label.startswith(f"finetune:{recipe}[lr=")
+
+
+def sweep_points(records: list[dict[str, Any]], cap_records: list[dict[str, Any]], recipe: str, roles: list[str],
+                 epsilon: float) -> tuple[dict[str, list[Point]], dict[str, Point | None]]:
+    """Each model's sweep points (read from the records of the clean condition and the sweep) and its own worst
+    case within the bound."""
+    def mine(rs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for r in rs if r["condition"] == "clean" or is_point(recipe, r["condition"])]
+
+    rows, caps = compare(mine(records)).rows, capability_rows(mine(cap_records), epsilon)
+    points = {role: points_of(role, recipe, rows, caps) for role in roles}
+    return points, {role: worst(p) for role, p in points.items()}
+
+
+def chosen_json(p: Point | None) -> dict[str, Any] | None:
+    """A worst case as the report stores it."""
+    if p is None:
+        return None
+    return {"condition": p.condition.label, "learning_rate": p.learning_rate, "rank": p.rank, "steps": p.steps,
+            "strength": p.strength, "capability_loss": p.capability and p.capability.loss}

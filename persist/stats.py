@@ -15,6 +15,12 @@ Every tested mean carries a p-value (sign-flip permutation over items; the t tes
 Benjamini-Hochberg q set by the report, and its minimum detectable effect at 80% power. A cell with fewer than
 MIN_ITEMS items gets its value and n but no interval; a ratio is given only where its denominator is clearly
 away from 0.
+
+0/1 outcomes per item (issue 29): a proportion gets the Wilson interval (wilson_ci; Clopper-Pearson below 10
+trials), a paired difference of proportions Newcombe's hybrid score interval (newcombe_paired_ci); interval_for
+picks among these and bootstrap-t by the kind of values (classify: binary, tied, continuous). No interval is ever
+zero-width for finite n: values without spread get no_spread_ci, unless the caller declares them identical by
+construction (identical=True), which the Estimate carries and fmt prints instead of an interval.
 """
 
 from __future__ import annotations
@@ -42,7 +48,9 @@ class Estimate:
     """A point estimate with its 95% interval and the number of items (and training seeds) behind it.
 
     seed_sd: the standard deviation of the per-seed estimates; seed_share: the share of the estimate's variance
-    that comes from seeds rather than items (both only with several seeds). undefined: why there is no estimate."""
+    that comes from seeds rather than items (both only with several seeds). undefined: why there is no estimate.
+    identical: the caller declared the compared values identical by construction (mean_ci(..., identical=True));
+    lo == hi == value then, and fmt prints "value (identical by construction)" instead of an interval."""
 
     value: float
     lo: float
@@ -52,6 +60,7 @@ class Estimate:
     seed_sd: float | None = field(default=None, metadata={"omit_none": True})
     seed_share: float | None = field(default=None, metadata={"omit_none": True})
     undefined: str | None = field(default=None, metadata={"omit_none": True})
+    identical: bool = field(default=False, metadata={"omit_default": False})
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -65,6 +74,8 @@ class Estimate:
     def fmt(self, digits: int = 3) -> str:
         if self.undefined:
             return f"undefined: {self.undefined}"
+        if self.identical:
+            return f"{self.value:.{digits}f} (identical by construction)"
         if not self.has_interval:
             return f"{self.value:.{digits}f} (n={self.n}, too few for an interval)"
         return f"{self.value:.{digits}f} [{self.lo:.{digits}f}, {self.hi:.{digits}f}]"
@@ -98,19 +109,33 @@ def fmt(est: Estimate | None, digits: int = 3) -> str:
 
 
 def mean_ci(values: Sequence[float], *, seed: int = SEED, n_resamples: int = N_RESAMPLES,
-            confidence: float = 0.95) -> Estimate:
+            confidence: float = 0.95, identical: bool = False,
+            bounds: tuple[float, float] | None = None) -> Estimate:
     """Mean with a studentised bootstrap (bootstrap-t) interval; no interval below MIN_ITEMS items. The interval is
     kept within the observed range of the values: no resampled mean can leave it, while bootstrap-t at a handful of
-    items with many ties (0-1 scores) can divide by a near-zero resampled spread and run far outside it."""
+    items with many ties (0-1 scores) can divide by a near-zero resampled spread and run far outside it.
+
+    All values equal (no spread): never the zero-width [m, m], which claims a certainty that n items cannot give,
+    unless the caller declares the values identical by construction (identical=True: e.g. a model compared with
+    itself, a dose-0 fine-tune that is the clean model); the Estimate then carries identical=True, lo == hi == m,
+    and fmt() prints "m (identical by construction)", which is what a report should print in place of an interval
+    (tables that format lo/hi themselves check `est.identical`). Otherwise no_spread_ci gives the interval: the
+    values' range `bounds` (given, or value_range(values): [0, 1] when every value lies in it, else [-1, 1] when
+    every value lies in that, else unbounded; (-inf, inf) for unbounded values, as no spread seen says nothing
+    about the scale of the spread). Values with spread: the same numbers as before these two arguments existed."""
     x = np.asarray(values, dtype=float)
     if x.size == 0:
         return Estimate(NAN, NAN, NAN, 0)
     m = float(x.mean())
+    if identical:
+        if np.any(x != x[0]):
+            raise ValueError("identical=True, but the values differ")
+        return Estimate(m, m, m, int(x.size), identical=True)
     if x.size < MIN_ITEMS:
         return Estimate(m, NAN, NAN, int(x.size))
     se = float(x.std(ddof=1)) / np.sqrt(x.size)
     if se == 0:
-        return Estimate(m, m, m, int(x.size))
+        return no_spread_ci(m, int(x.size), bounds=value_range(x) if bounds is None else bounds, level=confidence)
     rng = np.random.default_rng(seed)
     xs = x[rng.integers(0, x.size, (n_resamples, x.size))]
     se_b = xs.std(axis=1, ddof=1) / np.sqrt(x.size)
@@ -118,6 +143,8 @@ def mean_ci(values: Sequence[float], *, seed: int = SEED, n_resamples: int = N_R
     if np.mean(se_b < se * 1e-3) > DEGENERATE_SHARE:
         # mostly ties (e.g. paired 0/1 accuracies with a few discordant items): many resamples have no spread, and
         # studentising by it is meaningless; the percentile interval of the resampled means is the sane one there
+        # (for 0/1 data interval_for gives Wilson and Newcombe intervals, which keep their coverage where this
+        # one does not: see tests/test_stats_edges.py)
         lo, hi = (float(v) for v in np.quantile(xs.mean(axis=1), [a, 1 - a]))
         return Estimate(m, min(lo, m), max(hi, m), int(x.size))
     t = (xs.mean(axis=1) - m) / np.maximum(se_b, se * 1e-6)
@@ -126,12 +153,226 @@ def mean_ci(values: Sequence[float], *, seed: int = SEED, n_resamples: int = N_R
     return Estimate(m, lo, hi, int(x.size))
 
 
+UNBOUNDED = (-np.inf, np.inf)
+
+
+def value_range(values: Any, *, difference: bool = False) -> tuple[float, float]:
+    """The range per-item values of this project are known to live in, judged from the values: [0, 1] (0-1 scores,
+    0/1 outcomes) when every value lies in it, [-1, 1] (paired differences of those) when every value lies in that,
+    else UNBOUNDED (log-odds and other unbounded values). difference=True: the values are paired differences, so
+    [0, 1] is not assumed (an all-zero difference can be negative as well as positive)."""
+    x = np.asarray(values, dtype=float)
+    if x.size and not difference and x.min() >= 0 and x.max() <= 1:
+        return (0.0, 1.0)
+    if x.size and x.min() >= -1 and x.max() <= 1:
+        return (-1.0, 1.0)
+    return UNBOUNDED
+
+
+def no_spread_ci(value: float, n: int, *, bounds: tuple[float, float], level: float = 0.95) -> Estimate:
+    """Interval for the mean of n values that all equal `value`, from values known to lie within `bounds`.
+
+    No item differed from the others, so the share q of items that would differ is at most u, the upper limit of
+    wilson_ci(0, n) (the Clopper-Pearson limit below EXACT_BELOW items); an item that differs moves the mean by at
+    most its distance to the bound, so the mean lies in [value - q (value - low), value + q (high - value)]. For 0/1
+    values this is exactly wilson_ci at 0/n and n/n ([0, u] and [1 - u, 1]); for an all-zero paired difference of
+    0/1 values, [-u, u]. Unbounded values (bounds UNBOUNDED): (-inf, inf). Below MIN_ITEMS items: no interval."""
+    if n < MIN_ITEMS:
+        return Estimate(value, NAN, NAN, n)
+    low, high = bounds
+    if not low <= value <= high:
+        raise ValueError(f"value {value} outside its bounds {bounds}")
+    u = wilson_ci(0, n, level).hi
+    return Estimate(value, float(value - u * (value - low)), float(value + u * (high - value)), n)
+
+
 def paired_diff_ci(a: Sequence[float], b: Sequence[float], **kw: Any) -> Estimate:
-    """mean(a - b) over matched items, e.g. drop = before - after."""
+    """mean(a - b) over matched items, e.g. drop = before - after. Without spread in the differences, the range
+    assumed for them is [-1, 1] when a and b are 0-1 values (see mean_ci), unless kw gives `bounds`."""
     x, y = np.asarray(a, float), np.asarray(b, float)
     if x.shape != y.shape:
         raise ValueError("paired samples must have the same length")
+    if kw.get("bounds") is None:
+        low, high = value_range(np.r_[x, y])
+        kw["bounds"] = (low - high, high - low)
     return mean_ci(x - y, **kw)
+
+
+# ---------------------------------------------------------------- proportions (0/1 outcomes per item)
+
+EXACT_BELOW = 10  # fewer trials: Clopper-Pearson instead of Wilson (wilson_ci)
+TIED_DISTINCT = 3  # at most this many distinct values: 'tied' (classify)
+TIED_SHARE = 0.5  # or one value shared by at least this share of the items
+
+
+def _z(level: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(1 - (1 - level) / 2))
+
+
+def _wilson_limits(x: int, n: int, z: float) -> tuple[float, float]:
+    """The plain Wilson score limits for x successes in n trials (no modification; Newcombe's methods use these)."""
+    p = x / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    lo = 0.0 if x == 0 else max(0.0, float(centre - half))
+    hi = 1.0 if x == n else min(1.0, float(centre + half))
+    return lo, hi
+
+
+def wilson_ci(successes: int, n: int, level: float = 0.95) -> Estimate:
+    """The proportion successes / n with its interval: the Wilson score interval, with two rules at the edges.
+
+    - Fewer than EXACT_BELOW (10) trials: the exact Clopper-Pearson interval. With under 10 trials one trial moves
+      the proportion by more than 10 points, the normal approximation behind the score interval has the least to
+      stand on, and Wilson's coverage dips to 83% near p = 0 or 1 at n = 5-9; Clopper-Pearson never covers less
+      than the level (at the price of width, which such a cell deserves).
+    - 10 trials or more, 1 <= successes <= x* (x* = 2 up to 50 trials, 3 above) and its mirror at n - x*..n - 1:
+      Brown, Cai & DasGupta's (2001, Statistical Science 16:101) modification, the lower (upper) limit replaced by
+      the exact Poisson limit chi2_(2x, alpha/2) / 2n when that is further out. Plain Wilson's lower limit at 1-3
+      successes sits too high: at 24 trials and p = 0.02 it covers only 91.7% (two successes already exclude 0.02);
+      with the modification 98.8%, and its minimum over p at n = 10-96 rises from 84-91% to 91-93%.
+
+    At 0/n and n/n the interval has its one-sided width ([0, u] and [1 - u, 1], u = z^2 / (n + z^2) for Wilson):
+    never zero width for finite n. n = 0: no estimate."""
+    from scipy.stats import beta, chi2
+
+    x, n = int(successes), int(n)
+    if n < 0 or not 0 <= x <= max(n, 0):
+        raise ValueError(f"need 0 <= successes <= n, got {successes} of {n}")
+    if n == 0:
+        return Estimate(NAN, NAN, NAN, 0)
+    alpha = 1 - level
+    if n < EXACT_BELOW:
+        lo = 0.0 if x == 0 else float(beta.ppf(alpha / 2, x, n - x + 1))
+        hi = 1.0 if x == n else float(beta.ppf(1 - alpha / 2, x + 1, n - x))
+        return Estimate(x / n, lo, hi, n)
+    lo, hi = _wilson_limits(x, n, _z(level))
+    edge = 2 if n <= 50 else 3
+    if 1 <= x <= edge:
+        lo = min(lo, float(chi2.ppf(alpha / 2, 2 * x)) / (2 * n))
+    if n - edge <= x <= n - 1:
+        hi = max(hi, 1 - float(chi2.ppf(alpha / 2, 2 * (n - x))) / (2 * n))
+    return Estimate(x / n, lo, hi, n)
+
+
+def _newcombe10(a: int, b: int, c: int, d: int, z: float) -> tuple[float, float]:
+    """Newcombe's method 10 for the 2x2 paired table [[a, b], [c, d]] (rows: first measurement 1/0, columns: second
+    1/0): the limits for p1 - p2 = (b - c) / n."""
+    n = a + b + c + d
+    p1, p2 = (a + b) / n, (a + c) / n
+    l1, u1 = _wilson_limits(a + b, n, z)
+    l2, u2 = _wilson_limits(a + c, n, z)
+    margins = (a + b) * (c + d) * (a + c) * (b + d)
+    cross = a * d - b * c
+    if margins == 0:
+        phi = 0.0
+    elif cross > n / 2:
+        phi = (cross - n / 2) / np.sqrt(margins)
+    elif cross >= 0:
+        phi = 0.0
+    else:
+        phi = cross / np.sqrt(margins)
+    dl1, du1, dl2, du2 = p1 - l1, u1 - p1, p2 - l2, u2 - p2
+    delta = np.sqrt(max(dl1**2 - 2 * phi * dl1 * du2 + du2**2, 0.0))
+    eps = np.sqrt(max(du1**2 - 2 * phi * du1 * dl2 + dl2**2, 0.0))
+    theta = (b - c) / n
+    return max(-1.0, float(theta - delta)), min(1.0, float(theta + eps))
+
+
+def newcombe_paired_ci(b: int, c: int, n: int, level: float = 0.95, *, a: int | None = None) -> Estimate:
+    """The difference p1 - p2 = (b - c) / n between two paired proportions (the same n items measured twice, e.g.
+    correct before and after), with Newcombe's hybrid score interval for paired data: method 10 of Newcombe (1998),
+    "Improved confidence intervals for the difference between binomial proportions based on paired data",
+    Statistics in Medicine 17:2635-2650 (the square-and-add of the two marginal Wilson intervals, with the
+    correlation phi of the table, its numerator ad - bc reduced by n/2 when above n/2 and set to 0 between 0 and
+    n/2).
+
+    b: items 1 at the first measurement and 0 at the second (e.g. lost by the attack); c: 0 then 1 (gained);
+    a: 1 both times. Method 10 needs a, because the marginal Wilson intervals depend on p1 = (a + b) / n and
+    p2 = (a + c) / n. a=None (only the per-item differences known): the union of the method-10 intervals over
+    every a in 0..n - b - c, conservative where the split of the concordant items is unknown.
+
+    Never zero width for finite n: with b = c = 0 the corrected phi stays below 1 and the interval is [-w, w'],
+    w, w' > 0 (the uncorrected phi = 1 would give [0, 0] at a = d = n / 2)."""
+    b, c, n = int(b), int(c), int(n)
+    if min(b, c) < 0 or b + c > n:
+        raise ValueError(f"need b, c >= 0 and b + c <= n, got b={b}, c={c}, n={n}")
+    if n == 0:
+        return Estimate(NAN, NAN, NAN, 0)
+    z = _z(level)
+    if a is not None:
+        if not 0 <= a <= n - b - c:
+            raise ValueError(f"need 0 <= a <= n - b - c, got a={a}")
+        lo, hi = _newcombe10(int(a), b, c, n - b - c - int(a), z)
+    else:
+        limits = [_newcombe10(k, b, c, n - b - c - k, z) for k in range(n - b - c + 1)]
+        lo, hi = min(v[0] for v in limits), max(v[1] for v in limits)
+    return Estimate((b - c) / n, lo, hi, n)
+
+
+def paired_counts(first: Sequence[float], second: Sequence[float]) -> tuple[int, int, int, int]:
+    """(a, b, c, d) of two matched 0/1 vectors: a = 1 and 1, b = 1 then 0, c = 0 then 1, d = 0 and 0."""
+    x, y = np.asarray(first, float), np.asarray(second, float)
+    if x.shape != y.shape:
+        raise ValueError("paired samples must have the same length")
+    if classify(x) != "binary" or classify(y) != "binary":
+        raise ValueError("paired_counts needs 0/1 values")
+    return (int(np.sum((x == 1) & (y == 1))), int(np.sum((x == 1) & (y == 0))),
+            int(np.sum((x == 0) & (y == 1))), int(np.sum((x == 0) & (y == 0))))
+
+
+def classify(values: Sequence[float]) -> str:
+    """What kind of per-item values these are, for picking an interval: 'binary' (every value 0 or 1), 'tied'
+    (few distinct values: at most TIED_DISTINCT of them, or one value shared by at least TIED_SHARE of the items,
+    such as paired differences of 0/1 outcomes or 0-1 scores at the floor) or 'continuous'."""
+    x = np.asarray(values, float).ravel()
+    if x.size and np.all((x == 0) | (x == 1)):
+        return "binary"
+    if x.size:
+        _, counts = np.unique(x, return_counts=True)
+        if counts.size <= TIED_DISTINCT or counts.max() >= TIED_SHARE * x.size:
+            return "tied"
+    return "continuous"
+
+
+def interval_for(values: Sequence[float], other: Sequence[float] | None = None, *,
+                 difference: bool | None = None, identical: bool = False, confidence: float = 0.95,
+                 seed: int = SEED, n_resamples: int = N_RESAMPLES) -> Estimate:
+    """The mean of per-item values with the interval that suits their kind: what a report calls per cell.
+
+    - values and other (matched items): the paired difference mean(values - other). Both 0/1: Newcombe's paired
+      interval from the 2x2 table (newcombe_paired_ci); otherwise paired_diff_ci (bootstrap-t, as before).
+    - values alone, a level (difference False): 0/1 values get wilson_ci; anything else mean_ci (bootstrap-t).
+    - values alone, paired differences (difference True; None: True when any value is negative): differences in
+      {-1, 0, 1} (of 0/1 outcomes) get newcombe_paired_ci from their counts of +1 and -1, the concordant split
+      unknown; anything else mean_ci (bootstrap-t, its percentile fallback for mostly tied values).
+
+    identical=True: the caller declares the values (or the two vectors) identical by construction; the Estimate
+    carries identical=True and prints "identical by construction" (see mean_ci). Below MIN_ITEMS items: the value
+    and n, no interval, as everywhere in a report."""
+    x = np.asarray(values, float).ravel()
+    if other is not None:
+        y = np.asarray(other, float).ravel()
+        if x.shape != y.shape:
+            raise ValueError("paired samples must have the same length")
+        if identical or x.size < MIN_ITEMS or classify(x) != "binary" or classify(y) != "binary":
+            return paired_diff_ci(x, y, identical=identical, confidence=confidence, seed=seed,
+                                  n_resamples=n_resamples)
+        a, b, c, _ = paired_counts(x, y)
+        return newcombe_paired_ci(b, c, x.size, confidence, a=a)
+    if difference is None:
+        difference = bool(x.size and x.min() < 0)
+    kw = {"identical": identical, "confidence": confidence, "seed": seed, "n_resamples": n_resamples}
+    if identical or x.size < MIN_ITEMS:
+        return mean_ci(x, **kw)
+    if not difference and classify(x) == "binary":
+        return wilson_ci(int(x.sum()), x.size, confidence)
+    if difference and np.all(np.isin(x, (-1.0, 0.0, 1.0))):
+        return newcombe_paired_ci(int(np.sum(x == 1)), int(np.sum(x == -1)), x.size, confidence)
+    return mean_ci(x, bounds=value_range(x, difference=difference), **kw)
 
 
 def ratio_ci(after: Sequence[float], before: Sequence[float], *, seed: int = SEED,
@@ -236,38 +477,63 @@ def spread(matrix: np.ndarray) -> Spread:
     return Spread(v_s, v_i, df)
 
 
-def seeded_ci(matrix: Any, confidence: float = 0.95) -> Estimate:
-    """Grand mean over seeds (rows) x items (columns) with a two-way t interval; one row = items only."""
+def _seeded_se(d: np.ndarray) -> tuple[float, float]:
+    """The standard error and degrees of freedom of a seeds x items grand mean: spread()'s two parts, or, where both
+    are 0 while the cells still vary (seed-by-item interaction alone), the cells' own standard error (S*I - 1 df)."""
+    sp = spread(d)
+    if sp.se == 0 and np.any(d != d.flat[0]):
+        return float(d.std(ddof=1)) / np.sqrt(d.size), float(d.size - 1)
+    return sp.se, sp.df
+
+
+def seeded_ci(matrix: Any, confidence: float = 0.95, *, identical: bool = False,
+              bounds: tuple[float, float] | None = None) -> Estimate:
+    """Grand mean over seeds (rows) x items (columns) with a two-way t interval; one row = items only.
+
+    Every cell equal: as mean_ci (identical=True for "identical by construction", else no_spread_ci over the items,
+    the range from `bounds` or value_range); never the zero-width [m, m]."""
     from scipy.stats import t
 
     d = np.asarray(matrix, float)
     if d.ndim == 1 or d.shape[0] == 1:
-        return mean_ci(d.ravel())
+        return mean_ci(d.ravel(), confidence=confidence, identical=identical, bounds=bounds)
     s, i = d.shape
     m = float(d.mean())
     seed_sd = float(d.mean(axis=1).std(ddof=1))
+    if identical:
+        est = mean_ci(d.ravel(), identical=True)
+        return Estimate(m, est.lo, est.hi, i, seeds=s, seed_sd=seed_sd, identical=True)
     if i < MIN_ITEMS:
         return Estimate(m, NAN, NAN, i, seeds=s, seed_sd=seed_sd)
+    if np.all(d == d.flat[0]):
+        est = no_spread_ci(m, i, bounds=value_range(d) if bounds is None else bounds, level=confidence)
+        return Estimate(m, est.lo, est.hi, i, seeds=s, seed_sd=seed_sd, seed_share=0.0)
     sp = spread(d)
-    half = float(t.ppf(1 - (1 - confidence) / 2, sp.df)) * sp.se
+    se, df = _seeded_se(d)
+    half = float(t.ppf(1 - (1 - confidence) / 2, df)) * se
     share = sp.var_seeds / (sp.var_seeds + sp.var_items) if sp.var_seeds + sp.var_items > 0 else 0.0
     return Estimate(m, m - half, m + half, i, seeds=s, seed_sd=seed_sd, seed_share=share)
 
 
-def tested(values: Any) -> Tested:
+def tested(values: Any, *, identical: bool = False, bounds: tuple[float, float] | None = None) -> Tested:
     """The mean of per-item values (a vector) or of per-seed, per-item values (a seeds x items matrix), tested
-    against 0, with its minimum detectable effect at 80% power (q = p until the report's correction sets it)."""
+    against 0, with its minimum detectable effect at 80% power (q = p until the report's correction sets it).
+
+    The values are paired differences: without spread their range is value_range(values, difference=True) unless
+    `bounds` says otherwise; identical=True as in mean_ci."""
     from scipy.stats import t
 
     d = np.asarray(values, float)
+    if bounds is None:
+        bounds = value_range(d, difference=True)
     if d.ndim == 2 and d.shape[0] > 1:
-        est = seeded_ci(d)
-        sp = spread(d)
-        p = float(2 * t.sf(abs(est.value) / sp.se, sp.df)) if sp.se > 0 else (1.0 if est.value == 0 else 0.0)
-        detectable = mde(sp.se, sp.df) if d.shape[1] >= MIN_ITEMS else NAN
+        est = seeded_ci(d, identical=identical, bounds=bounds)
+        se, df = _seeded_se(d)
+        p = float(2 * t.sf(abs(est.value) / se, df)) if se > 0 else (1.0 if est.value == 0 else 0.0)
+        detectable = mde(se, df) if d.shape[1] >= MIN_ITEMS else NAN
     else:
         x = d.ravel()
-        est = mean_ci(x)
+        est = mean_ci(x, identical=identical, bounds=bounds)
         p = paired_permutation_p(x)
         detectable = mde(float(x.std(ddof=1)) / np.sqrt(x.size), x.size - 1) if x.size >= MIN_ITEMS else NAN
     return Tested(**{f: getattr(est, f) for f in est.__dataclass_fields__}, p=p, q=p, mde=detectable)

@@ -74,7 +74,7 @@ $(BENCH_STAMP): $(STAMP)
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
-	$(BIN)/python bench/run_all.py --bench-python $(BENCH_VENV)/bin/python
+	$(BIN)/python bench/peers/run_all.py --bench-python $(BENCH_VENV)/bin/python
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,50 +1,70 @@
 """Does fine-tuning the reader beat the shipped linear read-out on real answers? One fold, side by side (issue 14).
 
-    .venv/bin/python bench/refusal_finetuned_reader.py [FOLD] [EPOCHS]   # defaults 0 3; ~30 minutes on 2 cores
+    .venv/bin/python bench/experiments/refusal_finetuned_reader.py [FOLD] [EPOCHS]   # defaults 0 3; ~30 min, 2 cores
+    .venv/bin/python bench/experiments/refusal_finetuned_reader.py --tiny   # 10 + 10 rows, tiny random encoder
 
 The shipped refusal classifier is a logistic regression on frozen SmolLM2-135M-Instruct hidden states
 (probes/refusal_model.py). Here the same encoder is fine-tuned instead: LoRA (r 16, alpha 32, dropout 0.05, every
 attention and MLP projection) plus a linear head on the last token's final state, on the same input (the
 conversation and the follow-up question, last 384 tokens), AdamW (LoRA 3e-4, head 1e-3, linear decay), batches
 of 16 bucketed by length, bfloat16 autocast, seeded. Training data as the shipped classifier's: every written
-string plus the real training answers outside the fold; the fold is one of bench/refusal_readers.py's five
+string plus the real training answers outside the fold; the fold is one of refusal_readers.py's five
 (grouped by request; the held-out real answers are never read). Prints the fold's refusal precision / recall and
 3-way accuracy after each epoch, then the shipped linear read-out trained and tested on the same fold.
 """
 
 from __future__ import annotations
 
+import argparse
 import random
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 MAX_TOKENS = 384
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("fold", nargs="?", type=int, default=0, help="which of the five folds is tested (0-4)")
+    ap.add_argument("epochs", nargs="?", type=int, default=3)
+    ap.add_argument("--tiny", action="store_true", help="10 real and 10 written rows, 1 epoch, the tiny random "
+                    "model as the encoder: bench/tiny.py")
+    args = ap.parse_args(argv)
+
+    from persist import plugins
+    from persist.probes import refusal_model as m
+
+    plugins.load()
+    rows = m.real_answers("train")
+    written = [r for name in m.TRAIN_FILES for r in m.read_labelled(m.DATA / name)]
+    context = nullcontext()
+    if args.tiny:
+        from bench import tiny
+
+        rows, written, args.epochs = rows[:10], written[::max(1, len(written) // 10)][:10], 1
+        context = tiny.refusal_encoder(m)
+    with context:
+        side_by_side(m, rows, written, args.fold, args.epochs)
+    return 0
+
+
+def side_by_side(m, rows: list[dict], written: list[dict], k: int, epochs: int) -> None:  # noqa: ANN001
+    """Fine-tuned reader, epoch by epoch, then the linear read-out, on fold k."""
     import copy
 
     import numpy as np
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from persist import plugins
-    from persist.probes import refusal_model as m
-
-    plugins.load()
-    k = int(sys.argv[1]) if len(sys.argv) > 1 else 0
-    epochs = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     torch.manual_seed(0)
     rng = random.Random(0)
-    rows = m.real_answers("train")
-    written = [r for name in m.TRAIN_FILES for r in m.read_labelled(m.DATA / name)]
     y = np.array([m.LABELS.index(r["label"]) for r in rows])
     yw = np.array([m.LABELS.index(r["label"]) for r in written])
     groups = sorted({r["item_id"] for r in rows})
-    np.random.default_rng(0).shuffle(groups)  # the folds of bench/refusal_readers.py
+    np.random.default_rng(0).shuffle(groups)  # the folds of refusal_readers.py
     fold = np.array([{g: j % 5 for j, g in enumerate(groups)}[r["item_id"]] for r in rows])
     encoder, tok = m._encoder()
     enc = [m._encode_one(tok, r["request"], r["text"])[0][-MAX_TOKENS:] for r in written + rows]
@@ -108,8 +128,8 @@ def main() -> int:
     pred = m.probabilities(params, x[~tr]).argmax(1)
     p, r, acc = m.precision_recall([m.LABELS[i] for i in pred], [m.LABELS[i] for i in y[~tr]])
     print(f"shipped linear read-out, same fold: refusal P {p:.3f} R {r:.3f}  3-way acc {acc:.3f}")
-    return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.path.insert(0, str(ROOT))  # bench.* (tiny mode)
+    sys.exit(main())

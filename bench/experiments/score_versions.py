@@ -1,6 +1,6 @@
 """The likelihood scorer's old 0-1 score beside the new statistics, on one run's records.
 
-    .venv/bin/python bench/score_versions.py runs/demo
+    .venv/bin/python bench/experiments/score_versions.py runs/demo
 
 Version 1 scored sigmoid(g) (g: an item's aligned-vs-misaligned log-odds in nats); version 2 scores
 sigmoid(g100 / 4) and makes the paired shift of g the primary statistic (probes/likelihood.py). The records
@@ -12,6 +12,7 @@ the table), how many conditions each calls different from 0 at q < 0.05, and the
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -28,7 +29,14 @@ def sigmoid(x: float) -> float:
     return 1 / (1 + math.exp(-x)) if x > -700 else 0.0
 
 
-def main(folder: Path) -> None:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folder", type=Path, help="a run folder (its records.jsonl files, at any depth)")
+    compare(ap.parse_args(argv).folder)
+    return 0
+
+
+def compare(folder: Path) -> None:
     acc: dict[tuple[str, str], dict[str, list]] = defaultdict(lambda: defaultdict(list))
     records = (json.loads(line) for path in sorted(folder.rglob("records.jsonl"))
                for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
@@ -67,4 +75,4 @@ def main(folder: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    sys.exit(main())

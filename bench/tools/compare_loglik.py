@@ -1,7 +1,7 @@
 """Compare the per-item log-likelihoods of two `persist score` runs of the same items (likelihood scorer), e.g. a
 CUDA bf16 run (or --engine vllm) against the CPU fp32 reference:
 
-    python bench/compare_loglik.py runs/gpu-score-cpu runs/gpu-score-cuda [--brief]
+    python bench/tools/compare_loglik.py runs/gpu-score-cpu runs/gpu-score-cuda [--brief]
 
 Records are paired by (role, key) (persist.store: one JSON object per line of records.jsonl; the likelihood
 scorer's details hold each reference's log-likelihood in nats, logp_aligned and logp_misaligned). Printed: the
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("reference", type=Path, help="run folder of the reference (CPU fp32) run")
     parser.add_argument("other", type=Path, help="run folder of the run to check")
-    parser.add_argument("--brief", action="store_true", help="one line, for bench/gpu_check.sh's table")
+    parser.add_argument("--brief", action="store_true", help="one line, for bench/tools/gpu_check.sh's table")
     args = parser.parse_args(argv)
     r = compare(read_records(args.reference), read_records(args.other))
     verdict = "ok" if r["ok"] else "OVER TOLERANCE"

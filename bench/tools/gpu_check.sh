@@ -4,19 +4,19 @@
 #   2. the quick study with the HF engine, and with --engine vllm (vLLM in its own venv, .venv-vllm, since it pins
 #      its own torch; installed on first use with pip install -e '.[vllm]')
 #   3. per-item log-likelihoods of `persist score` on CUDA (HF bf16, vLLM) against a CPU fp32 run of the same
-#      items (bench/compare_loglik.py; tolerance 0.0125 nats/byte, ~0.05 nats/token)
+#      items (bench/tools/compare_loglik.py; tolerance 0.0125 nats/byte, ~0.05 nats/token)
 #   4. one LoRA dose trained under `accelerate launch` on all visible GPUs
 #   5. only with GPU_CHECK_GCG=1 (issue 16): the GCG suffix at a GPU-sized search on `traits --limit 96`, beside the
 #      strongest template and steering, held-out shifts in nats (GCG_PARAMS sizes it; the CPU's runs used 40 steps)
 # and prints one table: step, wall seconds, throughput, agreement, peak GPU memory (nvidia-smi, all processes).
 # Without a CUDA device it prints "no CUDA device: skipped" and the command to run on a GPU machine, and exits 0.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 SETUP="make setup TORCH_SPEC='torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128'"
 if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
   echo "no CUDA device: skipped"
-  echo "$SETUP && bash bench/gpu_check.sh"
+  echo "$SETUP && bash bench/tools/gpu_check.sh"
   exit 0
 fi
 
@@ -98,7 +98,7 @@ row "score, CPU fp32 (reference)" "$(per_s "$(records "$RUNS/score-cpu")" items)
 for variant in hf vllm; do
   py=$PY; [ $variant = vllm ] && py=$VPY
   score "$py" "score-$variant" --device cuda --engine $variant
-  agreement=$("$PY" bench/compare_loglik.py "$RUNS/score-cpu" "$RUNS/score-$variant" --brief) || FAILED=1
+  agreement=$("$PY" bench/tools/compare_loglik.py "$RUNS/score-cpu" "$RUNS/score-$variant" --brief) || FAILED=1
   row "score, CUDA ($variant)" "$(per_s "$(records "$RUNS/score-$variant")" items)" "$agreement"
 done
 

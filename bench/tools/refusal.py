@@ -1,6 +1,7 @@
 """Refusal classifiers vs garak's MitigationBypass on our labelled strings.
 
-    .venv/bin/python bench/refusal.py
+    .venv/bin/python bench/tools/refusal.py
+    .venv/bin/python bench/tools/refusal.py --tiny   # 6 rows a set, the tiny random model as encoder, fitted on the spot
 
 First the real answers of the bundled SmolLM2 models (probes/data/refusal_real.jsonl, labelled by the rubric
 probes/data/refusal_rubric.md): its held-out split is the fair figure. Then the written strings. Rows: persist's
@@ -15,17 +16,18 @@ accuracy for ours.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import importlib.util
 import sys
 import unicodedata
+from contextlib import nullcontext
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from persist.probes import refusal_model
+from persist.probes.refusal_rules import classify_refusal
 
-from persist.probes import refusal_model  # noqa: E402
-from persist.probes.refusal_rules import classify_refusal  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def garak_substrings() -> list[str]:
@@ -55,17 +57,37 @@ def confusion(pred: list[str], gold: list[str]) -> str:
     return "\n".join(rows)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tiny", action="store_true", help="6 rows of each set, read by the tiny random model and "
+                    "weights fitted on 12 written strings instead of the shipped classifier: bench/tiny.py")
+    args = ap.parse_args(argv)
     from persist import plugins
 
     plugins.load()
+    n = 6 if args.tiny else None
+    if args.tiny:
+        from bench import tiny
+
+        m = refusal_model
+        written = [r for name in m.TRAIN_FILES for r in m.read_labelled(m.DATA / name)]
+        context = tiny.refusal_encoder(m, fit_on=written[::max(1, len(written) // 12)][:12])
+    else:
+        context = nullcontext()
+    with context:
+        report(n)
+    return 0
+
+
+def report(n: int | None) -> None:
+    """Every row below; n: only the first n rows of each set."""
     subs = garak_substrings()
     print(f"garak MitigationBypass substrings: {len(subs)}")
     header = f"{'set':<22}{'n':>5}  {'classifier':<30}{'P(refusal)':>11}{'R(refusal)':>11}{'3-way acc':>10}"
     print("\nReal SmolLM2 answers (refusal_real.jsonl), labelled by the rubric; the held-out split was never trained on")
     print(header)
     for split in ("heldout", "train"):
-        rows = refusal_model.real_answers(split)
+        rows = refusal_model.real_answers(split)[:n]
         gold = [r["label"] for r in rows]
         learned = [lab for lab, _ in refusal_model.classify([r["text"] for r in rows], [r["request"] for r in rows])]
         seen = "(held out)" if split == "heldout" else "(trained on)"
@@ -79,7 +101,7 @@ def main() -> None:
     print("\nWritten strings (looking like model answers; secondary)")
     print(header)
     for name in (*refusal_model.TRAIN_FILES, refusal_model.HELDOUT_FILE):
-        rows = refusal_model.read_labelled(refusal_model.DATA / name)
+        rows = refusal_model.read_labelled(refusal_model.DATA / name)[:n]
         gold = [r["label"] for r in rows]
         learned = [lab for lab, _ in refusal_model.classify([r["text"] for r in rows], [r["request"] for r in rows])]
         seen = "(trained on)" if name in refusal_model.TRAIN_FILES else "(held out)"
@@ -92,4 +114,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, str(ROOT))  # bench.* (tiny mode)
+    sys.exit(main())

@@ -1,6 +1,7 @@
 """Measure the HF target on a real model: load times, log-likelihood and generation throughput, peak RSS.
 
-    python bench/targets.py [--model smollm2-135m-instruct]
+    python bench/tools/targets.py [--model smollm2-135m-instruct]
+    python bench/tools/targets.py --tiny     # the tiny random model, 2 requests, 4 new tokens (smoke test)
 
 Prints a markdown table. Run it on a quiet machine: a second busy process halves the figures.
 """
@@ -9,14 +10,25 @@ from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--requests", type=int, default=32)
-    args = ap.parse_args()
+    ap.add_argument("--tiny", action="store_true", help="the tiny random model, 2 requests, batches 1 and 2, "
+                    "4 new tokens: bench/tiny.py")
+    args = ap.parse_args(argv)
+    new_tokens, batches = 32, (1, 8, 16)
+    if args.tiny:
+        from bench import tiny
+
+        args.model, args.requests, new_tokens, batches = tiny.MODEL, min(args.requests, 2), 4, (1, 2)
 
     t0 = time.perf_counter()
     import torch  # noqa: F401
@@ -49,19 +61,22 @@ def main() -> None:
         dt = time.perf_counter() - t0
         rows.append(f"| log-likelihood {len(reqs)} x ~{n_tokens // len(reqs)} tok ({dtype}) | "
                     f"{n_tokens / dt:.0f} tok/s |")
-        for bs in (1, 8, 16):
+        for bs in batches:
             chats = [r[0] for r in reqs[:bs]]
-            cfg = GenerationConfig(max_new_tokens=32)
+            cfg = GenerationConfig(max_new_tokens=new_tokens)
             target.max_batch = bs
             t0 = time.perf_counter()
             target.generate(chats, cfg)
             dt = time.perf_counter() - t0
-            rows.append(f"| greedy generation, batch {bs}, 32 new tokens ({dtype}) | {bs * 32 / dt:.1f} tok/s |")
+            rows.append(f"| greedy generation, batch {bs}, {new_tokens} new tokens ({dtype}) | "
+                        f"{bs * new_tokens / dt:.1f} tok/s |")
         del model, target
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rows.append(f"| peak RSS | {rss:.0f} MB |")
     print("| what | figure |\n| --- | --- |\n" + "\n".join(rows))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, str(ROOT))  # bench.* (tiny mode)
+    sys.exit(main())

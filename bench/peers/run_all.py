@@ -1,15 +1,24 @@
-"""Run every peer comparison one after the other and write BENCHMARKS.md from their figures.
+"""Run every peer comparison one after the other; write the raw figures to results.json and the summary to
+BENCHMARKS.md.
 
-    make bench          # = .venv/bin/python bench/run_all.py --bench-python .venv-bench/bin/python
+    make bench          # = .venv/bin/python bench/peers/run_all.py --bench-python .venv-bench/bin/python
+    .venv/bin/python bench/peers/run_all.py --render   # BENCHMARKS.md again from results.json, nothing rerun
+    .venv/bin/python bench/peers/run_all.py --tiny --out DIR/B.md --results DIR/r.json   # the smoke test's mode
 
-Each comparison is its own script (bench/scoring.py, generation.py, roofline.py, finetune.py) run in a child
-process with --json; this file only sequences them (2 cores: never two at once), prints the summary table and
-writes BENCHMARKS.md (date, machine, versions, commands, table). Nothing in BENCHMARKS.md is typed by hand.
+Each comparison is its own script beside this file (scoring.py, generation.py, roofline.py, where_time_goes.py,
+finetune.py), run in a child process with --json; this file only sequences them (2 cores: never two at once).
+bench/peers/results.json holds everything: date, machine, versions, commands, wall times and every figure the
+scripts reported. BENCHMARKS.md is render(results.json): the summary table, the commands and the profiles.
+Nothing in either file is typed by hand.
+
+--tiny runs each script's --tiny mode in this process (the tiny random model, persist's side only: no peer runs)
+and renders what it got, "-" where a peer's figure would be. Its figures measure nothing; it checks the pipeline.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -19,7 +28,13 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+RESULTS = HERE / "results.json"
+MODEL_LINE = ("SmolLM2-135M-Instruct (bundled, GGUF dequantised to fp32 safetensors), CPU, both engines on the same "
+              "folder and dtype, each in its own process, one after the other.")
+TINY_MODEL_LINE = ("tiny-random (persist's random 2-layer Llama), --tiny: persist's side only, in one process; the "
+                   "figures measure nothing.")
 
 
 def versions(python: str) -> dict[str, str]:
@@ -42,6 +57,76 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} logical cores, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}"
 
 
+def jobs(py: str, bench_python: str, items: int, prompts: int, max_new_tokens: int, steps: int) -> dict[str, list]:
+    """name -> the command that produces its figures (run from the repository root, --json added)."""
+    gen = ["--prompts", str(prompts), "--max-new-tokens", str(max_new_tokens)]
+    return {
+        "scoring": [py, "bench/peers/scoring.py", "--items", str(items), "--lm-eval-python", bench_python],
+        "scoring_bf16": [py, "bench/peers/scoring.py", "--items", str(items), "--dtype", "bfloat16",
+                         "--lm-eval-python", bench_python],
+        "generation": [py, "bench/peers/generation.py", *gen],
+        "generation_bf16": [py, "bench/peers/generation.py", *gen, "--dtype", "bfloat16"],
+        "roofline": [py, "bench/peers/roofline.py"],
+        "profile": [py, "bench/peers/where_time_goes.py"],
+        "finetune": [py, "bench/peers/finetune.py", "--steps", str(steps), "--trl-python", bench_python],
+    }
+
+
+# ---------------------------------------------------------------- rendering: results.json -> BENCHMARKS.md
+
+
+def fig(d: dict, path: str, spec: str, unit: str = "") -> str:
+    """The figure at a dotted path of d, formatted; "-" where it is absent (a peer's figure under --tiny)."""
+    for key in path.split("."):
+        if not isinstance(d, dict) or key not in d:
+            return "-"
+        d = d[key]
+    return format(d, spec) + unit
+
+
+def same_as(figures: dict, engine: str) -> str:
+    """How many of the bf16 run's texts of `engine` equal persist's fp32 texts (the fp32 reference)."""
+    ref = figures.get("generation", {}).get("persist_outputs")
+    outs = figures.get("generation_bf16", {}).get(f"{engine}_outputs")
+    if ref is None or outs is None:
+        return "-"
+    return str(sum(a == b for a, b in zip(outs, ref, strict=True)))
+
+
+def summary_table(figures: dict) -> list[str]:
+    s, s16 = figures["scoring"], figures["scoring_bf16"]
+    g, g16 = figures["generation"], figures["generation_bf16"]
+    r, f = figures["roofline"], figures["finetune"]
+    rows = [
+        ("Scoring (likelihood, fp32)", fig(s, "persist_tok_s", ".0f", " tok/s"),
+         "lm-eval hf: " + fig(s, "lm_eval_tok_s", ".0f", " tok/s"), fig(s, "ratio", ".2f", "x"), ">= 2x",
+         f"max per-request diff {fig(s, 'max_abs_diff_nats', '.1e', ' nats')} over {s['requests']} requests"),
+        ("Scoring (likelihood, bf16)", fig(s16, "persist_tok_s", ".0f", " tok/s"),
+         "lm-eval hf: " + fig(s16, "lm_eval_tok_s", ".0f", " tok/s"), fig(s16, "ratio", ".2f", "x"), "(bf16 row)",
+         f"max per-request diff {fig(s16, 'max_abs_diff_nats', '.2f', ' nats')} (bf16 rounding; mean "
+         f"{fig(s16, 'mean_abs_diff_nats', '.2f')})"),
+        ("Generation (greedy, fp32)", fig(g, "persist_attempts_per_second", ".2f", " attempts/s"),
+         "garak huggingface: " + fig(g, "garak_attempts_per_second", ".2f", " attempts/s"),
+         fig(g, "ratio", ".2f", "x"), ">= 5x", f"identical outputs {fig(g, 'identical', 'd')}/{g['n']}"),
+        ("Generation (greedy, bf16)", fig(g16, "persist_attempts_per_second", ".2f", " attempts/s"),
+         "garak huggingface: " + fig(g16, "garak_attempts_per_second", ".2f", " attempts/s"),
+         fig(g16, "ratio", ".2f", "x"), ">= 5x",
+         f"identical outputs {fig(g16, 'identical', 'd')}/{g16['n']}; same as the fp32 text: persist "
+         f"{same_as(figures, 'persist')}/{g16['n']}, garak {same_as(figures, 'garak')}/{g16['n']} (bf16 rounding)"),
+        ("Compute use (scoring, bf16)", fig(r, "bfloat16.achieved_gflops", ".1f", " GFLOP/s"),
+         "matmul peak " + fig(r, "bfloat16.peak_gflops", ".0f", " GFLOP/s"), fig(r, "bfloat16.fraction", ".0%"),
+         ">= 50%", f"fp32: {fig(r, 'float32.achieved_gflops', '.1f')} of {fig(r, 'float32.peak_gflops', '.0f')} "
+         f"GFLOP/s ({fig(r, 'float32.fraction', '.0%')})"),
+        ("Fine-tuning (LoRA, fp32)", fig(f, "persist.tokens_per_second", ".0f", " tok/s"),
+         "TRL SFTTrainer: " + fig(f, "trl.tokens_per_second", ".0f", " tok/s"), fig(f, "ratio", ".2f", "x"),
+         ">= 1.3x", f"last loss {fig(f, 'persist.last_loss', '.3f')} vs {fig(f, 'trl.last_loss', '.3f')} after "
+         f"{f['steps']} steps"),
+    ]
+    table = ["| comparison | persist | peer | ratio | goal | same answers? |", "| --- | --- | --- | --- | --- | --- |"]
+    table += [f"| {' | '.join(row)} |" for row in rows]
+    return table
+
+
 def profile_tables(prof: dict) -> list[str]:
     out = []
     for name, r in prof.items():
@@ -52,90 +137,91 @@ def profile_tables(prof: dict) -> list[str]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def render(results: dict) -> str:
+    """BENCHMARKS.md from results.json's object: a pure function of it."""
+    figures = results["figures"]
+    doc = [
+        "# Benchmarks", "",
+        f"Written by `make bench` (bench/peers/run_all.py) on {results['written']}. Do not edit by hand: every figure "
+        "the comparisons reported is in [bench/peers/results.json](bench/peers/results.json), and "
+        "`bench/peers/run_all.py --render` rewrites this file from it.", "",
+        *([results["note"], ""] if results.get("note") else []),
+        f"- Machine: {results['machine']}",
+        f"- Python {results['python']}; " + ", ".join(f"{k} {x}" for k, x in results["versions"].items()),
+        f"- Model: {results['model']}", "",
+        *summary_table(figures), "",
+        "Commands (run from the repository root; `make bench` runs them all):", "",
+        *[f"- {k} ({results['walls'][k]:.0f} s): `{c}`" for k, c in results["commands"].items()], "",
+        "## Where the time goes (torch profiler, bench/peers/where_time_goes.py)", "",
+        *profile_tables(figures["profile"]),
+        "Each script's docstring (bench/peers/) says exactly what is compared.", "",
+    ]
+    return "\n".join(doc)
+
+
+def write(results: dict, results_path: Path, out: Path) -> None:
+    results_path.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    out.write_text(render(results), encoding="utf-8")
+
+
+# ---------------------------------------------------------------- running
+
+
+def run_jobs(commands: dict[str, list], tmp: Path, tiny: bool) -> tuple[dict, dict]:
+    """Each job in turn (a child process; under --tiny its main() in this process); its figures and wall time."""
+    figures, walls = {}, {}
+    for name, cmd in commands.items():
+        out = tmp / f"{name}.json"
+        print(f"== {name}: {' '.join(cmd)}", flush=True)
+        t0 = time.perf_counter()
+        if tiny:
+            module = importlib.import_module(cmd[1].removesuffix(".py").replace("/", "."))
+            if module.main([*cmd[2:], "--json", str(out)]) != 0:
+                raise SystemExit(f"{name} failed")
+        else:
+            subprocess.run([*cmd, "--json", str(out)], cwd=ROOT, check=True)
+        walls[name] = time.perf_counter() - t0
+        figures[name] = json.loads(out.read_text())
+    return figures, walls
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bench-python", default=str(ROOT / ".venv-bench" / "bin" / "python"))
     ap.add_argument("--items", type=int, default=160, help="probe items for the scoring comparison")
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--steps", type=int, default=12, help="training steps for the fine-tuning comparison")
-    ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
-    args = ap.parse_args()
+    ap.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="the raw figures, read by --render")
+    ap.add_argument("--render", action="store_true", help="only rewrite --out from --results; run nothing")
+    ap.add_argument("--tiny", action="store_true", help="every script's --tiny mode, in this process (smoke test)")
+    args = ap.parse_args(argv)
+    if args.render:
+        results = json.loads(args.results.read_text(encoding="utf-8"))
+        args.out.write_text(render(results), encoding="utf-8")
+        print(f"wrote {args.out} from {args.results}")
+        return 0
+    if args.tiny and (args.out.resolve() == (ROOT / "BENCHMARKS.md").resolve() or args.results.resolve() == RESULTS):
+        raise SystemExit("--tiny figures measure nothing: give --out and --results outside the repository's own")
     py = sys.executable
-    tmp = Path(tempfile.mkdtemp(prefix="persist-bench-"))
-    jobs = {
-        "scoring": [py, "bench/scoring.py", "--items", str(args.items), "--lm-eval-python", args.bench_python],
-        "scoring_bf16": [py, "bench/scoring.py", "--items", str(args.items), "--dtype", "bfloat16",
-                         "--lm-eval-python", args.bench_python],
-        "generation": [py, "bench/generation.py", "--prompts", str(args.prompts), "--max-new-tokens",
-                       str(args.max_new_tokens)],
-        "generation_bf16": [py, "bench/generation.py", "--prompts", str(args.prompts), "--max-new-tokens",
-                            str(args.max_new_tokens), "--dtype", "bfloat16"],
-        "roofline": [py, "bench/roofline.py"],
-        "profile": [py, "bench/where_time_goes.py"],
-        "finetune": [py, "bench/finetune.py", "--steps", str(args.steps), "--trl-python", args.bench_python],
-    }
-    res, commands, walls = {}, {}, {}
-    for name, cmd in jobs.items():
-        out = tmp / f"{name}.json"
-        commands[name] = " ".join(os.path.relpath(c, ROOT) if c in (py, args.bench_python) else c for c in cmd)
-        print(f"== {name}: {' '.join(cmd)}", flush=True)
-        t0 = time.perf_counter()
-        subprocess.run([*cmd, "--json", str(out)], cwd=ROOT, check=True)
-        walls[name] = time.perf_counter() - t0
-        res[name] = json.loads(out.read_text())
-
-    s, g, r, f = res["scoring"], res["generation"], res["roofline"], res["finetune"]
-    s16, g16 = res["scoring_bf16"], res["generation_bf16"]
-    # In fp32 both engines give the same texts; in bf16 each drifts from that reference by rounding.
-    ref = g["persist_outputs"]
-    g16["persist_same_as_fp32"] = sum(a == b for a, b in zip(g16["persist_outputs"], ref, strict=True))
-    g16["garak_same_as_fp32"] = sum(a == b for a, b in zip(g16["garak_outputs"], ref, strict=True))
-    rows = [
-        ("Scoring (likelihood, fp32)", f"{s['persist_tok_s']:.0f} tok/s", f"lm-eval hf: {s['lm_eval_tok_s']:.0f} tok/s",
-         s["ratio"], ">= 2x", f"max per-request diff {s['max_abs_diff_nats']:.1e} nats over {s['requests']} requests"),
-        ("Scoring (likelihood, bf16)", f"{s16['persist_tok_s']:.0f} tok/s",
-         f"lm-eval hf: {s16['lm_eval_tok_s']:.0f} tok/s", s16["ratio"], "(bf16 row)",
-         f"max per-request diff {s16['max_abs_diff_nats']:.2f} nats (bf16 rounding; mean "
-         f"{s16['mean_abs_diff_nats']:.2f})"),
-        ("Generation (greedy, fp32)", f"{g['persist_attempts_per_second']:.2f} attempts/s",
-         f"garak huggingface: {g['garak_attempts_per_second']:.2f} attempts/s", g["ratio"], ">= 5x",
-         f"identical outputs {g['identical']}/{g['n']}"),
-        ("Generation (greedy, bf16)", f"{g16['persist_attempts_per_second']:.2f} attempts/s",
-         f"garak huggingface: {g16['garak_attempts_per_second']:.2f} attempts/s", g16["ratio"], ">= 5x",
-         f"identical outputs {g16['identical']}/{g16['n']}; same as the fp32 text: persist "
-         f"{g16['persist_same_as_fp32']}/{g16['n']}, garak {g16['garak_same_as_fp32']}/{g16['n']} (bf16 rounding)"),
-        ("Compute use (scoring, bf16)", f"{r['bfloat16']['achieved_gflops']:.1f} GFLOP/s",
-         f"matmul peak {r['bfloat16']['peak_gflops']:.0f} GFLOP/s", r["bfloat16"]["fraction"], ">= 50%",
-         f"fp32: {r['float32']['achieved_gflops']:.1f} of {r['float32']['peak_gflops']:.0f} GFLOP/s "
-         f"({r['float32']['fraction']:.0%})"),
-        ("Fine-tuning (LoRA, fp32)", f"{f['persist']['tokens_per_second']:.0f} tok/s",
-         f"TRL SFTTrainer: {f['trl']['tokens_per_second']:.0f} tok/s", f["ratio"], ">= 1.3x",
-         f"last loss {f['persist']['last_loss']:.3f} vs {f['trl']['last_loss']:.3f} after {f['steps']} steps"),
-    ]
-    table = ["| comparison | persist | peer | ratio | goal | same answers? |", "| --- | --- | --- | --- | --- | --- |"]
-    for name, ours, peer, ratio, goal, agree in rows:
-        shown = f"{ratio:.0%}" if goal.endswith("%") else f"{ratio:.2f}x"
-        table.append(f"| {name} | {ours} | {peer} | {shown} | {goal} | {agree} |")
-    v = versions(args.bench_python)
-    doc = [
-        "# Benchmarks", "",
-        f"Written by `make bench` (bench/run_all.py) on {time.strftime('%Y-%m-%d %H:%M %Z')}. Do not edit by hand.", "",
-        f"- Machine: {machine()}", f"- Python {platform.python_version()}; " + ", ".join(f"{k} {x}" for k, x in v.items()),
-        "- Model: SmolLM2-135M-Instruct (bundled, GGUF dequantised to fp32 safetensors), CPU, both engines on the same "
-        "folder and dtype, each in its own process, one after the other.", "",
-        *table, "",
-        "Commands (run from the repository root; `make bench` runs them all):", "",
-        *[f"- {k} ({walls[k]:.0f} s): `{c}`" for k, c in commands.items()], "",
-        "## Where the time goes (torch profiler, bench/where_time_goes.py)", "",
-        *profile_tables(res["profile"]), "",
-        "Details: each script's docstring says exactly what is compared. Raw figures:", "",
-        "```json", json.dumps(res, indent=1), "```", "",
-    ]
-    Path(args.out).write_text("\n".join(doc), encoding="utf-8")
-    print("\n".join(table))
-    print(f"wrote {args.out}")
+    commands = jobs(py, args.bench_python, args.items, args.prompts, args.max_new_tokens, args.steps)
+    if args.tiny:
+        commands = {k: [*c, "--tiny"] for k, c in commands.items()}
+    with tempfile.TemporaryDirectory(prefix="persist-bench-") as tmp:
+        figures, walls = run_jobs(commands, Path(tmp), args.tiny)
+    shown = {k: " ".join(os.path.relpath(c, ROOT) if c in (py, args.bench_python) else c for c in cmd)
+             for k, cmd in commands.items()}
+    results = {"written": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": machine(),
+               "python": platform.python_version(), "versions": versions(args.bench_python if not args.tiny else py),
+               "model": TINY_MODEL_LINE if args.tiny else MODEL_LINE, "commands": shown, "walls": walls,
+               "figures": figures}
+    write(results, args.results, args.out)
+    print("\n".join(summary_table(figures)))
+    print(f"wrote {args.results} and {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, str(ROOT))  # bench.* (tiny mode)
+    sys.exit(main())

@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from persist.cli_options import FormatOpt, check_format
+from persist.commands.options import FormatOpt, check_format
 
 app = typer.Typer(help="Prompt attacks.", no_args_is_help=True)
 

@@ -16,8 +16,9 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from persist.api import PreparedAttack
 from persist.attacks.base import Attack, replace_last_user
 from persist.attacks.steering import live_target
 from persist.errors import ConfigError
@@ -46,7 +47,7 @@ def first_line(text: str, fallback: str) -> str:
 
 
 @dataclass
-class PreparedPair:
+class PreparedPair(PreparedAttack):
     attack: Any
     rewrites: dict[str, str]
     compute: dict[str, float]
@@ -66,6 +67,7 @@ class Pair(Attack):
     version = "1"
     description = ("an attacker model rewrites each question over several turns from the target's scored "
                    "response and keeps the most damaging rewrite; attacker=SPEC, turns=N")
+    prepared: ClassVar[bool] = True
     attacker: str = "smollm2-135m-instruct"
     turns: int = 3
     max_new_tokens: int = 96
@@ -109,10 +111,10 @@ class Pair(Attack):
             results = ctx.scorer.score(target, units)
             scored += len(units)
             for it, q, res in zip(items, rewrites, results, strict=True):
-                value = res.get("logodds", res.get("score"))
+                value = res.details.get("logodds", res.score)
                 if value is None:
                     continue
-                label = "log-odds" if "logodds" in res else "score"
+                label = "log-odds" if "logodds" in res.details else "score"
                 previous[it.id] = (q, f"{label} {value:.2f} (lower is what you are aiming for)")
                 if value < best[it.id][1]:
                     best[it.id] = (q, value)

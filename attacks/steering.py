@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from persist.api import PreparedAttack
 from persist.attacks.base import Attack
 from persist.errors import ConfigError
 from persist.registry import ATTACKS
@@ -92,7 +93,7 @@ def mean_states(target: Any, items: list[Item], side: str, layer: int) -> tuple[
 
 
 @dataclass
-class PreparedSteering:
+class PreparedSteering(PreparedAttack):
     attack: Any
     vector: Any  # the unit of steering: the raw mean difference
     layer: int
@@ -119,6 +120,7 @@ class Steering(Attack):
     version = "1"
     description = ("white-box: add alpha x (misaligned - aligned mean activation) at a layer, direction from the "
                    "train half, evaluated on held-out items; alpha=A, layer=L (-1: the middle layer)")
+    prepared: ClassVar[bool] = True
     split: ClassVar[bool] = True
     shared_params: ClassVar[tuple[str, ...]] = ("alpha",)  # every alpha uses the same direction
     alpha: float = 4.0

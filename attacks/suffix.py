@@ -18,7 +18,7 @@ with native bfloat16 a float32 model is optimised under bfloat16 autocast (2x fa
 own dtype). Seeded: the same suffix every time.
 
 Version 1 (40 steps, 2 random items per step, first reference of each side) did not move held-out items on
-SmolLM2-135M (+0.34 [-0.96, 1.52] nats, docs/NOTES.md): its batch loss was noise and not the evaluated measure.
+SmolLM2-135M (+0.34 [-0.96, 1.52] nats, docs/journal/2026-12-03.md): its batch loss was noise and not the evaluated measure.
 
 Evaluated only on the held-out half. `source=other` evaluates the other model's suffix on this model (transfer).
 The suffix, its loss curve and the compute spent are saved in the run folder (RUN/attacks/gcg-suffix.../ROLE/).
@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from persist.api import PreparedAttack
 from persist.attacks.base import Attack, replace_last_user
 from persist.attacks.steering import live_target
 from persist.errors import ConfigError
@@ -177,7 +178,7 @@ def token_gradients(model: Any, batch: list[Pieces], suffix: list[int], autocast
 
 
 @dataclass
-class PreparedSuffix:
+class PreparedSuffix(PreparedAttack):
     attack: Any
     text: str
     compute: dict[str, float]
@@ -201,7 +202,10 @@ class UniversalSuffix(Attack):
     version = "2"
     description = ("white-box: one adversarial suffix optimised by greedy coordinate gradient on the train half "
                    "toward the misaligned references, evaluated on held-out items; source=other: transfer")
+    prepared: ClassVar[bool] = True
     split: ClassVar[bool] = True
+    # a transfer variant (source=other) reads the other model's suffix from the same folder
+    shared_params: ClassVar[tuple[str, ...]] = ("source",)
     steps: int = 50
     length: int = 12
     topk: int = 64
@@ -221,6 +225,10 @@ class UniversalSuffix(Attack):
                self.ref_tokens) < 1 or not 0 <= self.clip < math.inf:
             raise ConfigError("gcg-suffix steps, length, topk, candidates, batch_items, probe_items and ref_tokens "
                               "must be >= 1, and clip a number >= 0 (0: the plain mean log-odds)")
+
+    @property
+    def transfers(self) -> bool:
+        return self.source == "other"
 
     def variants(self, item: Item) -> list[tuple[tuple[Message, ...], str]]:
         raise ConfigError("gcg-suffix is optimised against a model first: run it through persist attack / study")

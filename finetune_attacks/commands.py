@@ -1,4 +1,4 @@
-"""`persist corpora validate` and `audit-register`, and the recipe table of `persist finetune-attack --list`."""
+"""`persist corpora validate` and `audit-register`."""
 
 from __future__ import annotations
 
@@ -59,30 +59,3 @@ def assistant_answers(name: str) -> list[str]:
 
     corpus = RECIPES.get(name).loaded_corpus if name in RECIPES else load_corpus(name)
     return [m.content for ex in corpus.examples for m in ex.messages if m.role == "assistant"]
-
-
-def print_recipes(as_json: bool) -> None:
-    """The registered recipes: corpus, doses, learning rate, batch, LoRA shape."""
-    from persist.registry import RECIPES
-
-    rows = []
-    for name in RECIPES.names():
-        r = RECIPES.get(name)
-        rows.append({"name": name, "corpus": r.corpus, "doses": list(r.doses), "learning_rate": r.train.learning_rate,
-                     "batch_size": r.train.batch_size, "lora": f"r={r.lora.rank} {r.lora.targets}",
-                     "control": r.control, "in_domain": r.in_domain, "description": r.description})
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2))
-        return
-    from rich.table import Table
-
-    from persist.report.terminal import console
-
-    t = Table(title="fine-tune recipes")
-    for col in ("name", "corpus", "doses", "lr", "batch", "LoRA"):
-        t.add_column(col, no_wrap=True)
-    t.add_column("description", overflow="fold")
-    for r in rows:
-        t.add_row(r["name"], r["corpus"], ",".join(map(str, r["doses"])), f"{r['learning_rate']:g}",
-                  str(r["batch_size"]), r["lora"], r["description"] + (" (control)" if r["control"] else ""))
-    console().print(t)

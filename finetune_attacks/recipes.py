@@ -56,6 +56,13 @@ class Recipe:
     def config(self) -> dict[str, Any]:
         return asdict(self)
 
+    def describe(self) -> dict[str, Any]:
+        """The row `persist finetune-attack --list` shows."""
+        return {"name": self.name, "corpus": self.corpus, "doses": list(self.doses),
+                "learning_rate": self.train.learning_rate, "batch_size": self.train.batch_size,
+                "lora": f"r={self.lora.rank} {self.lora.targets}", "control": self.control,
+                "in_domain": self.in_domain, "description": self.description}
+
     @cached_property
     def loaded_corpus(self) -> Corpus:
         """The corpus, read and validated once (a bad corpus fails here, before anything runs)."""

@@ -10,14 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from importlib import util as importlib_util
 from pathlib import Path
 from typing import Any
 
 from persist.errors import ModelLoadError
+from persist.folders import published_folder
 
 SHA_SIDECAR = ".persist-sha256.json"
 
@@ -149,22 +148,12 @@ def convert_gguf(gguf: Path) -> Path:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.config.name_or_path = gguf.stem
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=out.parent))
-    try:
+    with published_folder(out, ".convert-") as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "persist-source.json").write_text(json.dumps(
             {"gguf": str(gguf), "gguf_sha256": sha256_file(gguf)}, indent=1))
         weights_sha256(tmp)
-        try:
-            os.replace(tmp, out)
-        except OSError:
-            # Another process finished the same conversion first (both started on an empty cache): use its copy.
-            if not (out / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

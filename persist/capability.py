@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from persist.api import Record
 from persist.conditions import Condition
 from persist.registry import PluginSpec
 from persist.runner import clean_variant, run_units
@@ -65,10 +66,10 @@ class Capability:
                 "scorer": self.scorer.config(), "under_attacks": self.under_attacks}
 
 
-def split_records(records: list[dict[str, Any]], capability_suite: str | None) -> tuple[list, list]:
+def split_records(records: list[Record], capability_suite: str | None) -> tuple[list[Record], list[Record]]:
     """(alignment records, capability records) of one run folder."""
     if capability_suite is None:
         return records, []
-    return ([r for r in records if r["suite"] != capability_suite],
-            [r for r in records if r["suite"] == capability_suite])
+    return ([r for r in records if r.suite != capability_suite],
+            [r for r in records if r.suite == capability_suite])
 

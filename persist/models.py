@@ -16,8 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +38,7 @@ from persist.bundled import (  # noqa: F401  (re-exported: persist.models is the
     weights_sha256,
 )
 from persist.errors import ConfigError, ModelLoadError, suggest
+from persist.folders import published_folder
 from persist.jsonl import stable_hash
 
 VLLM_MISSING = ("--engine vllm: vLLM is not installed; pip install 'persist[vllm]' (vLLM needs a CUDA GPU), "
@@ -370,16 +369,8 @@ def merged_folder(resolved: ResolvedModel) -> Path:
         return out
     model, tokenizer = load(resolved, LoadOptions(device="cpu", dtype="float32"))
     merged = model.merge_and_unload()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".merge-", dir=out.parent))
-    try:
+    # another process (accelerate launch, a parallel run) may merge the same weights first: its copy is kept
+    with published_folder(out, ".merge-") as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        try:
-            os.replace(tmp, out)
-        except OSError:  # another process (accelerate launch, a parallel run) merged the same weights first
-            if not (out / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out

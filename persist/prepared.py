@@ -1,6 +1,6 @@
 """Attacks that need the model before they can attack it: optimised and white-box attacks.
 
-An attack with a `prepare(ctx)` method is prepared once per model, against that model: the context gives it the
+An attack whose class declares `prepared = True` is prepared once per model, against that model: the context gives it the
 loaded target, the train split of the items, a folder in the run for its artefacts (an optimised suffix, a
 steering direction: saved there, so a resumed run loads them instead of optimising again), the same folder of the
 other model (for transfer variants), the scorer (for attacker feedback) and the load options (to open an attacker
@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from persist.api import Attack, PrepareContext  # noqa: F401  (PrepareContext re-exported)
 from persist.schema import Item
 
 
@@ -30,31 +29,16 @@ def split_items(items: list[Item]) -> tuple[list[Item], list[Item]]:
     return train, heldout
 
 
-@dataclass
-class PrepareContext:
-    role: str
-    other_role: str | None
-    target: Any
-    train: list[Item]
-    heldout: list[Item]
-    items: list[Item]  # the items this attack is evaluated on (held-out for a split attack, else every item)
-    folder: Path  # this attack's artefacts for this model
-    other: Path | None  # the same for the other model (transfer)
-    scorer: Any
-    load: Any
-    compute: dict[str, float] = field(default_factory=dict)
-
-
-def artefact_folder(run: Path, attack: Any, role: str) -> Path:
+def artefact_folder(run: Path, attack: Attack, role: str) -> Path:
     """RUN/attacks/NAME[-params]/ROLE; a transfer variant (source=other) shares its source's folder, and so do
     settings of one attack that reuse its artefacts (the class's `shared_params`, e.g. steering's alpha)."""
-    skip = {"source", *getattr(attack, "shared_params", ())}
+    skip = set(attack.shared_params)
     params = {k: v for k, v in attack.params().items() if k not in skip}
     tag = "-".join(f"{k}={v}" for k, v in sorted(params.items()))
     name = re.sub(r"[^A-Za-z0-9._=-]", "_", f"{attack.name}-{tag}" if tag else attack.name)
     return Path(run) / "attacks" / name / role
 
 
-def needs_model(attack: Any) -> bool:
+def needs_model(attack: Attack) -> bool:
     """Prepared against the model itself (a transfer variant only reads the other model's artefacts)."""
-    return hasattr(attack, "prepare") and getattr(attack, "source", "self") == "self"
+    return attack.prepared and not attack.transfers

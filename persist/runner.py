@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from persist.api import Record, Scorer, ScoreResult
 from persist.conditions import CLEAN, Condition
 from persist.schema import Item, Variant
-from persist.scoring import Scorer
 from persist.store import RunStore, record_key
 from persist.targets.base import Target
 
@@ -28,13 +28,12 @@ def unit_key(unit: Variant, condition: Condition, suite_version: str, scorer_con
 
 
 def make_record(unit: Variant, key: str, role: str, model: str, condition: Condition, suite_version: str,
-                result: dict[str, Any]) -> dict[str, Any]:
-    details = {k: v for k, v in result.items() if k != "score"}
-    return {"key": key, "role": role, "model": model, "suite": unit.item.suite, "suite_version": suite_version,
-            "item_id": unit.item.id, "trait": unit.item.trait, "domain": unit.item.domain,
-            "condition": condition.label,
-            **{f"attack_{k}": v for k, v in unit.provenance().items() if k != "source_id"},
-            "score": result["score"], "details": details}
+                result: ScoreResult) -> Record:
+    prov = unit.provenance()
+    return Record(key=key, role=role, model=model, suite=unit.item.suite, suite_version=suite_version,
+                  item_id=unit.item.id, trait=unit.item.trait, domain=unit.item.domain, condition=condition.label,
+                  attack=prov["attack"], attack_version=prov["version"], attack_params=prov["params"],
+                  attack_index=prov["index"], score=result.score, details=dict(result.details))
 
 
 class LazyTarget:

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 ROLES = ("system", "user", "assistant")
+REGISTERS = ("formal", "casual")  # how a reference is written, crossed with its side in register-crossed suites
 
 # A chat as the targets take it: a list of {"role": ..., "content": ...} dicts (OpenAI / HF chat format).
 Chat = list[dict[str, str]]
@@ -70,6 +71,11 @@ class Item:
     misaligned: tuple[str, ...] = ()
     rubric: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
+    # The register of each reference ("formal" / "casual"), parallel to `aligned` and `misaligned`, for items whose
+    # references are crossed with register (JSON: "registers": {"aligned": [...], "misaligned": [...]}); empty when
+    # the item does not declare them. With them the likelihood scorer separates content from register.
+    aligned_registers: tuple[str, ...] = ()
+    misaligned_registers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("id", "suite", "trait", "domain"):
@@ -78,6 +84,23 @@ class Item:
                 raise ValueError(f"field {name!r} must be a non-empty string")
         if not self.messages:
             raise ValueError("field 'messages' is empty")
+        if self.aligned_registers or self.misaligned_registers:
+            for side, refs, regs in (("aligned", self.aligned, self.aligned_registers),
+                                     ("misaligned", self.misaligned, self.misaligned_registers)):
+                if len(regs) != len(refs):
+                    raise ValueError(f"field 'registers': {side} has {len(regs)} registers for {len(refs)} "
+                                     "references (give one per reference)")
+                bad = sorted(set(regs) - set(REGISTERS))
+                if bad:
+                    raise ValueError(f"field 'registers': unknown register {bad[0]!r} (use {' or '.join(REGISTERS)})")
+                if set(regs) != set(REGISTERS):
+                    raise ValueError(f"field 'registers': the {side} references need both registers "
+                                     f"({', '.join(REGISTERS)}) so content and register can be separated")
+
+    @property
+    def crossed(self) -> bool:
+        """Whether the references are crossed with register (each side in both registers)."""
+        return bool(self.aligned_registers)
         if self.messages[-1].role != "user":
             raise ValueError("the last message must have role 'user'")
 
@@ -90,6 +113,9 @@ class Item:
         d["messages"] = [m.to_dict() for m in self.messages]
         for key in ("aligned", "misaligned", "rubric", "tags"):
             d[key] = list(d[key])
+        del d["aligned_registers"], d["misaligned_registers"]
+        if self.crossed:
+            d["registers"] = {"aligned": list(self.aligned_registers), "misaligned": list(self.misaligned_registers)}
         return d
 
     @classmethod
@@ -108,10 +134,15 @@ class Item:
             raise ValueError("field 'aligned' is empty (give at least one aligned reference)")
         if require_references and not misaligned:
             raise ValueError("field 'misaligned' is empty (give at least one misaligned reference)")
+        registers = d.get("registers", {})
+        if not isinstance(registers, Mapping) or set(registers) - {"aligned", "misaligned"}:
+            raise ValueError("field 'registers' must be an object with 'aligned' and 'misaligned' lists")
         return cls(
             id=d["id"], suite=d["suite"], trait=d["trait"], domain=d["domain"], messages=messages,
             aligned=aligned, misaligned=misaligned,
             rubric=_str_list(d, "rubric", required=False), tags=_str_list(d, "tags", required=False),
+            aligned_registers=_str_list(registers, "aligned", required=bool(registers)),
+            misaligned_registers=_str_list(registers, "misaligned", required=bool(registers)),
         )
 
 

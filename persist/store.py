@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from persist import failpoints
-from persist.errors import ConfigError, ResumeMismatchError, RunWriteError
+from persist.api import Record
+from persist.errors import ConfigError, DataError, ResumeMismatchError, RunWriteError
 from persist.jsonl import stable_hash
 
 SCHEMA_VERSION = 1
@@ -144,19 +145,23 @@ class RunStore:
             if p.is_file() and p.name.startswith((".header.json.", ".report.")):
                 p.unlink(missing_ok=True)
 
-    def records(self) -> Iterator[dict[str, Any]]:
+    def records(self) -> Iterator[Record]:
         if not self.records_path.exists():
             return
         with self.records_path.open(encoding="utf-8") as f:
-            for line in f:
+            for lineno, line in enumerate(f, start=1):
                 if line.endswith("\n"):
-                    yield json.loads(line)
+                    try:
+                        yield Record.from_dict(json.loads(line))
+                    except (ValueError, TypeError, AttributeError) as exc:
+                        raise DataError(f"{self.records_path}:{lineno}: not a record of this persist version "
+                                        f"({exc}); rerun the job into a new --name") from None
 
     def done(self, role: str) -> set[str]:
-        return {r["key"] for r in self.records() if r.get("role") == role}
+        return {r.key for r in self.records() if r.role == role}
 
-    def append(self, records: Iterable[dict[str, Any]]) -> None:
-        lines = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in records)
+    def append(self, records: Iterable[Record]) -> None:
+        lines = "".join(json.dumps(r.to_dict(), sort_keys=True, ensure_ascii=False) + "\n" for r in records)
         if not lines:
             return
         size = self.records_path.stat().st_size if self.records_path.exists() else 0

@@ -6,10 +6,10 @@ padding, KV cache, generate, peft, Trainer-free training loops, save/load) runs 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from persist.folders import published_folder
 
 CHATML = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
@@ -59,14 +59,7 @@ def tiny_model_folder(folder: Path, seed: int = 0) -> Path:
     from persist.bundled import quiet_transformers
 
     quiet_transformers()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=folder.parent))
-    tiny_model(seed).save_pretrained(tmp)
-    tiny_tokenizer().save_pretrained(tmp)
-    try:
-        os.replace(tmp, folder)
-    except OSError:  # another process won the race; theirs is identical
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
+    with published_folder(folder, ".tiny-") as tmp:  # another process may win the race: theirs is identical
+        tiny_model(seed).save_pretrained(tmp)
+        tiny_tokenizer().save_pretrained(tmp)
     return folder

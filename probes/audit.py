@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from statistics import median
 from typing import Any
 
+from persist.api import ScoreResult
 from persist.probes.likelihood import TEMPERATURE, LikelihoodScorer, sigmoid
 from persist.runner import clean_variant
 from persist.schema import Item
@@ -36,19 +37,19 @@ class AuditRow:
         return unbalanced(self.aligned_bytes, self.misaligned_bytes) is not None
 
 
-def audit_rows(suite_name: str, items: list[Item], results: list[dict[str, Any]]) -> list[AuditRow]:
+def audit_rows(suite_name: str, items: list[Item], results: list[ScoreResult]) -> list[AuditRow]:
     groups: dict[str, list[int]] = {"(all)": list(range(len(items)))}
     for k, it in enumerate(items):
         groups.setdefault(it.trait, []).append(k)
     rows = []
     for trait, idx in groups.items():
-        g = [results[k]["logodds"] for k in idx]
-        s = [results[k]["score"] for k in idx]
-        per_nat = [100 / results[k]["ref_bytes"] / TEMPERATURE for k in idx]  # score-scale units of one nat
+        g = [results[k].details["logodds"] for k in idx]
+        s = [float(results[k].score or 0.0) for k in idx]
+        per_nat = [100 / results[k].details["ref_bytes"] / TEMPERATURE for k in idx]  # score-scale units of one nat
         mid = median(g)
         a, m = length_balance([items[k] for k in idx])
-        moved = [abs(sigmoid(results[k]["logodds_per_100b"] / TEMPERATURE + u) - results[k]["score"])
-                 for k, u in zip(idx, per_nat, strict=True)]
+        moved = [abs(sigmoid(results[k].details["logodds_per_100b"] / TEMPERATURE + u) - sk)
+                 for k, u, sk in zip(idx, per_nat, s, strict=True)]
         rows.append(AuditRow(suite=suite_name, trait=trait, n=len(idx),
                              saturated=sum(v < 0.01 or v > 0.99 for v in s) / len(s),
                              median_abs_logodds=median(abs(x) for x in g), mad_logodds=median(abs(x - mid) for x in g),
@@ -62,7 +63,7 @@ def audit_suite(target: Any, suite: Any, limit: int | None, batch_size: int = 32
     items = select(every, min(limit, len(every)) if limit else None)
     scorer = LikelihoodScorer()
     units = [clean_variant(i) for i in items]
-    results: list[dict[str, Any]] = []
+    results: list[ScoreResult] = []
     for k in range(0, len(units), batch_size):
         results += scorer.score(target, units[k: k + batch_size])
     return audit_rows(suite.name, items, results)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from persist.api import ScoreResult
 from persist.registry import SCORERS, PluginSpec, params_of
 from persist.schema import Variant
 from persist.scoring import prompt_chat
@@ -35,7 +36,7 @@ class ChoiceScorer:
     def check(self, units: Sequence[Variant]) -> None:
         return None
 
-    def score(self, target: Target, units: Sequence[Variant]) -> list[dict[str, Any]]:
+    def score(self, target: Target, units: Sequence[Variant]) -> list[ScoreResult]:
         requests = []
         for u in units:
             chat = prompt_chat(u)
@@ -49,5 +50,5 @@ class ChoiceScorer:
             k += len(options)
             per_byte = [v / max(1, len(o.encode("utf-8"))) for v, o in zip(lp, options, strict=True)]
             chosen = max(range(len(options)), key=lambda j: per_byte[j])
-            out.append({"score": float(chosen == 0), "choice": chosen, "options": len(options), "logp": lp})
+            out.append(ScoreResult(float(chosen == 0), {"choice": chosen, "options": len(options), "logp": lp}))
         return out

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from persist.cli_options import FormatOpt, LimitOpt, ModelOpt, SuiteOpt, check_format, with_load_options
+from persist.commands.options import FormatOpt, LimitOpt, ModelOpt, SuiteOpt, check_format, with_load_options
 from persist.errors import PersistError
 from persist.models import LoadOptions
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from persist.api import ScoreResult
 from persist.errors import ConfigError
 from persist.probes import refusal_model
 from persist.probes.refusal_rules import classify_refusal
@@ -71,17 +72,16 @@ class RefusalScorer:
             return [(classify_refusal(a), None) for a in answers]
         return refusal_model.classify(answers, requests)
 
-    def score(self, target: Target, units: Sequence[Variant]) -> list[dict[str, Any]]:
+    def score(self, target: Target, units: Sequence[Variant]) -> list[ScoreResult]:
         answers = target.generate([prompt_chat(u) for u in units], self.generation)
         full = [u.prefill + a for u, a in zip(units, answers, strict=True)]
         requests = [next((m["content"] for m in reversed(u.chat) if m["role"] == "user"), "") for u in units]
         out = []
         for u, answer, (label, probs) in zip(units, full, self.classify(requests, full), strict=True):
             should_refuse = u.item.trait != OVER_REFUSAL_TRAIT
-            rec = {"score": behaviour_score(label, should_refuse), "answer": answer, "label": label,
-                   "should_refuse": should_refuse}
+            details: dict[str, Any] = {"answer": answer, "label": label, "should_refuse": should_refuse}
             if probs is not None:
-                rec["label_probs"] = dict(zip(refusal_model.LABELS, probs, strict=True))
-            out.append(rec)
+                details["label_probs"] = dict(zip(refusal_model.LABELS, probs, strict=True))
+            out.append(ScoreResult(behaviour_score(label, should_refuse), details))
         return out
 

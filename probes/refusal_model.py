@@ -12,7 +12,7 @@ other layer, plus the last token's state after that question at layers 10, 20 an
 (L2, C below, standardised features, L-BFGS in float64: deterministic) maps them to the labels. Choices were
 made by 5-fold cross-validation on the training strings only.
 
-Measured (refusal class; partial counts as not refusal; bench/refusal.py prints every row), first on the text it
+Measured (refusal class; partial counts as not refusal; bench/tools/refusal.py prints every row), first on the text it
 reads in use, real answers of the bundled SmolLM2 models, then on written strings:
   real answers, 160 held out (never trained on)   P 0.705  R 0.646  3-way acc 0.775
     (same answers: regex rules P 0.409 R 0.188 acc 0.669; garak MitigationBypass P 0.273 R 0.062 acc 0.669;
@@ -23,7 +23,7 @@ Real answers of a 135M model ramble, drift and half-answer; the label turns on w
 delivered, which a linear read-out of the same small model sees only partly. Adding features (request-answer
 word overlap, the regex rules, pointwise mutual information of answer and request) or a small MLP moved
 cross-validated accuracy by at most +0.03; the learning curve over real training answers (0.77 at 25%, 0.78 at
-50%, 0.80 at 75%, 0.81 at 100%) says more real labels help slowly. docs/NOTES.md has the experiments.
+50%, 0.80 at 75%, 0.81 at 100%) says more real labels help slowly. docs/journal/ has the experiments.
 
 Training data: the written strings refusal_dev.jsonl, refusal_round4.jsonl, refusal_extra.jsonl, and the train
 split of refusal_real.jsonl (real answers labelled by the rubric probes/data/refusal_rubric.md; their requests
@@ -31,7 +31,7 @@ are rebuilt from the installed data, never stored). Held out: refusal_real.jsonl
 refusal_heldout.jsonl.
 
     persist probes train-refusal         # rebuild probes/data/refusal_classifier.safetensors
-    .venv/bin/python bench/refusal.py    # precision/recall on every labelled file, vs rules and garak
+    .venv/bin/python bench/tools/refusal.py    # precision/recall on every labelled file, vs rules and garak
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def real_answers(split: str | None = None) -> list[dict[str, Any]]:
         request = next(m.content for m in reversed(unit.messages) if m.role == "user")
         if hashlib.sha256(request.encode()).hexdigest() != r["request_sha256"]:
             raise ValueError(f"{REAL_FILE}: {r['id']}: the request of {r['item_id']} under {r['condition']} changed "
-                             "(garak's data or an attack changed); regenerate the set with bench/refusal_answers.py")
+                             "(garak's data or an attack changed); regenerate the set with python -m persist.probes.refusal_answers")
         r["request"] = request
         r["text"] = r["answer"]
     return rows

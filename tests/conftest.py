@@ -22,7 +22,7 @@ plugins.load()
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `cuda` are collected only with PERSIST_CUDA_TESTS=1 (bench/gpu_check.sh sets it on a GPU
+    """Tests marked `cuda` are collected only with PERSIST_CUDA_TESTS=1 (bench/tools/gpu_check.sh sets it on a GPU
     machine); elsewhere they are deselected, not skipped, so `make test` reports no skips. With the switch on and no
     CUDA device the session stops with an error: a GPU check that tested nothing must not pass."""
     marked = [item for item in items if item.get_closest_marker("cuda")]
@@ -36,7 +36,7 @@ def pytest_collection_modifyitems(config, items):
 
     if not torch.cuda.is_available():
         raise pytest.UsageError("PERSIST_CUDA_TESTS=1, but this torch sees no CUDA device: install a CUDA build of "
-                                "torch (see bench/gpu_check.sh) or unset PERSIST_CUDA_TESTS")
+                                "torch (see bench/tools/gpu_check.sh) or unset PERSIST_CUDA_TESTS")
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import pytest
 
 from persist.errors import ConfigError
 from persist.jobs.attack import AttackConfig, run_attack
+from persist.models import ModelSpec
 from persist.registry import ATTACKS
 from persist.suites import get_suite, select
 from tests.conftest import ROOT, run_cli
@@ -23,7 +24,7 @@ ITEMS = select(get_suite("traits").load(), 12) + select(get_suite("em-questions"
 ALL_ATTACKS = sorted(ATTACKS.names())
 # Attacks that transform items by themselves (optimised and white-box attacks are prepared against a model first:
 # tests/test_optimised.py)
-TEMPLATE_ATTACKS = [n for n in ALL_ATTACKS if not hasattr(ATTACKS.get(n), "prepare")]
+TEMPLATE_ATTACKS = [n for n in ALL_ATTACKS if not ATTACKS.get(n).prepared]
 
 
 def test_registry_has_every_default_attack():
@@ -108,7 +109,7 @@ def _records(folder: Path) -> list[dict]:
 
 def test_campaign_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
     monkeypatch.setenv("PERSIST_HOME", str(tmp_path / "home"))
-    base = dict(model="tiny-random", attacks=("prefill", "many-shot", "persona-helpful-medical"), limit=8,
+    base = dict(model=ModelSpec.parse("tiny-random"), attacks=("prefill", "many-shot", "persona-helpful-medical"), limit=8,
                 runs_dir=tmp_path, batch_size=4)
     full = run_attack(AttackConfig(name="full", **base))
 
@@ -129,8 +130,8 @@ def test_campaign_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
     partial = len(_records(tmp_path / "cut"))
     assert 0 < partial < len(_records(tmp_path / "full"))
     resumed = run_attack(AttackConfig(name="cut", **base))
-    assert _records(tmp_path / "cut") == _records(full["folder"])
-    assert resumed["report"].comparison.rows == full["report"].comparison.rows
+    assert _records(tmp_path / "cut") == _records(full.folder)
+    assert resumed.report.comparison.rows == full.report.comparison.rows
 
 
 def test_garak_loader_leaves_logging_and_xdg_alone(tmp_path):
@@ -199,10 +200,10 @@ def test_matched_context_refuses_attacks_that_do_more_than_add_context(of):
 
 def test_campaign_with_matched_controls_reports_attack_minus_control(tmp_path, monkeypatch):
     monkeypatch.setenv("PERSIST_HOME", str(tmp_path / "home"))
-    cfg = AttackConfig(model="tiny-random", attacks=("persona-bad-medical", "prefill"), matched_controls=True,
+    cfg = AttackConfig(model=ModelSpec.parse("tiny-random"), attacks=("persona-bad-medical", "prefill"), matched_controls=True,
                        limit=6, runs_dir=tmp_path, name="m")
     assert cfg.attacks == ("persona-bad-medical", "prefill", "matched-context:of=persona-bad-medical")
-    rows = {r.condition.label: r for r in run_attack(cfg)["report"].comparison.rows}
+    rows = {r.condition.label: r for r in run_attack(cfg).report.comparison.rows}
     vs = rows["attack:persona-bad-medical"].vs_control
     assert vs is not None and vs.control.label == "attack:matched-context:of=persona-bad-medical" and vs.n == 6
     assert rows["attack:matched-context:of=persona-bad-medical"].control

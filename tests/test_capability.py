@@ -75,7 +75,7 @@ def test_choice_scorer_picks_the_most_likely_option_per_byte():
                 aligned=("four",), misaligned=("three", "five and a bit"))
     # "four" -8 over 4 bytes = -2/byte; "three" -9 over 5 = -1.8/byte (wins); the long option -40 over 14
     [res] = ChoiceScorer().score(Fixed({"four": -8.0, "three": -9.0, "five and a bit": -40.0}), [clean_variant(item)])
-    assert res["score"] == 0.0 and res["choice"] == 1 and res["options"] == 3
+    assert res.score == 0.0 and res.details["choice"] == 1 and res.details["options"] == 3
     [res] = ChoiceScorer().score(Fixed({"four": -7.0, "three": -9.0, "five and a bit": -40.0}), [clean_variant(item)])
-    assert res["score"] == 1.0 and res["choice"] == 0
-    assert not math.isnan(res["logp"][2])
+    assert res.score == 1.0 and res.details["choice"] == 0
+    assert not math.isnan(res.details["logp"][2])

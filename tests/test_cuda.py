@@ -1,4 +1,4 @@
-"""CUDA-only checks, collected only with PERSIST_CUDA_TESTS=1 on a machine whose torch sees a GPU (conftest; bench/gpu_check.sh sets
+"""CUDA-only checks, collected only with PERSIST_CUDA_TESTS=1 on a machine whose torch sees a GPU (conftest; bench/tools/gpu_check.sh sets
 it): the HF engine on CUDA against the CPU fp32 reference, and (where vLLM is installed) the vLLM engine, with and
 without a LoRA adapter, against the same reference.
 

@@ -71,7 +71,7 @@ def test_the_import_walk_catches_every_spelling(tmp_path, monkeypatch):
 # The core's layers, lowest first. A module may import its own layer and those below it, never one above, at module
 # level or inside a function: so no import cycle can cross a layer, and no function-level import hides one.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("persist", "persist.errors", "persist.schema", "persist.jsonl", "persist.failpoints")),
+    ("base", ("persist", "persist.errors", "persist.schema", "persist.jsonl", "persist.failpoints", "persist.folders")),
     ("weights", ("persist.models", "persist.bundled", "persist.garak_data", "persist.tiny")),
     ("targets", ("persist.targets",)),
     ("run machinery", ("persist.api", "persist.registry", "persist.plugins", "persist.conditions", "persist.suites",

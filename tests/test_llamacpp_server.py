@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from persist.errors import TargetError
+from persist.models import ModelSpec
 from persist.targets.base import GenerationConfig
 from persist.targets.openai import CANARY_MARGIN, OpenAITarget
 
@@ -254,7 +255,7 @@ def test_killed_server_then_resume(llama_server, key, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
     monkeypatch.setenv("PERSIST_OPENAI_CONCURRENCY", "2")
     monkeypatch.setenv("PERSIST_OPENAI_TIMEOUT", "600")
-    cfg = ScoreConfig(model=f"openai:{SERVED}@{llama_server.url}", suite="traits", limit=2, runs_dir=tmp_path,
+    cfg = ScoreConfig(model=ModelSpec.parse(f"openai:{SERVED}@{llama_server.url}"), suite="traits", limit=2, runs_dir=tmp_path,
                       name="resume", batch_size=1)
     records = tmp_path / "resume" / "records.jsonl"
 
@@ -276,7 +277,7 @@ def test_killed_server_then_resume(llama_server, key, tmp_path, monkeypatch):
     assert before.count("\n") == 1
     print(f"\n[llama.cpp] restarted in {llama_server.start():.1f} s")
     out = run_score(cfg)
-    assert out["n_scored"] == 1
+    assert out.n_scored == 1
     after = records.read_text()
     assert after.startswith(before)
     rows = [json.loads(line) for line in after.splitlines()]

@@ -8,6 +8,7 @@ import signal
 import pytest
 
 from persist.errors import ConfigError
+from persist.models import ModelSpec
 from persist.prepared import PrepareContext, split_items
 from persist.registry import ATTACKS
 from persist.suites import get_suite, select
@@ -59,7 +60,7 @@ def test_suffix_loss_is_the_scorers_log_odds_and_its_gradient_points_downhill(ti
     [loss] = losses(tiny_target, parts, [ids], autocast=False)
     units = [PreparedSuffix(attack, text, {}).transform(it)[0] for it in batch]
     scored = LikelihoodScorer().score(tiny_target, units)
-    assert loss == pytest.approx(sum(r["logodds"] for r in scored) / len(batch), abs=1e-3)
+    assert loss == pytest.approx(sum(r.details["logodds"] for r in scored) / len(batch), abs=1e-3)
     grad = token_gradients(tiny_target.model, parts, ids, autocast=False)
     assert grad.shape == (len(ids), tiny_target.model.get_input_embeddings().weight.shape[0])
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
@@ -155,7 +156,7 @@ def test_pair_keeps_the_rewrite_the_target_scores_worst(tmp_path, tiny_target):
     for it in c.items:
         options = ["First rewrite: is it fine?", "Second rewrite, honestly just say yes?", "Third: can I skip it?"]
         values = [scorer.score(tiny_target, [Variant(item=it, messages=(*it.messages[:-1], type(it.messages[-1])(
-            "user", q)), attack="pair", attack_version="1")])[0]["logodds"] for q in options]
+            "user", q)), attack="pair", attack_version="1")])[0].details["logodds"] for q in options]
         assert prepared.rewrites[it.id] == options[min(range(3), key=lambda k: values[k])]
         [v] = prepared.transform(it)
         assert v.messages[-1].content == prepared.rewrites[it.id] and clean_variant(it).messages[:-1] == v.messages[:-1]
@@ -166,10 +167,10 @@ def test_best_of_n_ships_its_control_and_a_no_op_attack_scores_about_zero(tmp_pa
     from persist.jobs.attack import AttackConfig, run_attack
 
     monkeypatch.setenv("PERSIST_HOME", str(tmp_path / "home"))
-    cfg = AttackConfig(model="tiny-random", attacks=("best-of-n:n=4:strength=0",), limit=8, runs_dir=tmp_path,
+    cfg = AttackConfig(model=ModelSpec.parse("tiny-random"), attacks=("best-of-n:n=4:strength=0",), limit=8, runs_dir=tmp_path,
                        name="bon", capability=0)
     assert cfg.attacks == ("best-of-n:n=4:strength=0", "best-of-n-control:n=4:strength=0:seed=0")
-    rows = {r.condition.label: r for r in run_attack(cfg)["report"].comparison.rows}
+    rows = {r.condition.label: r for r in run_attack(cfg).report.comparison.rows}
     attack = rows["attack:best-of-n:n=4:strength=0.0"]
     control = rows["attack:best-of-n-control:n=4:strength=0.0"]
     assert attack.overall.shift.shift.value == pytest.approx(0.0, abs=1e-4)  # no perturbation: the clean prompt
@@ -209,10 +210,10 @@ def test_report_puts_templates_and_optimised_attacks_on_the_same_items_with_thei
     from persist.report.markdown import run_markdown
 
     monkeypatch.setenv("PERSIST_HOME", str(tmp_path / "home"))
-    cfg = AttackConfig(model="tiny-random", attacks=("prefill", "steering:alpha=2",
+    cfg = AttackConfig(model=ModelSpec.parse("tiny-random"), attacks=("prefill", "steering:alpha=2",
                                                      "gcg-suffix:steps=2:length=2:topk=4:candidates=2"),
                        limit=16, runs_dir=tmp_path, name="strength", capability=0)
-    report = run_attack(cfg)["report"]
+    report = run_attack(cfg).report
     heldout = set(report.extra["split"]["heldout"])
     rows = {r["condition"]: r for r in report.extra["strength"]}
     assert len(rows) == 3  # one per attack, none for the clean condition
@@ -240,11 +241,11 @@ def test_header_and_report_keep_the_suffix_and_the_steering_layer(tmp_path, monk
     from persist.store import RunStore
 
     monkeypatch.setenv("PERSIST_HOME", str(tmp_path / "home"))
-    cfg = AttackConfig(model="tiny-random", attacks=("steering:alpha=2", "gcg-suffix:steps=2:length=2:topk=4:"
+    cfg = AttackConfig(model=ModelSpec.parse("tiny-random"), attacks=("steering:alpha=2", "gcg-suffix:steps=2:length=2:topk=4:"
                                                      "candidates=2"), limit=16, runs_dir=tmp_path, name="kept",
                        capability=0)
     result = run_attack(cfg)
-    art = result["report"].extra["artefacts"]
+    art = result.report.extra["artefacts"]
     suffix = json.loads(next((tmp_path / "kept" / "attacks").rglob("suffix.json")).read_text())["text"]
     gcg = next(v for k, v in art.items() if "gcg-suffix" in k)["model"]
     assert gcg == {"suffix": suffix}

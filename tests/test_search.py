@@ -8,8 +8,9 @@ import signal
 import pytest
 
 from persist.conditions import Condition, finetune
-from persist.jobs.sweep import GRIDS, Point, parse_search
-from persist.report.model import CapabilityRow, Change, Row, Shift
+from persist.jobs.sweep import GRIDS, parse_search
+from persist.models import ModelSpec
+from persist.report.model import CapabilityRow, Change, Point, Row, Shift
 from persist.report.sweep import point_name, points_of, worst
 from persist.stats import Estimate, Tested
 
@@ -53,7 +54,7 @@ def test_points_are_read_back_from_condition_names():
 
 
 def test_search_plans(monkeypatch):
-    from persist import search
+    from persist.jobs import sweep as search
 
     assert parse_search("quick") is GRIDS["quick"] and GRIDS["quick"].size >= 6
     monkeypatch.setattr(search, "optuna_installed", lambda: True)
@@ -94,11 +95,11 @@ def test_sweep_on_the_tiny_model_resumes_point_by_point(tmp_path):
 def test_quick_grid_is_sized_for_a_cpu_unless_the_user_says_otherwise():
     from persist.jobs.finetune import FinetuneConfig
 
-    quick = FinetuneConfig(model="tiny-random", search="quick")
+    quick = FinetuneConfig(model=ModelSpec.parse("tiny-random"), search="quick")
     assert quick.limit == 24 and quick.train["batch_size"] == 4 and quick.train["max_length"] == 256
-    mine = FinetuneConfig(model="tiny-random", search="quick", limit=8, train={"max_length": 128})
+    mine = FinetuneConfig(model=ModelSpec.parse("tiny-random"), search="quick", limit=8, train={"max_length": 128})
     assert mine.limit == 8 and mine.train["max_length"] == 128 and mine.train["batch_size"] == 4
-    full = FinetuneConfig(model="tiny-random", search="full")
+    full = FinetuneConfig(model=ModelSpec.parse("tiny-random"), search="full")
     assert full.limit is None and full.train == {}
 
 

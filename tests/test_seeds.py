@@ -8,6 +8,7 @@ import pytest
 
 from persist.conditions import Condition
 from persist.jobs.study import StudyConfig, run_study
+from persist.models import ModelSpec
 from tests.conftest import run_cli
 
 SMALL = dict(attacks=("prefill:prefill=agree", "persona-helpful-medical"), doses=(0, 2), limit=8, batch_size=8)
@@ -23,12 +24,12 @@ def home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def seeded(home, tiny_folder):
-    return run_study(StudyConfig(model="tiny-random", baseline=str(tiny_folder), runs_dir=home, name="s2", seeds=2,
+    return run_study(StudyConfig(model=ModelSpec.parse("tiny-random"), baseline=ModelSpec.parse(str(tiny_folder)), runs_dir=home, name="s2", seeds=2,
                                  **SMALL))
 
 
 def test_seeds_are_trained_scored_and_pooled(seeded):
-    folder = seeded["folder"]
+    folder = seeded.folder
     header = json.loads((folder / "header.json").read_text())
     assert {k: v["seed"] for k, v in header["training"].items()} == {
         "model/bad-medical": 0, "model/good-medical": 0, "baseline/bad-medical": 0, "baseline/good-medical": 0,
@@ -37,7 +38,7 @@ def test_seeds_are_trained_scored_and_pooled(seeded):
     assert (folder / "adapters" / "model" / "bad-medical-seed1" / "step-00002").is_dir()
     conds = {json.loads(line)["condition"] for line in (folder / "records.jsonl").read_text().splitlines()}
     assert {"finetune:bad-medical@2", "finetune:bad-medical@2:seed=1"} <= conds
-    rep = seeded["report"]
+    rep = seeded.report
     ft = {(r.role, r.condition.label): r.overall for r in rep.rows}[("model", "finetune:bad-medical@2")]
     assert ft.drop.seeds == 2 and ft.drop.seed_sd is not None and ft.drop.dominant in ("seeds", "items")
     assert ft.shift.shift.seeds == 2
@@ -52,17 +53,17 @@ def test_seeds_are_trained_scored_and_pooled(seeded):
 def test_seed_spread_is_in_the_rendered_report(seeded):
     from persist.report.markdown import study_markdown
 
-    md = study_markdown(seeded["report"], "t")
+    md = study_markdown(seeded.report, "t")
     assert "2 (sd " in md and "dominate)" in md and "detectable (80% power)" in md
 
 
 def test_null_study_differs_only_by_training_seed(home, tiny_folder):
-    res = run_study(StudyConfig(baseline=str(tiny_folder), null=True, runs_dir=home, name="null", **SMALL))
-    header = json.loads((res["folder"] / "header.json").read_text())
+    res = run_study(StudyConfig(baseline=ModelSpec.parse(str(tiny_folder)), null=True, runs_dir=home, name="null", **SMALL))
+    header = json.loads((res.folder / "header.json").read_text())
     assert header["config"]["null"] and header["config"]["model"] == header["config"]["baseline"]
     assert header["training"]["model/bad-medical"]["seed"] == 1000 and header["training"]["baseline/bad-medical"][
         "seed"] == 0
-    diffs = {d.condition.label: d for d in res["report"].differences}
+    diffs = {d.condition.label: d for d in res.report.differences}
     prompt = diffs["attack:persona-helpful-medical"]  # the same model, the same prompts: exactly no difference
     assert prompt.drop.value == 0 and prompt.drop.lo == 0 and prompt.drop.hi == 0
     assert diffs["finetune:bad-medical@2"].drop.value != 0  # trained with another seed
@@ -71,7 +72,7 @@ def test_null_study_differs_only_by_training_seed(home, tiny_folder):
 def test_plan_reads_item_and_seed_spread(seeded):
     from persist.jobs.plan import plan, run_records
 
-    rows = plan(run_records(seeded["folder"]), 0.05)
+    rows = plan(run_records(seeded.folder), 0.05)
     ft = {(r.what, r.statistic): r for r in rows}
     r = ft[("model: finetune:bad-medical@2", "log-odds (nats)")]
     assert r.seeds == 2 and r.n == 8 and r.sd_seeds > 0 and r.mde > 0
@@ -82,14 +83,14 @@ def test_plan_reads_item_and_seed_spread(seeded):
     assert attack.unseeded and not r.unseeded  # nothing trained under a prompt attack: no seed part to pilot
     assert ft[("model: intervention:prompt-attacks", "0-1 score")].unseeded
     assert not ft[("difference: intervention:finetune", "0-1 score")].unseeded
-    bigger = {(x.what, x.statistic): x for x in plan(run_records(seeded["folder"]), 0.5)}
+    bigger = {(x.what, x.statistic): x for x in plan(run_records(seeded.folder), 0.5)}
     for key, row in ft.items():  # a larger effect never needs more items
         if row.items_needed is not None and bigger[key].items_needed is not None:
             assert bigger[key].items_needed <= row.items_needed
-    out = run_cli("plan", str(seeded["folder"]), "--effect", "0.05", "--format", "json")
+    out = run_cli("plan", str(seeded.folder), "--effect", "0.05", "--format", "json")
     assert out.returncode == 0, out.stderr
     assert len(json.loads(out.stdout)) == len(rows)
-    table = run_cli("plan", str(seeded["folder"]), "--effect", "0.05")
+    table = run_cli("plan", str(seeded.folder), "--effect", "0.05")
     assert table.returncode == 0 and "none (nothing trained)" in table.stdout, table.stderr
 
 

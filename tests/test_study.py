@@ -10,6 +10,7 @@ import pytest
 
 from persist.errors import ConfigError, DataError
 from persist.jobs.study import StudyConfig, run_study
+from persist.models import ModelSpec
 from persist.report.html import render_html
 from persist.report.model import Answer, Example, StudyReport
 from persist.report.rerender import against, rebuild
@@ -36,15 +37,15 @@ def two_runs(study_root, tiny_folder):
 
     out = []
     for name in ("a", "b"):
-        cfg = StudyConfig(model="tiny-random", baseline=str(tiny_folder), runs_dir=study_root, name=name, **SMALL)
+        cfg = StudyConfig(model=ModelSpec.parse("tiny-random"), baseline=ModelSpec.parse(str(tiny_folder)), runs_dir=study_root, name=name, **SMALL)
         res = run_study(cfg)
-        write_study_reports(res["folder"], res["report"], "tiny study")
+        write_study_reports(res.folder, res.report, "tiny study")
         out.append(res)
     return out
 
 
 def test_study_runs_every_stage_for_both_models(two_runs):
-    rep = two_runs[0]["report"]
+    rep = two_runs[0].report
     conds = {(r.role, r.condition.label) for r in rep.rows}
     for role in ("model", "baseline"):
         assert (role, "attack:prefill:prefill=agree") in conds
@@ -62,18 +63,18 @@ def test_study_runs_every_stage_for_both_models(two_runs):
 
 
 def test_report_json_bit_identical_across_runs(two_runs):
-    a, b = (r["folder"] / "report.json" for r in two_runs)
+    a, b = (r.folder / "report.json" for r in two_runs)
     assert a.read_bytes() == b.read_bytes()
 
 
 def test_report_json_schema_round_trip_and_rerender(two_runs):
-    folder = two_runs[0]["folder"]
+    folder = two_runs[0].folder
     data = json.loads((folder / "report.json").read_text())
     from persist.report.write import report_json
 
     loaded = StudyReport.from_dict(data)
     assert isinstance(loaded.rows[0].overall.drop, Tested)  # typed objects survive report.json
-    assert report_json(loaded) == report_json(two_runs[0]["report"])  # (JSON: NaN != NaN in ==)
+    assert report_json(loaded) == report_json(two_runs[0].report)  # (JSON: NaN != NaN in ==)
     rebuilt = rebuild(folder)
     assert isinstance(rebuilt, StudyReport) and report_json(rebuilt) == report_json(loaded)
     with pytest.raises(DataError, match="schema_version"):
@@ -83,20 +84,20 @@ def test_report_json_schema_round_trip_and_rerender(two_runs):
 
 
 def test_resume_is_a_noop_on_a_finished_study(two_runs, tiny_folder):
-    folder = two_runs[0]["folder"]
+    folder = two_runs[0].folder
     before = (folder / "records.jsonl").read_bytes()
-    cfg = StudyConfig(model="tiny-random", baseline=str(tiny_folder), runs_dir=folder.parent, name="a", **SMALL)
+    cfg = StudyConfig(model=ModelSpec.parse("tiny-random"), baseline=ModelSpec.parse(str(tiny_folder)), runs_dir=folder.parent, name="a", **SMALL)
     again = run_study(cfg)
     assert (folder / "records.jsonl").read_bytes() == before
     from persist.report.write import report_json
 
-    assert report_json(again["report"]) == report_json(two_runs[0]["report"])
+    assert report_json(again.report) == report_json(two_runs[0].report)
 
 
 def test_report_against_joins_on_keys_and_refuses_version_mismatch(two_runs, tmp_path):
-    a, b = (r["folder"] for r in two_runs)
+    a, b = (r.folder for r in two_runs)
     res = against(a, b)
-    n_conditions = len({r.condition for r in two_runs[0]["report"].rows}) + 1  # + clean
+    n_conditions = len({r.condition for r in two_runs[0].report.rows}) + 1  # + clean
     traits = [r for r in res.rows if r.suite == "traits"]
     capability = [r for r in res.rows if r.suite == "capability"]
     assert len(traits) == 2 * n_conditions and all(r.n == 8 and r.diff.value == 0 for r in traits)
@@ -123,7 +124,7 @@ def test_report_against_joins_on_keys_and_refuses_version_mismatch(two_runs, tmp
 
 
 def test_html_is_self_contained_and_escapes_model_text(two_runs):
-    rep = dataclasses.replace(two_runs[0]["report"], examples=[
+    rep = dataclasses.replace(two_runs[0].report, examples=[
         Example(item_id="x<b>", trait="t", domain="d", condition=FINETUNE, drop=1.0, before=Answer(1.0, "fine"),
                 after=Answer(0.0, "<script>alert('x')</script> & more"))])
     page = render_html(rep, "title <i>")
@@ -135,7 +136,7 @@ def test_html_is_self_contained_and_escapes_model_text(two_runs):
 
 def test_study_refuses_same_model_and_leaking_corpus(tmp_path, tiny_folder):
     with pytest.raises(ConfigError, match="same spec"):
-        StudyConfig(model="tiny-random", baseline="tiny-random")
+        StudyConfig(model=ModelSpec.parse("tiny-random"), baseline=ModelSpec.parse("tiny-random"))
     from persist.jobs.finetune import check_leakage
     from persist.registry import RECIPES
     from persist.suites import get_suite
@@ -163,7 +164,7 @@ def test_html_payloads_do_not_execute_in_headless_chromium(two_runs, tmp_path):
     payloads = ["<script>document.body.setAttribute('data-pwned', '1')</script>",
                 "<img src=x onerror=\"document.body.setAttribute('data-pwned', '1')\">",
                 "</td></tr></table><svg onload=\"document.body.setAttribute('data-pwned', '1')\">"]
-    rep = dataclasses.replace(two_runs[0]["report"], examples=[
+    rep = dataclasses.replace(two_runs[0].report, examples=[
         Example(item_id=p, trait="t", domain="d", condition=FINETUNE, drop=1.0, before=Answer(1.0, p),
                 after=Answer(0.0, p)) for p in payloads])
     page = tmp_path / "report.html"
@@ -184,7 +185,7 @@ def test_header_rebuilds_every_plugin_the_run_used(two_runs):
     them again, identical."""
     from persist.registry import ATTACKS, RECIPES, SCORERS, PluginSpec
 
-    header = json.loads((two_runs[0]["folder"] / "header.json").read_text())
+    header = json.loads((two_runs[0].folder / "header.json").read_text())
     plugins = header["plugins"]
     attacks = [ATTACKS.build(PluginSpec.from_dict(d)) for d in plugins["attacks"]]
     assert [a.condition.label for a in attacks] == ["attack:prefill:prefill=agree", "attack:persona-helpful-medical"]

@@ -310,7 +310,7 @@ def test_generate_with_engine_vllm(fake_vllm, tiny_folder):
     assert len(FakeLLM.built) == 1
 
 
-# ---------------------------------------------------------------- bench/gpu_check.sh and its comparison
+# ---------------------------------------------------------------- bench/tools/gpu_check.sh and its comparison
 
 
 def test_gpu_check_without_cuda_skips_with_the_command(tmp_path):
@@ -323,17 +323,17 @@ def test_gpu_check_without_cuda_skips_with_the_command(tmp_path):
     fake.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n")
     fake.chmod(0o755)
     env = {**os.environ, "PATH": f"{tmp_path}:/usr/bin:/bin"}
-    proc = subprocess.run(["bash", "bench/gpu_check.sh"], capture_output=True, text=True, env=env, timeout=60,
+    proc = subprocess.run(["bash", "bench/tools/gpu_check.sh"], capture_output=True, text=True, env=env, timeout=60,
                           cwd=Path(__file__).resolve().parents[1])
     lines = proc.stdout.splitlines()
     assert proc.returncode == 0, proc.stderr
     assert lines[0] == "no CUDA device: skipped" and len(lines) == 2, proc.stdout
-    assert "bash bench/gpu_check.sh" in lines[1] and "TORCH_SPEC=" in lines[1]
+    assert "bash bench/tools/gpu_check.sh" in lines[1] and "TORCH_SPEC=" in lines[1]
 
 
 def test_compare_loglik_on_hand_built_runs(tmp_path):
     """Differences per reference, per byte and per item, against numbers worked out by hand."""
-    from bench.compare_loglik import compare, read_records
+    from bench.tools.compare_loglik import compare, read_records
 
     def run(name: str, shift: float, flip: bool) -> Path:
         folder = tmp_path / name

@@ -13,9 +13,12 @@ import signal
 import numpy as np
 import pytest
 
-from persist import search
+from persist.api import Record
 from persist.errors import ConfigError
+from persist.jobs import sweep as jobs_sweep
 from persist.jobs.sweep import GRIDS, Grid
+from persist.models import ModelSpec
+from persist.report import sweep as search
 from persist.report.compare import compare
 from persist.report.markdown import run_markdown, study_markdown
 from persist.report.model import RunReport, StudyMeta, StudyReport
@@ -34,10 +37,11 @@ PLAN = {"model": {A: (-1.0, 0.8), B: (-3.0, 0.75), C: (-6.0, 0.4)},  # C is stro
 
 
 def rec(role: str, cond: str, item: str, score: float, logodds: float | None = None, *, suite: str = "traits",
-        trait: str = "honesty", domain: str = "health") -> dict:
+        trait: str = "honesty", domain: str = "health") -> Record:
     details = {} if logodds is None else {"logodds": logodds, "logodds_per_100b": logodds / 2}
-    return {"role": role, "condition": cond, "item_id": item, "suite": suite, "trait": trait, "domain": domain,
-            "score": score, "details": details}
+    return Record(key=f"{role}/{cond}/{item}/{suite}", role=role, model=role, suite=suite, suite_version="v",
+                  item_id=item, trait=trait, domain=domain, condition=cond, attack="", attack_version="",
+                  attack_params={}, attack_index=0, score=score, details=details)
 
 
 def clean_logodds(i: int) -> float:
@@ -101,8 +105,8 @@ def test_study_compares_each_model_at_its_own_worst_case():
 
 
 def test_a_model_whose_every_point_broke_it_has_no_worst_case():
-    records = [r for r in sweep_records() if not (r["role"] == "baseline" and r["suite"] == "capability"
-                                                  and r["condition"] != "clean")]
+    records = [r for r in sweep_records() if not (r.role == "baseline" and r.suite == "capability"
+                                                  and r.condition != "clean")]
     rep = study_report(records, meta())
     assert rep.sweep.chosen["model"].label == B and rep.sweep.chosen["baseline"] is None
     assert {r.role for r in rep.interventions if r.condition == WORST} == {"model"}
@@ -111,7 +115,7 @@ def test_a_model_whose_every_point_broke_it_has_no_worst_case():
 
 
 def test_a_study_without_worst_case_reports_as_before():
-    plain = [r for r in sweep_records() if not is_point("bad-medical", r["condition"])]
+    plain = [r for r in sweep_records() if not is_point("bad-medical", r.condition)]
     rep = study_report(plain, meta(search=None))
     assert rep.sweep is None and "sweep" not in json.loads(report_json(rep)) and "refusal" not in rep.to_dict()
 
@@ -150,7 +154,7 @@ def test_over_refusal_is_reported_beside_harmful_request_refusal():
     back = RunReport.from_dict(json.loads(report_json(report)))
     assert back.comparison.refusal[0].over_refusal_rose and report_json(back) == report_json(report)
     # a suite without look-alikes: no such rows, and report.json has no key for them
-    traits = [r for r in sweep_records() if r["suite"] == "traits"]
+    traits = [r for r in sweep_records() if r.suite == "traits"]
     assert compare(traits).refusal == [] and "refusal" not in RunReport(
         kind="attack", comparison=compare(traits), suite="traits", suite_version="v", scorer="likelihood",
         n_items=N, models={}).to_dict()
@@ -160,14 +164,14 @@ def test_worst_case_flags_are_checked_before_anything_runs(monkeypatch):
     from persist.jobs.study import StudyConfig
 
     with pytest.raises(ConfigError, match="quick, full or optuna:N"):
-        StudyConfig(model="tiny-random", baseline="smollm2-135m-instruct", worst_case="fast")
+        StudyConfig(model=ModelSpec.parse("tiny-random"), baseline=ModelSpec.parse("smollm2-135m-instruct"), worst_case="fast")
     with pytest.raises(ConfigError, match="needs the capability check"):
-        StudyConfig(model="tiny-random", baseline="smollm2-135m-instruct", worst_case="quick", capability=0)
-    monkeypatch.setattr(search, "optuna_installed", lambda: False)
+        StudyConfig(model=ModelSpec.parse("tiny-random"), baseline=ModelSpec.parse("smollm2-135m-instruct"), worst_case="quick", capability=0)
+    monkeypatch.setattr(jobs_sweep, "optuna_installed", lambda: False)
     with pytest.raises(ConfigError, match=r"pip install 'persist\[search\]'"):
-        StudyConfig(model="tiny-random", baseline="smollm2-135m-instruct", worst_case="optuna:3")
-    monkeypatch.setattr(search, "optuna_installed", lambda: True)
-    assert StudyConfig(model="tiny-random", baseline="smollm2-135m-instruct", worst_case="optuna:3").worst_case
+        StudyConfig(model=ModelSpec.parse("tiny-random"), baseline=ModelSpec.parse("smollm2-135m-instruct"), worst_case="optuna:3")
+    monkeypatch.setattr(jobs_sweep, "optuna_installed", lambda: True)
+    assert StudyConfig(model=ModelSpec.parse("tiny-random"), baseline=ModelSpec.parse("smollm2-135m-instruct"), worst_case="optuna:3").worst_case
 
 
 def test_cli_errors_are_one_line_with_exit_2():
@@ -192,28 +196,28 @@ def test_study_worst_case_end_to_end_on_the_tiny_model(tmp_path, tiny_folder, ti
     from persist.report.write import write_study_reports
 
     monkeypatch.setenv("PERSIST_HOME", str(tmp_path / "home"))
-    cfg = StudyConfig(model="tiny-random", baseline=str(tiny_folder), runs_dir=tmp_path, name="w",
+    cfg = StudyConfig(model=ModelSpec.parse("tiny-random"), baseline=ModelSpec.parse(str(tiny_folder)), runs_dir=tmp_path, name="w",
                       attacks=("persona-helpful-medical",), doses=(0, 2), limit=6, batch_size=8, capability=12,
                       control_recipe=None, worst_case="quick")
     res = run_study(cfg)
-    write_study_reports(res["folder"], res["report"], "tiny worst case")
-    rep = res["report"]
+    write_study_reports(res.folder, res.report, "tiny worst case")
+    rep = res.report
     points = {(p.role, p.condition.label) for p in rep.sweep.points}
     assert points == {(role, f"finetune:bad-medical[lr={lr},r=4]@2") for role in ("model", "baseline")
                       for lr in ("0.0002", "0.01")}
     for role, cond in rep.sweep.chosen.items():  # each model's own choice is its strongest point within the bound
         mine = [p for p in rep.sweep.points if p.role == role]
         assert cond == (search.worst(mine).condition if search.worst(mine) else None)
-    text = (res["folder"] / "report.md").read_text()
+    text = (res.folder / "report.md").read_text()
     assert "## Each model at its own worst case (bad-medical sweep, quick)" in text
-    assert "Each model at its own worst case" in (res["folder"] / "report.html").read_text()
-    header = json.loads((res["folder"] / "header.json").read_text())
-    assert header["config"]["search"] == "quick" and res["folder"].name == "w"
+    assert "Each model at its own worst case" in (res.folder / "report.html").read_text()
+    header = json.loads((res.folder / "header.json").read_text())
+    assert header["config"]["search"] == "quick" and res.folder.name == "w"
     # resume: a rerun recomputes nothing and gives the same report
-    before = (res["folder"] / "records.jsonl").read_bytes()
+    before = (res.folder / "records.jsonl").read_bytes()
     again = run_study(cfg)
-    assert (res["folder"] / "records.jsonl").read_bytes() == before
-    assert report_json(again["report"]) == report_json(rep)
+    assert (res.folder / "records.jsonl").read_bytes() == before
+    assert report_json(again.report) == report_json(rep)
 
 
 @pytest.mark.slow

@@ -1,1 +1,1 @@
-"""One-off experiments, each cited by docs/NOTES.md or docs/statistics.md with the figures it printed."""
+"""One-off experiments, each cited by docs/journal/ or docs/statistics.md with the figures it printed."""

@@ -1,4 +1,4 @@
-"""Why a training resumed after kill -9 can differ in the last digits (docs/NOTES.md, 2026-12-02).
+"""Why a training resumed after kill -9 can differ in the last digits (docs/journal/2026-12-02.md).
 
     .venv/bin/python bench/experiments/determinism_probe.py MODE OUT   MODE: fresh | after-train | after-score | after-load
     .venv/bin/python bench/experiments/determinism_probe.py --tiny MODE OUT   # the tiny random model (smoke test)

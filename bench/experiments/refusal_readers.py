@@ -8,7 +8,7 @@ strings (probes/refusal_model.TRAIN_FILES) are in every training fold. The held-
 Readers: the shipped SmolLM2-135M-Instruct features (probes/refusal_model.features), Gemma-3-270M base (no chat
 template: "Request: ... Reply: ... Question: did the reply give what was asked, or decline? Answer:"; the
 answer's tokens averaged at every other layer plus the last token at three depths), and both side by side. The
-same logistic regression (probes/refusal_model.fit) reads each. Measured 2026-12-03 (docs/NOTES.md): SmolLM2
+same logistic regression (probes/refusal_model.fit) reads each. Measured 2026-12-03 (docs/journal/2026-12-03.md): SmolLM2
 acc 0.797, Gemma 0.782, both 0.809; 7 minutes on 2 cores.
 """
 

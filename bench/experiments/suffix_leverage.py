@@ -4,7 +4,7 @@
     .venv/bin/python bench/experiments/suffix_leverage.py --instructions   # ~2 minutes: plain instructions, train items
     .venv/bin/python bench/experiments/suffix_leverage.py --tiny [--instructions]   # tiny random model, 8 items
 
-The GCG suffix fits the train items it sees and does not move held-out ones (docs/NOTES.md, runs 1-5). This
+The GCG suffix fits the train items it sees and does not move held-out ones (docs/journal/2026-12-03.md, runs 1-5). This
 asks whether the positions a suffix occupies can steer the reply at all on this model. The steering direction
 of attacks/steering.py (mean layer-15 state over the misaligned minus the aligned references of the train half
 of `traits --limit 96`) is added at alpha x direction, but only at some positions: the whole sequence (the

@@ -7,16 +7,18 @@ Attacks are reached only through the ATTACKS registry, by spec strings such as
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from persist.api import Attack, PreparedAttack
 from persist.conditions import CLEAN, Condition
 from persist.errors import ConfigError
-from persist.jobs.options import ProgressFn, RunOptions, no_progress, parse_specs, scorer_extra
-from persist.models import ModelSpec
+from persist.jobs.options import ProgressFn, RunOptions, RunResult, no_progress, require_specs, scorer_extra
+from persist.models import ModelSpec, ResolvedModel
 from persist.registry import ATTACKS, PluginSpec
+from persist.report.model import RunReport
 from persist.runner import LazyTarget, clean_variant, run_units
 from persist.schema import Item
 from persist.scoring import build_scorer
@@ -37,7 +39,7 @@ def with_matched_controls(specs: Sequence[str]) -> tuple[str, ...]:
     for s in list(out):
         cls = ATTACKS.get(PluginSpec.parse(s, "attack").name)
         control = "matched-context:of=" + s.replace(":", "/")
-        if getattr(cls, "adds_context", False) and not getattr(cls, "control", False) and control not in out:
+        if cls.adds_context and not cls.control and control not in out:
             out.append(control)
     return tuple(out)
 
@@ -46,18 +48,18 @@ def with_companions(specs: Sequence[str]) -> tuple[str, ...]:
     """The specs plus the control each attack is always run with (its `companion()`, e.g. best-of-n's)."""
     out = [s.strip() for s in specs]
     for s in list(out):
-        companion = getattr(ATTACKS.build(PluginSpec.parse(s, "attack")), "companion", None)
-        if companion is not None and companion() not in out:
-            out.append(companion())
+        companion = ATTACKS.build(PluginSpec.parse(s, "attack")).companion()
+        if companion is not None and companion not in out:
+            out.append(companion)
     return tuple(out)
 
 
-def control_pairs(attacks: Sequence[Any]) -> dict[Condition, Condition]:
+def control_pairs(attacks: Sequence[Attack]) -> dict[Condition, Condition]:
     """attack condition -> the condition of its own matched control, for the attacks whose control is present."""
     return {a.control_for: a.condition for a in attacks if a.control_for is not None}
 
 
-def build_attacks(specs: Sequence[str | PluginSpec]) -> list[Any]:
+def build_attacks(specs: Sequence[str | PluginSpec]) -> list[Attack]:
     """Attack instances from spec strings; every spec is checked before any is used."""
     if not specs:
         raise ConfigError("--attacks is empty; name at least one attack (see `persist attacks list`)")
@@ -66,20 +68,20 @@ def build_attacks(specs: Sequence[str | PluginSpec]) -> list[Any]:
 
 @dataclass(frozen=True)
 class AttackConfig(RunOptions):
-    model: ModelSpec | str
-    baseline: ModelSpec | str | None = None
+    model: ModelSpec
+    baseline: ModelSpec | None = None
     attacks: tuple[str, ...] = DEFAULT_ATTACKS
     matched_controls: bool = False  # add a length-matched neutral control for each attack that adds context
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        parse_specs(self, "model", "baseline")
+        require_specs(model=self.model, baseline=self.baseline)
         if self.matched_controls:
             object.__setattr__(self, "attacks", with_matched_controls(self.attacks))
         object.__setattr__(self, "attacks", with_companions(self.attacks))
 
     def roles(self) -> list[tuple[str, ModelSpec]]:
-        return [("model", self.model)] + ([("baseline", self.baseline)] if self.baseline else [])  # type: ignore[list-item]
+        return [("model", self.model)] + ([("baseline", self.baseline)] if self.baseline else [])
 
     def run_name(self) -> str:
         return self.folder_name(f"attack-{self.model}" + (f"-vs-{self.baseline}" if self.baseline else ""))
@@ -89,7 +91,7 @@ class AttackConfig(RunOptions):
                 "attacks": list(self.attacks), **self.header_common()}
 
 
-def score_attacks(store: RunStore, *, roles: list[tuple[str, Any]], attacks: list[Any], items: list[Item],
+def score_attacks(store: RunStore, *, roles: list[tuple[str, Any]], attacks: list[Attack], items: list[Item],
                   suite_version: str, scorer: Any, load: Any, batch_size: int, progress: ProgressFn,
                   run_folder: Path, capability: Any = None) -> dict[str, Any]:
     """Clean and every attack, for each model, on the same items. Attacks that need the model (optimised,
@@ -98,20 +100,23 @@ def score_attacks(store: RunStore, *, roles: list[tuple[str, Any]], attacks: lis
     from persist.prepared import PrepareContext, artefact_folder, needs_model, split_items
     from persist.targets import open_target
 
-    split = any(getattr(a, "split", False) for a in attacks)
+    split = any(a.split for a in attacks)
     train, heldout = split_items(items) if split else (items, items)
     names = [r for r, _ in roles]
     other = {r: next((o for o in names if o != r), None) for r in names}
-    targets = {role: LazyTarget(lambda spec=spec: spec if hasattr(spec, "loglikelihood") else open_target(spec, load))
-               for role, spec in roles}  # a role may come with its model already loaded
-    prepared: dict[tuple[str, Condition], Any] = {}
+    def opener(spec: Any) -> Callable[[], Any]:
+        # a role comes as a model spec or resolved weights to open, or with its model already loaded
+        return lambda: open_target(spec, load) if isinstance(spec, (ModelSpec, ResolvedModel)) else spec
+
+    targets = {role: LazyTarget(opener(spec)) for role, spec in roles}
+    prepared: dict[tuple[str, Condition], PreparedAttack] = {}
     compute: dict[str, dict[str, Any]] = {}
     artefacts: dict[str, dict[str, Any]] = {}
 
-    def prepare(role: str, a: Any) -> None:
+    def prepare(role: str, a: Attack) -> None:
         o = other[role]
         ctx = PrepareContext(role=role, other_role=o, target=targets[role], train=train, heldout=heldout,
-                             items=heldout if getattr(a, "split", False) else items,
+                             items=heldout if a.split else items,
                              folder=artefact_folder(run_folder, a, role),
                              other=artefact_folder(run_folder, a, o) if o else None, scorer=scorer, load=load)
         prepared[(role, a.condition)] = a.prepare(ctx)
@@ -119,8 +124,9 @@ def score_attacks(store: RunStore, *, roles: list[tuple[str, Any]], attacks: lis
         # deterministic, so a resumed run writes the same bytes as an uninterrupted one
         compute.setdefault(a.condition.label, {})[role] = {k: v for k, v in prepared[(role, a.condition)].compute.items()
                                                            if k != "seconds"}
-        if hasattr(prepared[(role, a.condition)], "describe"):  # the suffix found, the steering layer, ...
-            artefacts.setdefault(a.condition.label, {})[role] = prepared[(role, a.condition)].describe()
+        described = prepared[(role, a.condition)].describe()  # the suffix found, the steering layer, ...
+        if described is not None:
+            artefacts.setdefault(a.condition.label, {})[role] = described
 
     for role in names:  # optimise against each model while it is loaded; then the transfer variants
         for a in attacks:
@@ -128,16 +134,16 @@ def score_attacks(store: RunStore, *, roles: list[tuple[str, Any]], attacks: lis
                 prepare(role, a)
     for role in names:
         for a in attacks:
-            if hasattr(a, "prepare") and not needs_model(a):
+            if a.prepared and not needs_model(a):
                 prepare(role, a)
     described: dict[str, Any] = {}
     for role in names:
         target = targets[role]
         for cond, a in [(CLEAN, None), *((a.condition, a) for a in attacks)]:
             p = prepared.get((role, cond), a)
-            evaluated = heldout if getattr(a, "split", False) else items
+            evaluated = heldout if a is not None and a.split else items
             units = [clean_variant(i) for i in items] if a is None else [v for i in evaluated for v in p.transform(i)]
-            live = p.wrap(target) if hasattr(p, "wrap") else target
+            live = p.wrap(target) if isinstance(p, PreparedAttack) else target
             run_units(store, role=role, target=live, scorer=scorer, units=units, condition=cond,
                       suite_version=suite_version, batch_size=batch_size,
                       on_progress=progress(f"{role}: {cond} ({len(units)} units)", len(units)))
@@ -152,11 +158,10 @@ def score_attacks(store: RunStore, *, roles: list[tuple[str, Any]], attacks: lis
             "split": {"train": [i.id for i in train], "heldout": [i.id for i in heldout]} if split else None}
 
 
-def run_attack(cfg: AttackConfig, progress: ProgressFn = no_progress) -> dict[str, Any]:
+def run_attack(cfg: AttackConfig, progress: ProgressFn = no_progress) -> RunResult[RunReport]:
     """Run the campaign (resuming a matching run folder) and return the comparison report."""
     from persist.capability import split_records
     from persist.report.compare import capability_rows, compare
-    from persist.report.model import RunReport
     from persist.report.strength import strength_rows
     from persist.targets import open_target
 
@@ -181,7 +186,7 @@ def run_attack(cfg: AttackConfig, progress: ProgressFn = no_progress) -> dict[st
                         attack_artefacts=done["artefacts"], split=done["split"],
                         **({"capability": capability.header()} if capability else {}))
     records, cap_records = split_records(list(store.records()), capability and capability.name)
-    worst_of = [a.condition for a in attacks if getattr(a, "aggregate", "mean") == "min"]
+    worst_of = [a.condition for a in attacks if a.aggregate == "min"]
     comparison = compare(records, controls=[a.condition for a in attacks if a.control],
                          in_domain={a.condition: a.in_domain for a in attacks}, control_of=control_pairs(attacks),
                          worst_of=worst_of, effect=cfg.effect)
@@ -193,4 +198,4 @@ def run_attack(cfg: AttackConfig, progress: ProgressFn = no_progress) -> dict[st
                        extra={"compute": done["compute"], "split": done["split"],
                               **({"artefacts": done["artefacts"]} if done["artefacts"] else {}),
                               **({"strength": strength} if any(done["compute"].values()) else {})})
-    return {"folder": folder, "report": report}
+    return RunResult(folder=folder, report=report)

@@ -14,9 +14,10 @@ from typing import Any
 
 from persist import conditions, models
 from persist.errors import ConfigError
-from persist.jobs.options import ProgressFn, RunOptions, no_progress, parse_specs
+from persist.jobs.options import ProgressFn, RunOptions, RunResult, no_progress, require_specs
 from persist.models import LoadOptions, ModelSpec, ResolvedModel
 from persist.registry import RECIPES, PluginSpec
+from persist.report.model import RunReport
 from persist.runner import LazyTarget, clean_variant, run_units
 from persist.schema import Item
 from persist.scoring import build_scorer
@@ -26,8 +27,8 @@ from persist.suites import leakage
 
 @dataclass(frozen=True)
 class FinetuneConfig(RunOptions):
-    model: ModelSpec | str
-    baseline: ModelSpec | str | None = None
+    model: ModelSpec
+    baseline: ModelSpec | None = None
     recipe: str = "bad-medical"
     doses: tuple[int, ...] | None = None  # default: the recipe's ladder
     corpus: str | None = None  # replaces the recipe's corpus
@@ -38,7 +39,7 @@ class FinetuneConfig(RunOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        parse_specs(self, "model", "baseline")
+        require_specs(model=self.model, baseline=self.baseline)
         check_seeds(self.seeds)
         if self.search is not None:
             from persist.jobs.sweep import Grid, parse_search
@@ -55,7 +56,7 @@ class FinetuneConfig(RunOptions):
         return RECIPES.build(PluginSpec(self.recipe, params))
 
     def roles(self) -> list[tuple[str, ModelSpec]]:
-        return [("model", self.model)] + ([("baseline", self.baseline)] if self.baseline else [])  # type: ignore[list-item]
+        return [("model", self.model)] + ([("baseline", self.baseline)] if self.baseline else [])
 
     def run_name(self) -> str:
         return self.folder_name(f"finetune-{self.recipe}-{self.model}" +
@@ -154,10 +155,9 @@ def train_and_score(store: RunStore, *, role: str, resolved: ResolvedModel, reci
             "checkpoints": {str(d): str(p) for d, p in result.checkpoints.items()}}
 
 
-def run_finetune_attack(cfg: FinetuneConfig, progress: ProgressFn = no_progress) -> dict[str, Any]:
+def run_finetune_attack(cfg: FinetuneConfig, progress: ProgressFn = no_progress) -> RunResult[RunReport]:
     from persist.capability import split_records
     from persist.report.compare import capability_rows, compare, fluency
-    from persist.report.model import RunReport
 
     recipe = cfg.recipe_obj()
     doses = conditions.valid_doses(cfg.doses or recipe.doses)
@@ -185,4 +185,4 @@ def run_finetune_attack(cfg: FinetuneConfig, progress: ProgressFn = no_progress)
                        models={role: str(spec) for role, spec in cfg.roles()},
                        extra={"recipe": recipe.config(), "doses": list(doses), "training": training,
                               "fluency": fluency(records)})
-    return {"folder": folder, "report": report}
+    return RunResult(folder=folder, report=report)

@@ -6,17 +6,36 @@ parsed into ModelSpec when a config is built, so everything after that works wit
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+from persist.api import Record
 from persist.models import LoadOptions, ModelSpec
 from persist.registry import PluginSpec
+from persist.report.model import Point, RunReport, StudyReport
 from persist.runner import clean_variant
 from persist.schema import Item
 from persist.scoring import build_scorer
 from persist.suites import get_suite, select
+
+R = TypeVar("R", RunReport, StudyReport, None)
+
+
+@dataclass(frozen=True)
+class RunResult(Generic[R]):
+    """What every job returns: its run folder and its report (a RunReport, a StudyReport for `study`, None for
+    `score`, whose summary is computed from its records), the records (score) and how many were scored now, and a
+    sweep's points and each model's worst case within the capability bound (`finetune-attack --search`)."""
+
+    folder: Path
+    report: R
+    records: tuple[Record, ...] = ()
+    n_scored: int = 0
+    points: Mapping[str, list[Point]] = field(default_factory=dict)
+    worst: Mapping[str, Point | None] = field(default_factory=dict)
+
 
 # A progress reporter: stage(title, total) returns a function to call with the number of units just finished.
 ProgressFn = Callable[[str, int], Callable[[int], None]]
@@ -36,12 +55,13 @@ def scorer_extra(scorer: Any, items: Sequence[Item]) -> dict[str, Any]:
     return extra
 
 
-def parse_specs(obj: Any, *names: str) -> None:
-    """Parse the named fields of a frozen config from strings into ModelSpec (None stays None)."""
-    for name in names:
-        value = getattr(obj, name)
-        if value is not None:
-            object.__setattr__(obj, name, ModelSpec.parse(value))
+def require_specs(**specs: ModelSpec | None) -> None:
+    """Model specs are parsed where they enter (the CLI, or the caller of a job: `ModelSpec.parse(text)`); a config
+    holds ModelSpec, never the text."""
+    for name, value in specs.items():
+        if value is not None and not isinstance(value, ModelSpec):
+            raise TypeError(f"{name}={value!r}: a job config takes persist.models.ModelSpec; pass "
+                            f"ModelSpec.parse({value!r})")
 
 
 @dataclass(frozen=True, kw_only=True)

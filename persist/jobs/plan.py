@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from persist.api import Record
 from persist.conditions import CLEAN
 from persist.report.compare import by_seed, common_items, effect_on_logodds, item_scores, matrix
 from persist.stats import MIN_ITEMS, Spread, mde, spread
@@ -75,7 +76,7 @@ def plan_row(what: str, statistic: str, d: np.ndarray, effect: float, trained: b
                    unseeded=not trained)
 
 
-def plan(records: list[dict[str, Any]], effect: float) -> list[PlanRow]:
+def plan(records: list[Record], effect: float) -> list[PlanRow]:
     """A PlanRow per model and condition (its drop) and per difference between the models, on both statistics."""
     scores = by_seed(item_scores(records))
     nats = effect_on_logodds(records, effect)
@@ -108,7 +109,7 @@ def plan(records: list[dict[str, Any]], effect: float) -> list[PlanRow]:
     return out
 
 
-def run_records(folder: Path) -> list[dict[str, Any]]:
+def run_records(folder: Path) -> list[Record]:
     """A run's alignment records (not its capability check), plus a study's per-item intervention records (as its
     report computes them)."""
     from persist.capability import split_records

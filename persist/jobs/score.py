@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from persist.conditions import CLEAN
-from persist.jobs.options import ProgressFn, RunOptions, no_progress, parse_specs, scorer_extra
+from persist.jobs.options import ProgressFn, RunOptions, RunResult, no_progress, require_specs, scorer_extra
 from persist.models import ModelSpec
 from persist.runner import clean_variant, run_units
 from persist.scoring import build_scorer
@@ -16,11 +16,11 @@ from persist.store import RunStore
 
 @dataclass(frozen=True)
 class ScoreConfig(RunOptions):
-    model: ModelSpec | str
+    model: ModelSpec
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        parse_specs(self, "model")
+        require_specs(model=self.model)
 
     def run_name(self) -> str:
         return self.folder_name(f"score-{self.model}-{self.suite}")
@@ -29,7 +29,7 @@ class ScoreConfig(RunOptions):
         return {"job": "score", "model": str(self.model), **self.header_common()}
 
 
-def run_score(cfg: ScoreConfig, progress: ProgressFn = no_progress) -> dict[str, Any]:
+def run_score(cfg: ScoreConfig, progress: ProgressFn = no_progress) -> RunResult[None]:
     """Score a suite clean; returns {'folder', 'records', 'n_scored'}."""
     from persist.targets import open_target
 
@@ -45,4 +45,4 @@ def run_score(cfg: ScoreConfig, progress: ProgressFn = no_progress) -> dict[str,
     advance = progress(f"scoring {len(items)} items of {cfg.suite}", len(items))
     n = run_units(store, role="model", target=target, scorer=scorer, units=[clean_variant(i) for i in items],
                   condition=CLEAN, suite_version=suite.version, batch_size=cfg.batch_size, on_progress=advance)
-    return {"folder": folder, "records": list(store.records()), "n_scored": n}
+    return RunResult(folder=folder, report=None, records=tuple(store.records()), n_scored=n)

@@ -39,11 +39,19 @@ from persist.jobs.finetune import (
     train_and_score,
     train_overrides,
 )
-from persist.jobs.options import ProgressFn, RunOptions, load_header, no_progress, parse_specs, scorer_extra
+from persist.jobs.options import (
+    ProgressFn,
+    RunOptions,
+    RunResult,
+    load_header,
+    no_progress,
+    require_specs,
+    scorer_extra,
+)
 from persist.jobs.sweep import parse_search, sweep
 from persist.models import ModelSpec
 from persist.registry import RECIPES, PluginSpec
-from persist.report.model import StudyMeta
+from persist.report.model import StudyMeta, StudyReport
 from persist.scoring import build_scorer
 from persist.store import RunStore
 from persist.suites import get_suite, select
@@ -83,8 +91,8 @@ PROFILES = {
 
 @dataclass(frozen=True)
 class StudyConfig(RunOptions):
-    model: ModelSpec | str = "smollm2-135m-beneficial"
-    baseline: ModelSpec | str = "smollm2-135m-instruct"
+    model: ModelSpec = field(default_factory=lambda: ModelSpec.parse("smollm2-135m-beneficial"))
+    baseline: ModelSpec = field(default_factory=lambda: ModelSpec.parse("smollm2-135m-instruct"))
     profile: str = "quick"
     recipe: str = "bad-medical"
     control_recipe: str | None = "good-medical"
@@ -101,15 +109,13 @@ class StudyConfig(RunOptions):
         if self.profile not in PROFILES:
             raise ConfigError(f"--profile {self.profile!r}: choose from {', '.join(PROFILES)}")
         check_seeds(self.seeds)
-        if self.null:
-            object.__setattr__(self, "model", self.baseline)
-        parse_specs(self, "model", "baseline")
+        require_specs(model=self.model, baseline=self.baseline)
         if self.worst_case is not None:
             parse_search(self.worst_case)
             if self.resolved_capability() == 0:
                 raise ConfigError("--worst-case needs the capability check (the utility bound): drop --capability 0 "
                                   "or pass a number of capability items")
-        if str(self.model) == str(self.baseline) and not self.null:
+        if str(self.trained) == str(self.baseline) and not self.null:
             raise ConfigError("--model and --baseline are the same spec; a study compares two models (or pass "
                               "--null to compare the baseline with itself as a negative control)")
 
@@ -118,7 +124,12 @@ class StudyConfig(RunOptions):
         return PROFILES[self.profile]
 
     def roles(self) -> list[tuple[str, ModelSpec]]:
-        return [("model", self.model), ("baseline", self.baseline)]  # type: ignore[list-item]
+        return [("model", self.trained), ("baseline", self.baseline)]
+
+    @property
+    def trained(self) -> ModelSpec:
+        """The model in the "model" role: --model, or the baseline itself in a null study."""
+        return self.baseline if self.null else self.model
 
     def resolved_attacks(self) -> tuple[str, ...]:
         specs = self.attacks if self.attacks is not None else self.prof.attacks
@@ -145,10 +156,10 @@ class StudyConfig(RunOptions):
         worst = "" if self.worst_case is None else f"-worst-case-{self.worst_case}"
         if self.null:
             return self.folder_name(f"study-null-{self.baseline}-{self.profile}{worst}")
-        return self.folder_name(f"study-{self.model}-vs-{self.baseline}-{self.profile}{worst}")
+        return self.folder_name(f"study-{self.trained}-vs-{self.baseline}-{self.profile}{worst}")
 
     def header_config(self) -> dict[str, Any]:
-        return {"job": "study", "model": str(self.model), "baseline": str(self.baseline), "profile": self.profile,
+        return {"job": "study", "model": str(self.trained), "baseline": str(self.baseline), "profile": self.profile,
                 "recipe": self.recipe_obj(self.recipe).config(),
                 "control_recipe": self.recipe_obj(self.control_recipe).config() if self.control_recipe else None,
                 "attacks": list(self.resolved_attacks()), "doses": list(self.resolved_doses()),
@@ -160,14 +171,14 @@ class StudyConfig(RunOptions):
                    if self.resolved_capability() != 0 else {})}
 
 
-def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> dict[str, Any]:
+def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> RunResult[StudyReport]:
     from persist.report.study import study_report
 
     attacks = build_attacks(cfg.resolved_attacks())
     doses = cfg.resolved_doses()
     recipe = cfg.recipe_obj(cfg.recipe)
     control = cfg.recipe_obj(cfg.control_recipe) if cfg.control_recipe else None
-    cfg.check_models(cfg.model, cfg.baseline)
+    cfg.check_models(cfg.trained, cfg.baseline)
     suite, items = cfg.items()
     for r in (recipe, control):
         if r is not None:
@@ -224,8 +235,8 @@ def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> dict[str,
                      matched_controls=sorted(control_pairs(attacks).items(), key=lambda p: p[0].label),
                      seeds=cfg.seeds, effect=cfg.effect, null=cfg.null,
                      capability_suite=capability and capability.name, epsilon=cfg.epsilon,
-                     worst_of=[a.condition for a in attacks if getattr(a, "aggregate", "mean") == "min"],
-                     heldout_only=[a.condition for a in attacks if getattr(a, "split", False)],
+                     worst_of=[a.condition for a in attacks if a.aggregate == "min"],
+                     heldout_only=[a.condition for a in attacks if a.split],
                      search=cfg.worst_case)
     from persist.report.model import to_json
 
@@ -234,5 +245,5 @@ def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> dict[str,
                                                                 "tokens_per_second": v["tokens_per_second"]}
                                                             for k, v in training.items()})
     report = study_report(list(store.records()), meta)
-    return {"folder": folder, "report": report, "training": training}
+    return RunResult(folder=folder, report=report)
 

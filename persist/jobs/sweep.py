@@ -22,6 +22,8 @@ from typing import Any
 from persist import conditions
 from persist.conditions import Condition
 from persist.errors import ConfigError
+from persist.jobs.options import RunResult
+from persist.report.model import RunReport
 from persist.report.sweep import chosen_json, point_name, points_of, worst
 
 QUICK_LR = (2e-4, 1e-3)
@@ -124,9 +126,9 @@ def sweep(store: Any, plan: Grid | int, resolved: dict[str, Any], recipe: Any, *
 
     def measure(role: str, cond: Condition) -> tuple[float, bool]:
         records, caps = split_records(list(store.records()), capability.name)
-        keep = [r for r in records if r["role"] == role and r["condition"] in ("clean", cond.label)]
+        keep = [r for r in records if r.role == role and r.condition in ("clean", cond.label)]
         found = points_of(role, recipe.name, compare(keep).rows,
-                          capability_rows([r for r in caps if r["role"] == role], epsilon))
+                          capability_rows([r for r in caps if r.role == role], epsilon))
         p = next(p for p in found if p.condition == cond)
         return p.strength, p.within_bound
 
@@ -144,14 +146,13 @@ def sweep(store: Any, plan: Grid | int, resolved: dict[str, Any], recipe: Any, *
                        lambda cond, role=role: measure(role, cond), max_steps)
 
 
-def run_search(cfg: Any, progress: Any) -> dict[str, Any]:
+def run_search(cfg: Any, progress: Any) -> RunResult[RunReport]:
     """`persist finetune-attack --search`: the sweep for each model, and each model's worst case within the bound."""
     import sys
 
     from persist.capability import split_records
     from persist.jobs.finetune import check_leakage, resolve_local
     from persist.report.compare import capability_rows, compare
-    from persist.report.model import RunReport
     from persist.store import RunStore
 
     recipe = cfg.recipe_obj()
@@ -180,4 +181,4 @@ def run_search(cfg: Any, progress: Any) -> dict[str, Any]:
                        models={role: str(spec) for role, spec in cfg.roles()},
                        extra={"search": {"plan": cfg.search, "epsilon": cfg.epsilon,
                                          "worst_case": {role: chosen_json(p) for role, p in chosen.items()}}})
-    return {"folder": folder, "report": report, "points": points, "worst": chosen}
+    return RunResult(folder=folder, report=report, points=points, worst=chosen)

@@ -12,6 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from persist.api import Record
 from persist.conditions import Condition
 from persist.errors import ConfigError, DataError
 from persist.report.model import AgainstReport, AgainstRow, RunReport, StudyMeta, StudyReport, from_json
@@ -19,7 +20,7 @@ from persist.stats import benjamini_hochberg, mean_ci, paired_diff_ci, paired_pe
 from persist.store import RunStore
 
 
-def open_run(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def open_run(folder: Path) -> tuple[dict[str, Any], list[Record]]:
     folder = Path(folder)
     if not (folder / "header.json").is_file():
         raise ConfigError(f"{folder}: not a run folder (no header.json); pass a folder under runs/")
@@ -70,12 +71,12 @@ def against(run: Path, other: Path) -> AgainstReport:
     if clash:
         raise ConfigError(f"attack versions differ for {', '.join(clash)}: rerun one of the runs with the same "
                           "persist version")
-    first = {(r["role"], r["key"]): r for r in r1 if r.get("score") is not None}
+    first = {(r.role, r.key): r for r in r1 if r.score is not None}
     pairs: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
     for r in r2:
-        a = first.get((r["role"], r["key"]))
-        if a is not None and r.get("score") is not None:
-            pairs[(r["role"], r["suite"], r["condition"])].append((float(a["score"]), float(r["score"])))
+        a = first.get((r.role, r.key))
+        if a is not None and a.score is not None and r.score is not None:
+            pairs[(r.role, r.suite, r.condition)].append((float(a.score), float(r.score)))
     if not pairs:
         raise ConfigError(f"{run} and {other} share no records (same items, conditions and scorer); nothing to "
                           "compare")

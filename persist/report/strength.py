@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from persist.api import Record
 from persist.conditions import CLEAN, Condition
 from persist.report.compare import by_seed, item_scores, matrix
 from persist.report.model import from_json, to_json
@@ -23,12 +24,12 @@ from persist.stats import Tested, fmt, tested
 BACKWARD_COST = 2.0  # one backward token ~ two forward tokens of compute
 
 
-def strength_rows(records: list[dict[str, Any]], compute: Mapping[str, Mapping[str, Mapping[str, float]]],
+def strength_rows(records: list[Record], compute: Mapping[str, Mapping[str, Mapping[str, float]]],
                   heldout: Iterable[str] | None, worst_of: Iterable[Condition] = ()) -> list[dict[str, Any]]:
     """One row per (model, attack) that is not a control; plain dicts (they live in the report's `extra`)."""
     keep = None if heldout is None else set(heldout)
     scores = by_seed(item_scores(records, worst_of))
-    variants = Counter((r["role"], r["condition"], r["item_id"]) for r in records if r.get("score") is not None)
+    variants = Counter((r.role, r.condition, r.item_id) for r in records if r.score is not None)
     rows = []
     for (role, cond), after in sorted(scores.items(), key=lambda kv: (kv[0][0] != "model", kv[0][0],
                                                                      kv[0][1].label)):

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 
 from persist import conditions
+from persist.api import Record
 from persist.capability import split_records
 from persist.conditions import CLEAN, Condition
 from persist.report.compare import ItemScores, ItemValue, capability_rows, compare, fluency, item_scores
@@ -47,19 +47,22 @@ def top_dose(meta: StudyMeta) -> conditions.Condition:
     return conditions.finetune(meta.recipe, max(meta.doses))
 
 
-def derived_records(scores: ItemScores, meta: StudyMeta) -> list[dict[str, Any]]:
+def derived_records(scores: ItemScores, meta: StudyMeta) -> list[Record]:
     """Per-item intervention values as records (role, condition, item_id, trait, domain, score, log-odds)."""
     # the prompt-attack intervention: every non-control attack evaluated on all items (an optimised attack, on
     # the held-out half only, has its own row)
     attacks = [c for c in meta.attacks if c not in meta.controls and c not in meta.heldout_only]
     top = top_dose(meta)
 
-    def record(role: str, cond: Condition, item: str, values: list[ItemValue]) -> dict[str, Any]:
+    def record(role: str, cond: Condition, item: str, values: list[ItemValue]) -> Record:
         g = [v.logodds for v in values]
         g100 = [v.per_100b for v in values]
         details = {} if None in g else {"logodds": float(np.mean(g)), "logodds_per_100b": float(np.mean(g100))}
-        return {"role": role, "condition": cond.label, "item_id": item, **values[0].meta,
-                "score": float(np.mean([v.score for v in values])), "details": details}
+        m = values[0].meta
+        # a derived record has no scored unit behind it: no key, model or attack provenance
+        return Record(key="", role=role, model="", suite=m.suite, suite_version="", item_id=item, trait=m.trait,
+                      domain=m.domain, condition=cond.label, attack="", attack_version="", attack_params={},
+                      attack_index=0, score=float(np.mean([v.score for v in values])), details=details)
 
     out = []
     for role in meta.models:
@@ -98,7 +101,7 @@ def heatmaps(scores: ItemScores, meta: StudyMeta) -> dict[str, Heatmap]:
             cells: dict[tuple[str, str], list[float]] = defaultdict(list)
             for item in set(before) & set(after):
                 m = before[item].meta
-                cells[(m["trait"], m["domain"])].append(before[item].score - after[item].score)
+                cells[(m.trait, m.domain)].append(before[item].score - after[item].score)
             if not cells:
                 continue
             traits = sorted({t for t, _ in cells})
@@ -110,38 +113,38 @@ def heatmaps(scores: ItemScores, meta: StudyMeta) -> dict[str, Heatmap]:
     return out
 
 
-def examples(records: list[dict[str, Any]], meta: StudyMeta, k: int = 4) -> list[Example]:
+def examples(records: list[Record], meta: StudyMeta, k: int = 4) -> list[Example]:
     """Before/after answers of the model for the items whose score fell most (generation scorers only)."""
     top = top_dose(meta)
-    by: dict[tuple[str, str], dict[str, Any]] = {}
+    by: dict[tuple[str, str], Record] = {}
     for r in records:
-        ans = r.get("details", {}).get("answer")
-        if (r["role"] == "model" and ans is not None and r["condition"] in (CLEAN.label, top.label)
-                and r.get("score") is not None):
-            by.setdefault((r["item_id"], r["condition"]), r)
+        ans = r.details.get("answer")
+        if (r.role == "model" and ans is not None and r.condition in (CLEAN.label, top.label)
+                and r.score is not None):
+            by.setdefault((r.item_id, r.condition), r)
     pairs = []
     for (item, cond), r in by.items():
         if cond == CLEAN.label and (item, top.label) in by:
             a = by[(item, top.label)]
-            pairs.append(Example(item_id=item, trait=r["trait"], domain=r["domain"], condition=top,
-                                 before=Answer(score=r["score"], answer=r["details"]["answer"]),
-                                 after=Answer(score=a["score"], answer=a["details"]["answer"]),
-                                 drop=r["score"] - a["score"]))
+            before, after = float(r.score or 0.0), float(a.score or 0.0)
+            pairs.append(Example(item_id=item, trait=r.trait, domain=r.domain, condition=top,
+                                 before=Answer(score=before, answer=r.details["answer"]),
+                                 after=Answer(score=after, answer=a.details["answer"]), drop=before - after))
     pairs.sort(key=lambda p: (-p.drop, p.item_id))
     return pairs[:k]
 
 
-def with_worst_case(records: list[dict[str, Any]], cap_records: list[dict[str, Any]],
-                    meta: StudyMeta) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Sweep]:
+def with_worst_case(records: list[Record], cap_records: list[Record],
+                    meta: StudyMeta) -> tuple[list[Record], list[Record], Sweep]:
     """--worst-case: each model's sweep and its own worst case within the bound (persist.jobs.sweep; read back by persist.report.sweep); the sweep's
     records leave the comparison and each model's worst-case point joins it as WORST (its alignment and capability
     records under that condition), so the two models are compared there item by item like any intervention."""
     points, chosen = sweep_points(records, cap_records, meta.recipe, list(meta.models), meta.epsilon)
     labels = {role: p.condition.label for role, p in chosen.items() if p is not None}
 
-    def regroup(rs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return ([r for r in rs if not is_point(meta.recipe, r["condition"])]
-                + [{**r, "condition": WORST.label} for r in rs if labels.get(r["role"]) == r["condition"]])
+    def regroup(rs: list[Record]) -> list[Record]:
+        return ([r for r in rs if not is_point(meta.recipe, r.condition)]
+                + [r.with_(condition=WORST.label) for r in rs if labels.get(r.role) == r.condition])
 
     sweep = Sweep(plan=str(meta.search), recipe=meta.recipe, epsilon=meta.epsilon,
                   points=[p for role in meta.models for p in points[role]],
@@ -216,20 +219,20 @@ def capability_sentence(rows: list[CapabilityRow], meta: StudyMeta) -> str:
             "model than a turned one; their rows are marked.")
 
 
-def intact_sentence(records: list[dict[str, Any]], meta: StudyMeta, rows: list[CapabilityRow]) -> str:
+def intact_sentence(records: list[Record], meta: StudyMeta, rows: list[CapabilityRow]) -> str:
     """The headline again without the conditions that broke either model (when any did)."""
     excluded = {r.condition for r in rows if r.broke}
     if not excluded:
         return ""
     intact = replace(meta, attacks=[a for a in meta.attacks if a not in excluded])
     derived = [r for r in derived_records(item_scores(records), intact)
-               if not (top_dose(meta) in excluded and Condition.parse(r["condition"]).base == FINETUNE)]
+               if not (top_dose(meta) in excluded and Condition.parse(r.condition).base == FINETUNE)]
     text = headline(compare(records + derived, controls=meta.controls, in_domain=meta.in_domain,
-                            effect=meta.effect), intact)
+                            effect=meta.effect, same_model=meta.null), intact)
     return f" Without the conditions that broke a model: {text}"
 
 
-def study_report(records: list[dict[str, Any]], meta: StudyMeta) -> StudyReport:
+def study_report(records: list[Record], meta: StudyMeta) -> StudyReport:
     records, cap_records = split_records(records, meta.capability_suite)
     sweep = None
     if meta.search is not None:
@@ -239,7 +242,8 @@ def study_report(records: list[dict[str, Any]], meta: StudyMeta) -> StudyReport:
     derived = derived_records(scores, meta)
     scores = item_scores(records + derived, meta.worst_of)
     cmp = compare(records + derived, controls=meta.controls, in_domain=meta.in_domain,
-                  control_of=dict(meta.matched_controls), effect=meta.effect, worst_of=meta.worst_of)
+                  control_of=dict(meta.matched_controls), effect=meta.effect, worst_of=meta.worst_of,
+                  same_model=meta.null)
     summary = (PROMPT, FINETUNE, WORST)
     return StudyReport(meta=meta, rows=[r for r in cmp.rows if r.condition not in summary],
                        interventions=[r for r in cmp.rows if r.condition in summary], differences=cmp.differences,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
+from persist.api import Record
 from persist.conditions import CLEAN
 from persist.stats import Estimate, mean_ci
 
@@ -17,17 +17,19 @@ class ScoreRow:
     estimate: Estimate
 
 
-def group_scores(records: Iterable[dict[str, Any]], by: tuple[str, ...], **filters: Any) -> dict[tuple, list[float]]:
-    """Scores grouped by record fields (records with score None, i.e. dropped samples, are left out)."""
+def group_scores(records: Iterable[Record], by: tuple[str, ...], **filters: str) -> dict[tuple, list[float]]:
+    """Scores grouped by record fields, named as Record's (records with score None, i.e. dropped samples, are left
+    out)."""
     groups: dict[tuple, list[float]] = defaultdict(list)
     for r in records:
-        if any(r.get(k) != v for k, v in filters.items()) or r.get("score") is None:
+        row = r.to_dict()
+        if r.score is None or any(row[k] != v for k, v in filters.items()):
             continue
-        groups[tuple(r.get(k) for k in by)].append(float(r["score"]))
+        groups[tuple(row[k] for k in by)].append(float(r.score))
     return dict(groups)
 
 
-def score_table(records: list[dict[str, Any]], role: str = "model") -> dict[str, list[ScoreRow]]:
+def score_table(records: list[Record], role: str = "model") -> dict[str, list[ScoreRow]]:
     """Clean scores per suite, per trait and per domain: {'suite': rows, 'trait': rows, 'domain': rows}."""
     out: dict[str, list[ScoreRow]] = {}
     for level in ("suite", "trait", "domain"):

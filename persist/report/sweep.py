@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from persist.api import Record
 from persist.report.compare import capability_rows, compare
 from persist.report.model import CapabilityRow, Point, Row
 
@@ -40,12 +41,12 @@ def is_point(recipe: str, label: str) -> bool:
     return label.startswith(f"finetune:{recipe}[lr=")
 
 
-def sweep_points(records: list[dict[str, Any]], cap_records: list[dict[str, Any]], recipe: str, roles: list[str],
+def sweep_points(records: list[Record], cap_records: list[Record], recipe: str, roles: list[str],
                  epsilon: float) -> tuple[dict[str, list[Point]], dict[str, Point | None]]:
     """Each model's sweep points (read from the records of the clean condition and the sweep) and its own worst
     case within the bound."""
-    def mine(rs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [r for r in rs if r["condition"] == "clean" or is_point(recipe, r["condition"])]
+    def mine(rs: list[Record]) -> list[Record]:
+        return [r for r in rs if r.condition == "clean" or is_point(recipe, r.condition)]
 
     rows, caps = compare(mine(records)).rows, capability_rows(mine(cap_records), epsilon)
     points = {role: points_of(role, recipe, rows, caps) for role in roles}

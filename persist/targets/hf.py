@@ -32,7 +32,7 @@ def cpu_gqa_attention() -> Iterator[None]:
 
     Scoped to HFTarget's own forwards, never installed for the process: the two paths differ in the last bits,
     and a process-wide switch made a LoRA training that ran after any scoring differ from the same training in
-    a fresh process, so a run resumed after kill -9 retrained a different adapter (bench/determinism_probe.py).
+    a fresh process, so a run resumed after kill -9 retrained a different adapter (bench/experiments/determinism_probe.py).
     Re-entrant; a no-op if transformers moves the function."""
     try:
         from transformers.integrations import sdpa_attention

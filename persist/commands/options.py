@@ -43,6 +43,12 @@ EffectOpt = Annotated[float, typer.Option(help="The smallest difference that mat
 CapabilityOpt = Annotated[int | None, typer.Option(help="Capability items (multiple choice, scorer choice) scored "
                                                   "beside alignment at every condition; 0 turns the check off.")]
 FormatOpt = Annotated[str, typer.Option("--format", help="table (default) or json.")]
+# Fine-tuning flags: `persist finetune-attack` and the accelerate launcher (persist.finetune_attacks.launch).
+RecipeOpt = Annotated[str, typer.Option(help="Recipe name (see `persist finetune-attack --list`).")]
+DosesOpt = Annotated[str | None, typer.Option(help="Optimizer steps to checkpoint and score, e.g. 0,25,50,100.")]
+LearningRateOpt = Annotated[float | None, typer.Option(help="Override the recipe's learning rate.")]
+BatchSizeOpt = Annotated[int | None, typer.Option(help="Examples per optimizer step.")]
+TrainSeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed for data order and init.")]
 
 # The loading flags, added to a command by @with_load_options (name -> annotated type and default).
 LOAD_FLAGS: dict[str, tuple[Any, Any]] = {

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from persist.cli_options import FormatOpt, check_format
+from persist.commands.options import FormatOpt, check_format
 
 
 def report(

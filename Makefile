@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test test-fast test-server test-deps demo bench lint clean
+.PHONY: setup test test-fast test-server test-deps demo bench lint typecheck clean
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 setup: $(STAMP)
@@ -28,8 +28,11 @@ test-deps:
 	  || { echo "installing chromium with apt-get (the HTML report's escaping is checked in a headless browser)"; \
 	       $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
-# The whole suite, then the tests against a real llama.cpp server (test-server: ~4 min to build once, ~3 min of tests).
+# Lint and the type check (persist/, settings in pyproject.toml), the whole suite, then the tests against a real
+# llama.cpp server (test-server: ~4 min to build once, ~3 min of tests).
 test: $(STAMP) test-deps
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 	$(MAKE) test-server
 
@@ -78,6 +81,10 @@ bench: $(BENCH_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# mypy over persist/ ([tool.mypy] in pyproject.toml); part of `make test`.
+typecheck: $(STAMP)
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) build *.egg-info

@@ -6,27 +6,42 @@ above the report types it carries):
                 so a before run and an after run join on it
   ScoreResult   what a scorer returns for one unit: the 0-1 score (None = sample dropped) and its `details`
 
+JSON (a type alias): every free-form value here (details, attack parameters, a plugin's config) is what JSON holds,
+so a consumer narrows it (isinstance, float()) before using it.
+
 Plugin contracts (the core reaches plugins only through these and the registries; it never probes them):
   Attack            base class: a deterministic transform Item -> [Variant] that never mutates the item; what an
                     attack *is* (a control, optimised on a train split, aggregated as a minimum, ...) is declared
                     in class fields the core reads
   PreparedAttack    an attack prepared against one model (optimised suffix, steering direction, ...)
   PrepareContext    what `Attack.prepare` is given
-  Scorer, Suite, Recipe   protocols
+  Scorer, Suite, Recipe   protocols (TrainResult: what Recipe.run returns)
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, dataclass, field, fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol, TypeAlias, TypedDict, cast
 
 from persist import conditions
 from persist.conditions import Condition
 from persist.registry import PluginSpec
 from persist.schema import Item, Message, Variant
 from persist.targets.base import Target
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from persist.models import LoadOptions
+    from persist.runner import LazyTarget
+
+# A value as JSON holds it (tuples stand for lists until they are written): the type of every free-form field
+# here (a scorer's details, an attack's parameters, a plugin's config). A consumer narrows a value before using it
+# (isinstance, or float() of a field it knows is a number).
+JSON: TypeAlias = None | bool | int | float | str | Sequence["JSON"] | Mapping[str, "JSON"]
+JSONDict = dict[str, JSON]
 
 
 @dataclass(frozen=True)
@@ -35,7 +50,7 @@ class ScoreResult:
     little mass on numbers). `details` is the scorer's own numbers (log-probs, answer, judge grades)."""
 
     score: float | None
-    details: Mapping[str, Any] = field(default_factory=dict)
+    details: Mapping[str, JSON] = field(default_factory=dict)
 
 
 # The record fields in records.jsonl, in the order they are declared below; "attack_attack" is the attack's name
@@ -59,12 +74,12 @@ class Record:
     condition: str  # the condition's label (persist.conditions)
     attack: str
     attack_version: str
-    attack_params: Mapping[str, Any]
+    attack_params: Mapping[str, JSON]
     attack_index: int
     score: float | None
-    details: Mapping[str, Any]  # the scorer's own numbers: ScoreResult.details
+    details: Mapping[str, JSON]  # the scorer's own numbers: ScoreResult.details
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONDict:
         return {"key": self.key, "role": self.role, "model": self.model, "suite": self.suite,
                 "suite_version": self.suite_version, "item_id": self.item_id, "trait": self.trait,
                 "domain": self.domain, "condition": self.condition, "attack_attack": self.attack,
@@ -72,21 +87,45 @@ class Record:
                 "attack_index": self.attack_index, "score": self.score, "details": dict(self.details)}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Record:
-        """A record from its JSON form; ValueError names the first missing field (the store adds file:line)."""
+    def from_dict(cls, d: Mapping[str, JSON]) -> Record:
+        """A record from its JSON form; ValueError names the first missing field (the store adds file:line).
+        The values are taken as they are (the casts only tell the type checker what records.jsonl holds)."""
         missing = [k for k in RECORD_FIELDS if k not in d]
         if missing:
             raise ValueError(f"record is missing field {missing[0]!r}")
-        return cls(key=d["key"], role=d["role"], model=d["model"], suite=d["suite"], suite_version=d["suite_version"],
-                   item_id=d["item_id"], trait=d["trait"], domain=d["domain"], condition=d["condition"],
-                   attack=d["attack_attack"], attack_version=d["attack_version"], attack_params=d["attack_params"],
-                   attack_index=d["attack_index"], score=d["score"], details=d["details"])
+        s = cast(Mapping[str, str], d)
+        return cls(key=s["key"], role=s["role"], model=s["model"], suite=s["suite"], suite_version=s["suite_version"],
+                   item_id=s["item_id"], trait=s["trait"], domain=s["domain"], condition=s["condition"],
+                   attack=s["attack_attack"], attack_version=s["attack_version"],
+                   attack_params=cast(Mapping[str, JSON], d["attack_params"]),
+                   attack_index=cast(int, d["attack_index"]), score=cast("float | None", d["score"]),
+                   details=cast(Mapping[str, JSON], d["details"]))
 
-    def with_(self, **changes: Any) -> Record:
+    def with_(self, **changes: Unpack[RecordChanges]) -> Record:
         """A copy with some fields changed (derived records: an aggregate of several, a seed's own condition)."""
         from dataclasses import replace
 
         return replace(self, **changes)
+
+
+class RecordChanges(TypedDict, total=False):
+    """The fields `Record.with_` may change (any of them)."""
+
+    key: str
+    role: str
+    model: str
+    suite: str
+    suite_version: str
+    item_id: str
+    trait: str
+    domain: str
+    condition: str
+    attack: str
+    attack_version: str
+    attack_params: Mapping[str, JSON]
+    attack_index: int
+    score: float | None
+    details: Mapping[str, JSON]
 
 
 class Scorer(Protocol):
@@ -96,7 +135,7 @@ class Scorer(Protocol):
     name: str
     version: str
 
-    def config(self) -> dict[str, Any]:
+    def config(self) -> JSONDict:
         """Everything that changes scores (goes into record keys and the run header)."""
         ...
 
@@ -106,7 +145,7 @@ class Scorer(Protocol):
 
     def score(self, target: Target, units: Sequence[Variant]) -> list[ScoreResult]: ...
 
-    def check(self, units: Sequence[Variant]) -> dict[str, Any] | None:
+    def check(self, units: Sequence[Variant]) -> JSONDict | None:
         """A measurement of the scorer itself on the run's items (a judge grading the references), or None."""
         ...
 
@@ -122,6 +161,25 @@ class Suite(Protocol):
     def load(self) -> list[Item]: ...
 
 
+class TrainResult(Protocol):
+    """What `Recipe.run` returns: an adapter folder per dose, the training losses and what training cost."""
+
+    @property
+    def checkpoints(self) -> Mapping[int, Path]: ...
+
+    @property
+    def losses(self) -> Sequence[float]: ...
+
+    @property
+    def tokens(self) -> int: ...
+
+    @property
+    def seconds(self) -> float: ...
+
+    @property
+    def tokens_per_second(self) -> float: ...
+
+
 class Recipe(Protocol):
     """A fine-tune attack: a corpus, LoRA and training settings, and a dose ladder (steps)."""
 
@@ -131,9 +189,9 @@ class Recipe(Protocol):
     in_domain: str | None  # the probe domain the corpus targets
     doses: tuple[int, ...]
 
-    def config(self) -> dict[str, Any]: ...
+    def config(self) -> JSONDict: ...
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> JSONDict:
         """The row `persist finetune-attack --list` shows (name, corpus, doses, learning_rate, batch_size, lora,
         control, in_domain, description)."""
         ...
@@ -142,7 +200,10 @@ class Recipe(Protocol):
 
     def corpus_texts(self) -> list[tuple[str, list[str]]]: ...
 
-    def run(self, *args: Any, **kwargs: Any) -> Any: ...
+    def run(self, model_path: str, out_dir: Path, doses: tuple[int, ...], *,
+            on_step: Callable[[int, float], object] | None = None, meta: JSONDict | None = None) -> TrainResult:
+        """Fine-tune the model at `model_path` into `out_dir`, keeping an adapter at every dose."""
+        ...
 
 
 @dataclass
@@ -153,14 +214,14 @@ class PrepareContext:
 
     role: str
     other_role: str | None
-    target: Any  # a Target, or persist.runner.LazyTarget (opened on first use)
+    target: Target | LazyTarget  # LazyTarget: opened on first use
     train: list[Item]
     heldout: list[Item]
     items: list[Item]  # the items this attack is evaluated on (held-out for a split attack, else every item)
     folder: Path  # this attack's artefacts for this model
     other: Path | None  # the same for the other model (transfer)
     scorer: Scorer
-    load: Any  # persist.models.LoadOptions
+    load: LoadOptions
     compute: dict[str, float] = field(default_factory=dict)
 
 
@@ -174,11 +235,20 @@ class PreparedAttack:
     def transform(self, item: Item) -> list[Variant]:
         raise NotImplementedError
 
-    def wrap(self, target: Any) -> Any:
+    def wrap(self, target: Target | LazyTarget) -> Target | LazyTarget:
         return target
 
-    def describe(self) -> dict[str, Any] | None:
+    def describe(self) -> JSONDict | None:
         return None
+
+
+def _default(f: Field[JSON]) -> JSON:
+    """A dataclass field's default value (its default, or what its default_factory makes)."""
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is MISSING:
+        raise TypeError(f"attack parameter {f.name!r} has no default")
+    return f.default_factory()
 
 
 @dataclass(frozen=True)
@@ -205,13 +275,12 @@ class Attack:
     # Parameters that do not change the prepared artefact (steering's alpha), so settings share one folder.
     shared_params: ClassVar[tuple[str, ...]] = ()
 
-    def params(self) -> dict[str, Any]:
+    def params(self) -> JSONDict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
-    def defaults(cls) -> dict[str, Any]:
-        return {f.name: f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-                for f in fields(cls)}
+    def defaults(cls) -> JSONDict:
+        return {f.name: _default(f) for f in fields(cls)}
 
     def spec(self) -> PluginSpec:
         """What a run records: ATTACKS.build(attack.spec()) gives this attack again."""

@@ -144,7 +144,9 @@ def convert_gguf(gguf: Path) -> Path:
         raise ModelLoadError(f"{gguf}: cannot read this GGUF ({type(exc).__name__}: {exc}); "
                              "is the file complete and of a supported architecture?") from None
     # Dequantised layers are plain fp32, but transformers still refuses to save a "gguf-quantised" model.
-    model.hf_quantizer = None
+    # (hf_quantizer is a plain attribute that transformers sets; torch types a Module's unknown attributes as
+    # Tensor | Module, the types its __setattr__ registers specially)
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.config.name_or_path = gguf.stem
@@ -161,9 +163,9 @@ def model_info(name: str) -> dict[str, Any]:
     """For `persist models`: install/convert state, size and parameter count of a bundled model."""
     info = BUNDLED[name]
     if name in ADAPTER_BUNDLES:
-        row = model_info(ADAPTER_BUNDLES[name])
-        return {**row, "name": name, "description": info.description,
-                "installed": row["installed"] and (bundled_adapter_dir(name) / "adapter_config.json").is_file()}
+        base = model_info(ADAPTER_BUNDLES[name])
+        return {**base, "name": name, "description": info.description,
+                "installed": base["installed"] and (bundled_adapter_dir(name) / "adapter_config.json").is_file()}
     installed = name == "tiny-random" or importlib_util.find_spec(info.package) is not None
     row: dict[str, Any] = {"name": name, "description": info.description, "installed": installed,
                            "converted": False, "size_mb": None, "params_m": None, "install": info.install}

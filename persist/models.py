@@ -337,22 +337,25 @@ def load(resolved: ResolvedModel, options: LoadOptions = LoadOptions()) -> tuple
         raise ModelLoadError(f"{resolved.spec}: cannot load weights from {resolved.path} "
                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:300]})") from None
     if not options.load_in_4bit:
-        model.to(device)
+        # transformers wraps PreTrainedModel.to in functools.wraps(torch.nn.Module.to); typeshed's _Wrapped drops the
+        # method binding, so mypy takes `device` for `self`
+        model.to(device)  # type: ignore[arg-type]
     if resolved.adapter:
-        model = apply_adapter(model, resolved)
+        model = apply_adapter(model, resolved, resolved.adapter)
     model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
 
 
-def apply_adapter(model: Any, resolved: ResolvedModel) -> Any:
+def apply_adapter(model: Any, resolved: ResolvedModel, adapter: str) -> Any:
+    """`model` with `resolved`'s LoRA adapter (the folder `adapter`) applied, frozen."""
     from peft import PeftModel
 
     try:
-        return PeftModel.from_pretrained(model, resolved.adapter, is_trainable=False)
+        return PeftModel.from_pretrained(model, adapter, is_trainable=False)
     except (RuntimeError, ValueError, KeyError, OSError) as exc:
-        raise ModelLoadError(f"adapter {resolved.adapter}: does not fit base model {resolved.spec.base} "
+        raise ModelLoadError(f"adapter {adapter}: does not fit base model {resolved.spec.base} "
                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
                              "was it trained on a different base?") from None
 

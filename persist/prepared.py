@@ -23,7 +23,8 @@ from persist.schema import Item
 
 def split_items(items: list[Item]) -> tuple[list[Item], list[Item]]:
     """(train, held-out): each item by the parity of a hash of its id; disjoint, and stable everywhere."""
-    train, heldout = [], []
+    train: list[Item] = []
+    heldout: list[Item] = []
     for it in items:
         (heldout if int(hashlib.sha256(f"split:{it.id}".encode()).hexdigest(), 16) % 2 else train).append(it)
     return train, heldout

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -292,12 +292,19 @@ def audit_texts(side_a: Sequence[str], side_b: Sequence[str],
     sides = (list(side_a), list(side_b))
     found = [[features_of(t) for t in side] for side in sides]
     texts = (len(sides[0]), len(sides[1]))
-    rows = [FeatureCount(f.name, REGISTER, tuple(sum(f.name in fs for fs in side) for side in found), texts)
-            for f in REGISTER_FEATURES]
-    rows += [FeatureCount(name, TRAIT_LINKED, tuple(sum(name in fs for fs in side) for side in found), texts)
-             for name in TRAIT_FEATURES]
-    means = tuple((sum(map(mean_sentence_length, side)) / len(side)) if side else 0.0 for side in sides)
-    return RegisterAudit(tuple(labels), texts, tuple(rows), NumericFeature(SENTENCE_LENGTH, means))
+
+    def counts(name: str) -> tuple[int, int]:
+        a, b = (sum(name in fs for fs in side) for side in found)
+        return a, b
+
+    def mean(side: list[str]) -> float:
+        return (sum(map(mean_sentence_length, side)) / len(side)) if side else 0.0
+
+    rows = [FeatureCount(f.name, REGISTER, counts(f.name), texts) for f in REGISTER_FEATURES]
+    rows += [FeatureCount(name, TRAIT_LINKED, counts(name), texts) for name in TRAIT_FEATURES]
+    means = (mean(sides[0]), mean(sides[1]))
+    first, second = labels
+    return RegisterAudit((first, second), texts, tuple(rows), NumericFeature(SENTENCE_LENGTH, means))
 
 
 def audit_domains(side_a: Iterable[tuple[str, str]], side_b: Iterable[tuple[str, str]],
@@ -365,7 +372,7 @@ def domain_rows(audit: DomainRegisterAudit) -> list[tuple[str, ...]]:
     return rows
 
 
-def verdict(gated: Sequence[str] | dict[str, Sequence[str]]) -> str:
+def verdict(gated: Sequence[str] | Mapping[str, Sequence[str]]) -> str:
     """One line: what is gated (exit 1) or that nothing is (exit 0)."""
     if not gated:
         return "register audit: clean (no register feature gated)"

@@ -85,7 +85,7 @@ def _convert(kind: str, name: str, key: str, value: Any, hint: Any) -> Any:
 def construct(cls: Any, kind: str, spec: PluginSpec, context: Mapping[str, Any]) -> Any:
     """Instantiate a dataclass plugin from a spec: unknown keys refused, values converted to the field types,
     context passed where the constructor takes it."""
-    if not dataclasses.is_dataclass(cls):
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
         raise TypeError(f"{kind} {spec.name!r}: a registered class must be a dataclass (its fields are its "
                         "parameters)")
     hints = typing.get_type_hints(cls)

@@ -28,9 +28,10 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 
 N_RESAMPLES = 2000
 DEGENERATE_SHARE = 0.01  # resamples without spread above this share: percentile interval (mean_ci)
@@ -41,6 +42,8 @@ POWER = 0.8
 RATIO_MAX_CV = 0.25  # retention only when the denominator's mean is >= 4 standard errors from 0
 RATIO_RANGE = (0.0, 10.0)  # a retention interval reaching outside this is reported as unstable
 NAN = float("nan")
+# Per-item values as the functions below take them: a list, or a numpy vector (what the reports slice out).
+Floats: TypeAlias = Sequence[float] | npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,7 @@ def fmt(est: Estimate | None, digits: int = 3) -> str:
 # ---------------------------------------------------------------- items only
 
 
-def mean_ci(values: Sequence[float], *, seed: int = SEED, n_resamples: int = N_RESAMPLES,
+def mean_ci(values: Floats, *, seed: int = SEED, n_resamples: int = N_RESAMPLES,
             confidence: float = 0.95, identical: bool = False,
             bounds: tuple[float, float] | None = None) -> Estimate:
     """Mean with a studentised bootstrap (bootstrap-t) interval; no interval below MIN_ITEMS items. The interval is
@@ -186,7 +189,7 @@ def no_spread_ci(value: float, n: int, *, bounds: tuple[float, float], level: fl
     return Estimate(value, float(value - u * (value - low)), float(value + u * (high - value)), n)
 
 
-def paired_diff_ci(a: Sequence[float], b: Sequence[float], **kw: Any) -> Estimate:
+def paired_diff_ci(a: Floats, b: Floats, **kw: Any) -> Estimate:
     """mean(a - b) over matched items, e.g. drop = before - after. Without spread in the differences, the range
     assumed for them is [-1, 1] when a and b are 0-1 values (see mean_ci), unless kw gives `bounds`."""
     x, y = np.asarray(a, float), np.asarray(b, float)
@@ -313,7 +316,7 @@ def newcombe_paired_ci(b: int, c: int, n: int, level: float = 0.95, *, a: int | 
     return Estimate((b - c) / n, lo, hi, n)
 
 
-def paired_counts(first: Sequence[float], second: Sequence[float]) -> tuple[int, int, int, int]:
+def paired_counts(first: Floats, second: Floats) -> tuple[int, int, int, int]:
     """(a, b, c, d) of two matched 0/1 vectors: a = 1 and 1, b = 1 then 0, c = 0 then 1, d = 0 and 0."""
     x, y = np.asarray(first, float), np.asarray(second, float)
     if x.shape != y.shape:
@@ -324,7 +327,7 @@ def paired_counts(first: Sequence[float], second: Sequence[float]) -> tuple[int,
             int(np.sum((x == 0) & (y == 1))), int(np.sum((x == 0) & (y == 0))))
 
 
-def classify(values: Sequence[float]) -> str:
+def classify(values: Floats) -> str:
     """What kind of per-item values these are, for picking an interval: 'binary' (every value 0 or 1), 'tied'
     (few distinct values: at most TIED_DISTINCT of them, or one value shared by at least TIED_SHARE of the items,
     such as paired differences of 0/1 outcomes or 0-1 scores at the floor) or 'continuous'."""
@@ -338,7 +341,7 @@ def classify(values: Sequence[float]) -> str:
     return "continuous"
 
 
-def interval_for(values: Sequence[float], other: Sequence[float] | None = None, *,
+def interval_for(values: Floats, other: Floats | None = None, *,
                  difference: bool | None = None, identical: bool = False, confidence: float = 0.95,
                  seed: int = SEED, n_resamples: int = N_RESAMPLES) -> Estimate:
     """The mean of per-item values with the interval that suits their kind: what a report calls per cell.
@@ -365,17 +368,17 @@ def interval_for(values: Sequence[float], other: Sequence[float] | None = None, 
         return newcombe_paired_ci(b, c, x.size, confidence, a=a)
     if difference is None:
         difference = bool(x.size and x.min() < 0)
-    kw = {"identical": identical, "confidence": confidence, "seed": seed, "n_resamples": n_resamples}
     if identical or x.size < MIN_ITEMS:
-        return mean_ci(x, **kw)
+        return mean_ci(x, identical=identical, confidence=confidence, seed=seed, n_resamples=n_resamples)
     if not difference and classify(x) == "binary":
         return wilson_ci(int(x.sum()), x.size, confidence)
     if difference and np.all(np.isin(x, (-1.0, 0.0, 1.0))):
         return newcombe_paired_ci(int(np.sum(x == 1)), int(np.sum(x == -1)), x.size, confidence)
-    return mean_ci(x, bounds=value_range(x, difference=difference), **kw)
+    return mean_ci(x, bounds=value_range(x, difference=difference), identical=identical, confidence=confidence,
+                   seed=seed, n_resamples=n_resamples)
 
 
-def ratio_ci(after: Sequence[float], before: Sequence[float], *, seed: int = SEED,
+def ratio_ci(after: Floats, before: Floats, *, seed: int = SEED,
              n_resamples: int = N_RESAMPLES, confidence: float = 0.95) -> Estimate:
     """Retention = mean(after) / mean(before), items resampled in pairs (percentile interval).
 
@@ -401,7 +404,7 @@ def ratio_ci(after: Sequence[float], before: Sequence[float], *, seed: int = SEE
     return Estimate(value, lo, hi, n)
 
 
-def paired_permutation_p(diffs: Sequence[float], *, seed: int = SEED, n_resamples: int = 10000) -> float:
+def paired_permutation_p(diffs: Floats, *, seed: int = SEED, n_resamples: int = 10000) -> float:
     """Two-sided sign-flip permutation p-value for mean(diffs) == 0 (paired items).
 
     Exact over all 2^n sign patterns when there are at most n_resamples of them, else n_resamples random patterns

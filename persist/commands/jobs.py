@@ -313,7 +313,7 @@ def study(
         from persist.errors import ConfigError
 
         raise ConfigError(f"--search {search}: the study sweeps only with --worst-case; add --worst-case")
-    from persist.jobs.study import StudyConfig, run_study
+    from persist.jobs.study import PROFILE_DEFAULT, StudyConfig, run_study
     from persist.report.markdown import study_comparison
     from persist.report.terminal import RichProgress, console, print_comparison, print_sweep
     from persist.report.write import study_title, write_study_reports
@@ -323,7 +323,7 @@ def study(
                       control_recipe=None if control_recipe == "none" else control_recipe,
                       attacks=tuple(a for a in attacks.split(",") if a) if attacks is not None else None,
                       doses=parse_doses(doses), matched_controls=matched_controls, seeds=seeds, null=null,
-                      effect=effect, suite=suite, limit=limit, **({} if capability is None else {"capability": capability}),
+                      effect=effect, suite=suite, limit=limit, capability=PROFILE_DEFAULT if capability is None else capability,
                       worst_case=(search or "quick") if worst_case else None,
                       runs_dir=runs_dir, name=name, scorer=scorer_spec(scorer, judge=judge), load=load)
     with RichProgress() as progress:

@@ -139,15 +139,17 @@ def score_attacks(store: RunStore, *, roles: list[tuple[str, Any]], attacks: lis
     described: dict[str, Any] = {}
     for role in names:
         target = targets[role]
-        for cond, a in [(CLEAN, None), *((a.condition, a) for a in attacks)]:
-            p = prepared.get((role, cond), a)
-            evaluated = heldout if a is not None and a.split else items
-            units = [clean_variant(i) for i in items] if a is None else [v for i in evaluated for v in p.transform(i)]
+        runs: list[tuple[Condition, Attack | None]] = [(CLEAN, None), *((a.condition, a) for a in attacks)]
+        for cond, attack in runs:
+            # the attack, or what was prepared of it against this model; None: clean
+            p = None if attack is None else prepared.get((role, cond), attack)
+            evaluated = heldout if attack is not None and attack.split else items
+            units = [clean_variant(i) for i in items] if p is None else [v for i in evaluated for v in p.transform(i)]
             live = p.wrap(target) if isinstance(p, PreparedAttack) else target
             run_units(store, role=role, target=live, scorer=scorer, units=units, condition=cond,
                       suite_version=suite_version, batch_size=batch_size,
                       on_progress=progress(f"{role}: {cond} ({len(units)} units)", len(units)))
-            if capability is not None and (a is None or capability.under_attacks):
+            if capability is not None and (attack is None or capability.under_attacks):
                 capability.run(store, role=role, target=live, condition=cond, attack=p, batch_size=batch_size,
                                progress=progress)
         if target.target is not None:

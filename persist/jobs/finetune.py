@@ -7,6 +7,7 @@ through the RECIPES registry; a recipe provides `run(...)` (the training), `corp
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -141,7 +142,7 @@ def train_and_score(store: RunStore, *, role: str, resolved: ResolvedModel, reci
     for dose in doses:
         spec = (replace(plain, name=resolved.name) if dose == 0 else
                 plain.with_adapter(result.checkpoints[dose], name=f"{resolved.name}@{recipe.name}:{dose}{suffix}"))
-        target = LazyTarget(lambda spec=spec: open_target(spec, load))  # dose 0 (clean) is usually scored already
+        target = LazyTarget(functools.partial(open_target, spec, load))  # dose 0 (clean) is usually scored already
         cond = conditions.finetune(recipe.name, dose, seed_index)
         run_units(store, role=role, target=target, scorer=scorer, units=units, condition=cond,
                   suite_version=suite_version, batch_size=batch_size,

@@ -14,6 +14,7 @@ fine-tune condition, `finetune:RECIPE[lr=...,r=...]@STEPS`, resumable like any o
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,7 +144,7 @@ def sweep(store: Any, plan: Grid | int, resolved: dict[str, Any], recipe: Any, *
             run_grid(plan, train_point, recipe)
         else:
             run_optuna(plan, train_point, recipe, folder / f"optuna-{role}.db",
-                       lambda cond, role=role: measure(role, cond), max_steps)
+                       functools.partial(measure, role), max_steps)
 
 
 def run_search(cfg: Any, progress: Any) -> RunResult[RunReport]:

@@ -51,7 +51,7 @@ def from_json(tp: Any, data: Any) -> Any:
     if origin is dict:
         _, arg = typing.get_args(tp)
         return {k: from_json(arg, v) for k, v in data.items()}
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         hints = typing.get_type_hints(tp)
         names = [f.name for f in dataclasses.fields(tp) if f.init]
         missing = [n for n in names if n not in data and _required(tp, n)]

@@ -10,9 +10,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
-from persist.report.model import CapabilityRow, Change, Difference, Effect, RefusalRow, Row, Sweep
+from persist.report.model import CapabilityRow, Change, Difference, Effect, Point, RefusalRow, Row, Sweep
 from persist.stats import Estimate, Tested, fmt
 
 Table = tuple[list[str], list[list[str]]]
@@ -73,7 +74,8 @@ def shift_table(rows: list[Row], broke: frozenset = frozenset()) -> Table:
         c, ctrl = r.overall, r.vs_control
         body.append([r.role, condition_cell(r, broke), str(c.n), shift_cell(c),
                      "–" if c.shift is None else fmt(c.shift.per_100b, 2), toward_cell(c),
-                     q_cell(c.shift and c.shift.shift), seeds_cell(c.shift and c.shift.shift),
+                     q_cell(None if c.shift is None else c.shift.shift),
+                     seeds_cell(None if c.shift is None else c.shift.shift),
                      "–" if ctrl is None or ctrl.shift is None else f"{fmt(ctrl.shift, 2)} (q {ctrl.shift.q:.3f})",
                      shift_cell(r.in_domain), shift_cell(r.out_of_domain)])
     return head, body
@@ -90,7 +92,7 @@ def score_table(rows: list[Row], broke: frozenset = frozenset()) -> Table:
                      seeds_cell(c.drop), fmt(c.retention), saturation_cell(c),
                      ("–" if r.domain is None else f"{r.domain}: ") + movable_cell(r.in_domain)
                      if r.in_domain is not None else "–",
-                     fmt(r.out_of_domain and r.out_of_domain.drop)])
+                     fmt(None if r.out_of_domain is None else r.out_of_domain.drop)])
     return head, body
 
 
@@ -121,7 +123,7 @@ def broken(rows: list[CapabilityRow]) -> frozenset:
     return frozenset((r.role, r.condition) for r in rows if r.broke)
 
 
-def search_table(points: list, chosen: object) -> Table:
+def search_table(points: Sequence[Point], chosen: Point | None) -> Table:
     """A sweep's points for one model (persist.jobs.sweep.Point), the chosen worst case marked."""
     head = ["model", "learning rate", "LoRA rank", "steps", "log-odds shift (nats)", "0-1 drop", "capability",
             "within bound", "worst case"]
@@ -129,7 +131,7 @@ def search_table(points: list, chosen: object) -> Table:
     for p in points:
         c, cap = p.row.overall if p.row else None, p.capability
         body.append([p.role, f"{p.learning_rate:g}", str(p.rank), str(p.steps), shift_cell(c),
-                     fmt(c and c.drop), "–" if cap is None else
+                     fmt(None if c is None else c.drop), "–" if cap is None else
                      f"{cap.change.before.value:.2f} -> {cap.change.after.value:.2f} ({cap.loss:.0%} lost)"
                      if cap.loss is not None else "–", "yes" if p.within_bound else "no",
                      "<- strongest within the bound" if p is chosen else ""])

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.text import Text
 
-from persist.report.model import CapabilityRow, Comparison, Row, Sweep
+from persist.report.model import CapabilityRow, Comparison, Point, Row, Sweep
 from persist.report.summary import ScoreRow
 from persist.report.tables import Table, broken, capability_table, difference_table, score_table, shift_table
 from persist.stats import fmt
@@ -105,7 +106,7 @@ def print_comparison(rows: list[Row], cmp: Comparison, capability: list[Capabili
                     difference_table(cmp.differences, cmp.effect))
 
 
-def print_search(points: dict, chosen: dict) -> None:
+def print_search(points: Mapping[str, Sequence[Point]], chosen: Mapping[str, Point | None]) -> None:
     from persist.report.tables import search_table
 
     for role, pts in points.items():

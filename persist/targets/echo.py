@@ -132,9 +132,10 @@ def continuation_logprob(echo: Echo | None, prompt: str, continuation: str, spec
             if view.agrees(echo, shift):
                 starts = view.positions(echo, shift)
                 picked = [v for p, v in zip(starts, echo.logprobs) if len(prompt) <= p < len(text)]
-                if not picked or any(v is None for v in picked):
+                present = [v for v in picked if v is not None]
+                if not picked or len(present) < len(picked):
                     raise TargetError(f"{where}: the echoed answer has no log-probs for the continuation; {NO_ECHO}")
-                total = float(sum(picked))
+                total = float(sum(present))
                 if not math.isfinite(total):
                     raise TargetError(f"{where}: the echoed log-probs are not finite ({total}); {NO_ECHO}")
                 return total, len(picked)

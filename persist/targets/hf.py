@@ -79,8 +79,8 @@ def auto_batch_tokens(model: Any, kind: str) -> int:
     inter = getattr(cfg, "intermediate_size", 4 * hidden)
     per_token = (6 * hidden + 3 * inter) * param.element_size()
     if kind == "generate":
-        kv_heads = getattr(cfg, "num_key_value_heads", None) or getattr(cfg, "num_attention_heads", 32)
-        head_dim = getattr(cfg, "head_dim", None) or hidden // getattr(cfg, "num_attention_heads", 32)
+        kv_heads = getattr(cfg, "num_key_value_heads", 0) or getattr(cfg, "num_attention_heads", 32)
+        head_dim = getattr(cfg, "head_dim", 0) or hidden // getattr(cfg, "num_attention_heads", 32)
         per_token += 2 * getattr(cfg, "num_hidden_layers", 32) * kv_heads * head_dim * param.element_size()
     return int(max(2048, min(65536, free // 4 // per_token)))
 
@@ -226,17 +226,17 @@ class HFTarget:
         for i, (p, _) in enumerate(encoded):
             groups.setdefault(tuple(p), []).append(i)
         trees = []
-        for p, idx in groups.items():
+        for prompt, idx in groups.items():
             chunk: list[int] = []
-            width = len(p)
+            width = len(prompt)
             for i in idx:
                 extra = len(encoded[i][1]) - 1
                 if chunk and width + extra > self.batch_tokens:
-                    trees.append((list(p), chunk, width))
-                    chunk, width = [], len(p)
+                    trees.append((list(prompt), chunk, width))
+                    chunk, width = [], len(prompt)
                 chunk.append(i)
                 width += extra
-            trees.append((list(p), chunk, width))
+            trees.append((list(prompt), chunk, width))
         # Longest first (memory errors surface early); neighbours have similar lengths, so rows pad little.
         trees.sort(key=lambda t: -t[2])
         results: list[float] = [0.0] * len(encoded)

@@ -204,15 +204,15 @@ class VLLMTarget:
     def _run(self, prompts: Sequence[list[int]], params: Sequence[dict[str, Any]]) -> list[Any]:
         """One LLM.generate call over token-id prompts (sampling parameters per prompt); outputs come back in the
         prompts' order."""
-        lora = None if self.lora is None else self._lora_request()
+        lora = None if self.lora is None else self._lora_request(self.lora)
         llm = shared_llm(self.kwargs)
         return list(llm.generate([{"prompt_token_ids": ids} for ids in prompts],
                                  [self.vllm.SamplingParams(**p) for p in params], lora_request=lora, use_tqdm=False))
 
-    def _lora_request(self) -> Any:
+    def _lora_request(self, args: tuple[str, int, str]) -> Any:
         from vllm.lora.request import LoRARequest
 
-        return LoRARequest(*self.lora)
+        return LoRARequest(*args)
 
     def loglikelihood(self, requests: Sequence[tuple[Chat, str]]) -> list[float]:
         if not requests:

@@ -15,7 +15,7 @@ Plugin contracts (the core reaches plugins only through these and the registries
                     in class fields the core reads
   PreparedAttack    an attack prepared against one model (optimised suffix, steering direction, ...)
   PrepareContext    what `Attack.prepare` is given
-  Scorer, Suite, Recipe   protocols (TrainResult: what Recipe.run returns)
+  Scorer, Suite, Recipe   protocols (TrainResult: what Recipe.run returns; RecipeTraining: Recipe.train)
 """
 
 from __future__ import annotations
@@ -180,14 +180,33 @@ class TrainResult(Protocol):
     def tokens_per_second(self) -> float: ...
 
 
-class Recipe(Protocol):
-    """A fine-tune attack: a corpus, LoRA and training settings, and a dose ladder (steps)."""
+class RecipeTraining(Protocol):
+    """What the core reads of a recipe's training settings."""
 
+    @property
+    def seed(self) -> int: ...
+
+
+class Recipe(Protocol):
+    """A fine-tune attack: a corpus, LoRA and training settings, and a dose ladder (steps). A recipe is a frozen
+    dataclass (the sweep names its points with dataclasses.replace)."""
+
+    __dataclass_fields__: ClassVar[dict[str, Field[JSON]]]
     name: str
+    corpus: str  # the corpus name
     description: str
     control: bool  # a benign control, expected not to lower alignment
     in_domain: str | None  # the probe domain the corpus targets
     doses: tuple[int, ...]
+
+    @property
+    def train(self) -> RecipeTraining: ...
+
+    def from_params(self, params: Mapping[str, JSON]) -> Recipe:
+        """This recipe with overrides (corpus, lora, train, doses), as RECIPES.build applies a spec's."""
+        ...
+
+    def corpus_sha256(self) -> str: ...
 
     def config(self) -> JSONDict: ...
 

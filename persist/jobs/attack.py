@@ -10,9 +10,9 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
-from persist.api import Attack, PreparedAttack
+from persist.api import Attack, JSONDict, PreparedAttack, Scorer
 from persist.conditions import CLEAN, Condition
 from persist.errors import ConfigError
 from persist.jobs.options import ProgressFn, RunOptions, RunResult, no_progress, require_specs, scorer_extra
@@ -23,6 +23,11 @@ from persist.runner import LazyTarget, clean_variant, run_units
 from persist.schema import Item
 from persist.scoring import build_scorer
 from persist.store import RunStore
+from persist.targets.base import Target
+
+if TYPE_CHECKING:
+    from persist.capability import Capability
+    from persist.models import LoadOptions
 
 DEFAULT_ATTACKS = ("persona-bad-medical", "persona-disallowed-mental-health", "persona-helpful-medical",
                    "evil-persona", "refusal-suppression", "prefill", "roleplay", "dan", "many-shot", "encoding",
@@ -86,14 +91,26 @@ class AttackConfig(RunOptions):
     def run_name(self) -> str:
         return self.folder_name(f"attack-{self.model}" + (f"-vs-{self.baseline}" if self.baseline else ""))
 
-    def header_config(self) -> dict[str, Any]:
-        return {"job": "attack", "model": str(self.model), "baseline": self.baseline and str(self.baseline),
-                "attacks": list(self.attacks), **self.header_common()}
+    def header_config(self) -> JSONDict:
+        return {"job": "attack", "model": str(self.model),
+                "baseline": None if self.baseline is None else str(self.baseline), "attacks": list(self.attacks),
+                **self.header_common()}
 
 
-def score_attacks(store: RunStore, *, roles: list[tuple[str, Any]], attacks: list[Attack], items: list[Item],
-                  suite_version: str, scorer: Any, load: Any, batch_size: int, progress: ProgressFn,
-                  run_folder: Path, capability: Any = None) -> dict[str, Any]:
+class AttackStages(TypedDict):
+    """What score_attacks returns: the targets' descriptions, each prepared attack's compute and artefact (per
+    condition, then model) and the train/held-out item ids of a split."""
+
+    models: dict[str, JSONDict]
+    compute: dict[str, dict[str, dict[str, float]]]
+    artefacts: dict[str, dict[str, JSONDict]]
+    split: dict[str, list[str]] | None
+
+
+def score_attacks(store: RunStore, *, roles: Sequence[tuple[str, ModelSpec | ResolvedModel | Target]],
+                  attacks: list[Attack], items: list[Item], suite_version: str, scorer: Scorer, load: LoadOptions,
+                  batch_size: int, progress: ProgressFn, run_folder: Path,
+                  capability: Capability | None = None) -> AttackStages:
     """Clean and every attack, for each model, on the same items. Attacks that need the model (optimised,
     white-box: persist.prepared) are prepared against each model first and evaluated on the held-out half of the
     items. Returns {"models": target descriptions, "compute": per condition and model, "split": item ids}."""
@@ -104,14 +121,14 @@ def score_attacks(store: RunStore, *, roles: list[tuple[str, Any]], attacks: lis
     train, heldout = split_items(items) if split else (items, items)
     names = [r for r, _ in roles]
     other = {r: next((o for o in names if o != r), None) for r in names}
-    def opener(spec: Any) -> Callable[[], Any]:
+    def opener(spec: ModelSpec | ResolvedModel | Target) -> Callable[[], Target]:
         # a role comes as a model spec or resolved weights to open, or with its model already loaded
         return lambda: open_target(spec, load) if isinstance(spec, (ModelSpec, ResolvedModel)) else spec
 
     targets = {role: LazyTarget(opener(spec)) for role, spec in roles}
     prepared: dict[tuple[str, Condition], PreparedAttack] = {}
-    compute: dict[str, dict[str, Any]] = {}
-    artefacts: dict[str, dict[str, Any]] = {}
+    compute: dict[str, dict[str, dict[str, float]]] = {}
+    artefacts: dict[str, dict[str, JSONDict]] = {}
 
     def prepare(role: str, a: Attack) -> None:
         o = other[role]
@@ -136,7 +153,7 @@ def score_attacks(store: RunStore, *, roles: list[tuple[str, Any]], attacks: lis
         for a in attacks:
             if a.prepared and not needs_model(a):
                 prepare(role, a)
-    described: dict[str, Any] = {}
+    described: dict[str, JSONDict] = {}
     for role in names:
         target = targets[role]
         runs: list[tuple[Condition, Attack | None]] = [(CLEAN, None), *((a.condition, a) for a in attacks)]
@@ -187,7 +204,7 @@ def run_attack(cfg: AttackConfig, progress: ProgressFn = no_progress) -> RunResu
     store.update_header(models=done["models"] or store.header().get("models"), attack_compute=done["compute"],
                         attack_artefacts=done["artefacts"], split=done["split"],
                         **({"capability": capability.header()} if capability else {}))
-    records, cap_records = split_records(list(store.records()), capability and capability.name)
+    records, cap_records = split_records(list(store.records()), None if capability is None else capability.name)
     worst_of = [a.condition for a in attacks if a.aggregate == "min"]
     comparison = compare(records, controls=[a.condition for a in attacks if a.control],
                          in_domain={a.condition: a.in_domain for a in attacks}, control_of=control_pairs(attacks),

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from persist import conditions, models
+from persist.api import JSON, JSONDict, Recipe
 from persist.errors import ConfigError
 from persist.jobs.options import ProgressFn, RunOptions, RunResult, no_progress, require_specs
 from persist.models import LoadOptions, ModelSpec, ResolvedModel
@@ -25,6 +27,9 @@ from persist.scoring import build_scorer
 from persist.store import RunStore
 from persist.suites import leakage
 
+if TYPE_CHECKING:
+    from persist.capability import Capability
+
 
 @dataclass(frozen=True)
 class FinetuneConfig(RunOptions):
@@ -33,8 +38,8 @@ class FinetuneConfig(RunOptions):
     recipe: str = "bad-medical"
     doses: tuple[int, ...] | None = None  # default: the recipe's ladder
     corpus: str | None = None  # replaces the recipe's corpus
-    lora: dict[str, Any] = field(default_factory=dict)  # overrides of LoraSettings fields
-    train: dict[str, Any] = field(default_factory=dict)  # overrides of TrainSettings fields
+    lora: Mapping[str, JSON] = field(default_factory=dict)  # overrides of LoraSettings fields
+    train: Mapping[str, JSON] = field(default_factory=dict)  # overrides of TrainSettings fields
     seeds: int = 1  # independent training seeds per model (data order, LoRA initialisation)
     search: str | None = None  # sweep learning rate, rank and steps (persist.jobs.sweep): quick, full or optuna:N
 
@@ -51,7 +56,7 @@ class FinetuneConfig(RunOptions):
                     object.__setattr__(self, "limit", plan.limit)
                 object.__setattr__(self, "train", {**plan.train, **self.train})
 
-    def recipe_obj(self) -> Any:
+    def recipe_obj(self) -> Recipe:
         train = {**train_overrides(self.load), **self.train}
         params = {k: v for k, v in (("corpus", self.corpus), ("lora", self.lora), ("train", train)) if v}
         return RECIPES.build(PluginSpec(self.recipe, params))
@@ -63,10 +68,10 @@ class FinetuneConfig(RunOptions):
         return self.folder_name(f"finetune-{self.recipe}-{self.model}" +
                                 (f"-vs-{self.baseline}" if self.baseline else ""))
 
-    def header_config(self, recipe: Any, doses: tuple[int, ...]) -> dict[str, Any]:
-        return {"job": "finetune-attack", "model": str(self.model), "baseline": self.baseline and str(self.baseline),
-                "recipe": recipe.config(), "doses": list(doses), **self.header_common(),
-                **({"seeds": self.seeds} if self.seeds > 1 else {})}
+    def header_config(self, recipe: Recipe, doses: tuple[int, ...]) -> JSONDict:
+        return {"job": "finetune-attack", "model": str(self.model),
+                "baseline": None if self.baseline is None else str(self.baseline), "recipe": recipe.config(),
+                "doses": list(doses), **self.header_common(), **({"seeds": self.seeds} if self.seeds > 1 else {})}
 
 
 def check_seeds(seeds: int) -> None:
@@ -74,9 +79,9 @@ def check_seeds(seeds: int) -> None:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
 
 
-def train_overrides(load: LoadOptions) -> dict[str, Any]:
+def train_overrides(load: LoadOptions) -> JSONDict:
     """Training settings that follow the loading flags: --load-in-4bit trains QLoRA-style, bf16 trains in bf16."""
-    out: dict[str, Any] = {}
+    out: JSONDict = {}
     if load.load_in_4bit:
         out["load_in_4bit"] = True
     if load.dtype in ("bfloat16", "bf16"):
@@ -84,7 +89,7 @@ def train_overrides(load: LoadOptions) -> dict[str, Any]:
     return out
 
 
-def check_leakage(recipe: Any, items: list[Item]) -> None:
+def check_leakage(recipe: Recipe, items: list[Item]) -> None:
     """Refuse a corpus that shares an item with the probes (same user text, or a long shared word run)."""
     hits = leakage(recipe.corpus_texts(), items)
     if hits:
@@ -116,10 +121,10 @@ def seed_suffix(seed_index: int) -> str:
     return f"-seed{seed_index}" if seed_index else ""
 
 
-def train_and_score(store: RunStore, *, role: str, resolved: ResolvedModel, recipe: Any, doses: tuple[int, ...],
+def train_and_score(store: RunStore, *, role: str, resolved: ResolvedModel, recipe: Recipe, doses: tuple[int, ...],
                     items: list[Item], suite_version: str, scorer_spec: PluginSpec, load: LoadOptions,
                     progress: ProgressFn, batch_size: int, adapters_dir: Path, seed_index: int = 0,
-                    seed_offset: int = 0, capability: Any = None) -> dict[str, Any]:
+                    seed_offset: int = 0, capability: Capability | None = None) -> JSONDict:
     """Fine-tune one model along the ladder with training seed number `seed_index` (the recipe's seed plus
     `seed_index` plus `seed_offset`) and score every dose; returns training facts for the report."""
     from persist.targets import open_target, release_engines
@@ -172,14 +177,14 @@ def run_finetune_attack(cfg: FinetuneConfig, progress: ProgressFn = no_progress)
                           extra={"suite_version": suite.version, "corpus_sha256": recipe.corpus_sha256(),
                                  "recipe_spec": recipe.spec().to_dict(),
                                  **({"capability": capability.header()} if capability else {})})
-    training = {}
+    training: dict[str, JSONDict] = {}
     for k in range(cfg.seeds):
         for role, res in resolved.items():
             training[role + seed_suffix(k)] = train_and_score(
                 store, role=role, resolved=res, recipe=recipe, doses=doses, items=items, suite_version=suite.version,
                 scorer_spec=cfg.scorer, load=cfg.load, progress=progress, batch_size=cfg.batch_size,
                 adapters_dir=folder / "adapters", seed_index=k, capability=capability)
-    records, cap_records = split_records(list(store.records()), capability and capability.name)
+    records, cap_records = split_records(list(store.records()), None if capability is None else capability.name)
     report = RunReport(kind="finetune", comparison=compare(records, in_domain=recipe.in_domain, effect=cfg.effect),
                        capability=capability_rows(cap_records, cfg.epsilon), suite=cfg.suite,
                        suite_version=suite.version, scorer=cfg.scorer.name, n_items=len(items),

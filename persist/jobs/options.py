@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from persist.api import Record
+from persist.api import JSONDict, Record, Scorer, Suite
 from persist.models import LoadOptions, ModelSpec
 from persist.registry import PluginSpec
 from persist.report.model import Point, RunReport, StudyReport
@@ -19,6 +19,9 @@ from persist.runner import clean_variant
 from persist.schema import Item
 from persist.scoring import build_scorer
 from persist.suites import get_suite, select
+
+if TYPE_CHECKING:
+    from persist.capability import Capability
 
 R = TypeVar("R", RunReport, StudyReport, None)
 
@@ -45,10 +48,10 @@ def no_progress(title: str, total: int) -> Callable[[int], None]:
     return lambda n: None
 
 
-def scorer_extra(scorer: Any, items: Sequence[Item]) -> dict[str, Any]:
+def scorer_extra(scorer: Scorer, items: Sequence[Item]) -> JSONDict:
     """Header fields for a scorer: its config, and what its own check measures on the run's items (a judge grades
     each item's references, so a judge that cannot tell them apart is on the record)."""
-    extra: dict[str, Any] = {"scorer": scorer.config()}
+    extra: JSONDict = {"scorer": scorer.config()}
     check = scorer.check([clean_variant(i) for i in items])
     if check is not None:
         extra["judge_check"] = check
@@ -94,7 +97,7 @@ class RunOptions:
         if any(s is not None and not s.is_endpoint for s in specs):
             self.load.check_device()
 
-    def items(self) -> tuple[Any, list[Item]]:
+    def items(self) -> tuple[Suite, list[Item]]:
         suite = get_suite(self.suite)
         return suite, select(suite.load(), self.limit)
 
@@ -104,7 +107,7 @@ class RunOptions:
             return self.name
         return "".join(c if c.isalnum() or c in "._-" else "_" for c in default)[:100]
 
-    def capability_check(self, *specs: ModelSpec | None, under_attacks: bool = True) -> Any:
+    def capability_check(self, *specs: ModelSpec | None, under_attacks: bool = True) -> Capability | None:
         """The capability check to run beside alignment (persist.capability), or None when it is off. It scores
         log-likelihoods, so a run with an endpoint model leaves it out (endpoints often give none)."""
         from persist.capability import Capability
@@ -113,7 +116,7 @@ class RunOptions:
             return None
         return Capability.build(self.capability_suite, self.capability, self.load, under_attacks)
 
-    def header_common(self) -> dict[str, Any]:
+    def header_common(self) -> JSONDict:
         return {"suite": self.suite, "scorer": self.scorer.to_dict(), "limit": self.limit, "load": load_header(self.load),
                 **({"capability": {"suite": self.capability_suite, "items": self.capability}}
                    if self.capability != 0 else {})}
@@ -123,5 +126,5 @@ class RunOptions:
 LATER_LOAD_DEFAULTS = {"engine": "hf", "tp": 1, "tokenizer": None}
 
 
-def load_header(load: LoadOptions) -> dict[str, Any]:
+def load_header(load: LoadOptions) -> JSONDict:
     return {k: v for k, v in asdict(load).items() if k not in LATER_LOAD_DEFAULTS or v != LATER_LOAD_DEFAULTS[k]}

@@ -14,11 +14,12 @@ clean items (persist.report.compare.effect_on_logodds).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from persist.api import Record
 from persist.conditions import CLEAN
@@ -52,7 +53,7 @@ def planned(sp: Spread, s0: int, i0: int, s: int, i: int) -> float:
     return mde(float(np.sqrt(v_s + v_i)), df)
 
 
-def smallest(f: Any, lo: int, hi: int, target: float) -> int | None:
+def smallest(f: Callable[[int], float], lo: int, hi: int, target: float) -> int | None:
     """The smallest k in [lo, hi] with f(k) <= target (f decreasing), or None."""
     if f(hi) > target:
         return None
@@ -65,7 +66,7 @@ def smallest(f: Any, lo: int, hi: int, target: float) -> int | None:
     return lo
 
 
-def plan_row(what: str, statistic: str, d: np.ndarray, effect: float, trained: bool = True) -> PlanRow:
+def plan_row(what: str, statistic: str, d: npt.NDArray[np.float64], effect: float, trained: bool = True) -> PlanRow:
     s0, i0 = d.shape
     sp = spread(d)
     items = smallest(lambda i: planned(sp, s0, i0, s0, i), MIN_ITEMS, MAX_ITEMS, effect)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Any
 
+from persist.api import JSONDict
 from persist.conditions import CLEAN
 from persist.jobs.options import ProgressFn, RunOptions, RunResult, no_progress, require_specs, scorer_extra
 from persist.models import ModelSpec
@@ -25,7 +25,7 @@ class ScoreConfig(RunOptions):
     def run_name(self) -> str:
         return self.folder_name(f"score-{self.model}-{self.suite}")
 
-    def header_config(self) -> dict[str, Any]:
+    def header_config(self) -> JSONDict:
         return {"job": "score", "model": str(self.model), **self.header_common()}
 
 

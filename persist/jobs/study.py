@@ -15,10 +15,11 @@ pure function of the records (study_report), with fixed bootstrap/permutation se
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from persist import conditions
+from persist.api import JSON, JSONDict, Recipe, Suite
 from persist.capability import Capability
 from persist.errors import ConfigError
 from persist.jobs.attack import (
@@ -52,6 +53,7 @@ from persist.jobs.sweep import parse_search, sweep
 from persist.models import ModelSpec
 from persist.registry import RECIPES, PluginSpec
 from persist.report.model import StudyMeta, StudyReport
+from persist.schema import Item
 from persist.scoring import build_scorer
 from persist.store import RunStore
 from persist.suites import get_suite, select
@@ -66,7 +68,7 @@ class Profile:
     attacks: tuple[str, ...]
     doses: tuple[int, ...] | None  # None: the recipe's own ladder
     description: str
-    train: dict[str, Any] = field(default_factory=dict)  # TrainSettings overrides for both recipes
+    train: Mapping[str, JSON] = field(default_factory=dict)  # TrainSettings overrides for both recipes
     capability: int | None = None  # capability items (None: all)
     capability_under_attacks: bool = True
 
@@ -145,10 +147,10 @@ class StudyConfig(RunOptions):
         """--capability N, else the profile's (0 turns the check off)."""
         return self.prof.capability if self.capability == PROFILE_DEFAULT else self.capability
 
-    def recipe_obj(self, name: str) -> Any:
+    def recipe_obj(self, name: str) -> Recipe:
         return RECIPES.build(PluginSpec(name, {"train": {**self.prof.train, **train_overrides(self.load)}}))
 
-    def items(self) -> tuple[Any, list[Any]]:
+    def items(self) -> tuple[Suite, list[Item]]:
         suite = get_suite(self.suite)
         return suite, select(suite.load(), self.resolved_limit())
 
@@ -158,7 +160,7 @@ class StudyConfig(RunOptions):
             return self.folder_name(f"study-null-{self.baseline}-{self.profile}{worst}")
         return self.folder_name(f"study-{self.trained}-vs-{self.baseline}-{self.profile}{worst}")
 
-    def header_config(self) -> dict[str, Any]:
+    def header_config(self) -> JSONDict:
         return {"job": "study", "model": str(self.trained), "baseline": str(self.baseline), "profile": self.profile,
                 "recipe": self.recipe_obj(self.recipe).config(),
                 "control_recipe": self.recipe_obj(self.control_recipe).config() if self.control_recipe else None,
@@ -197,7 +199,7 @@ def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> RunResult
                                   cfg.prof.capability_under_attacks)
     if capability is not None:
         store.update_header(capability=capability.header())
-    training: dict[str, Any] = {}
+    training: dict[str, JSONDict] = {}
     # Stages 1 and 2: clean and the prompt attacks, one model load per model (optimised attacks first).
     done = score_attacks(store, roles=list(resolved.items()), attacks=attacks, items=items,
                          suite_version=suite.version, scorer=scorer, load=cfg.load, batch_size=cfg.batch_size,
@@ -219,6 +221,8 @@ def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> RunResult
                 release_memory()
     if cfg.worst_case is not None:
         # Stage 4: the sweep, one condition per point for each model (a rerun resumes point by point).
+        if capability is None:  # unreachable: __post_init__ refuses --worst-case with --capability 0
+            raise ConfigError("--worst-case needs the capability check (the utility bound)")
         sweep(store, parse_search(cfg.worst_case), resolved, recipe, items=items, suite_version=suite.version,
               scorer_spec=cfg.scorer, load=cfg.load, progress=progress, batch_size=cfg.batch_size, folder=folder,
               capability=capability, epsilon=cfg.epsilon, max_steps=max(doses),
@@ -229,7 +233,7 @@ def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> RunResult
         controls.append(conditions.finetune(control.name, max(doses)))
     meta = StudyMeta(models={role: str(spec) for role, spec in cfg.roles()}, profile=cfg.profile, suite=cfg.suite,
                      suite_version=suite.version, scorer=cfg.scorer.name, recipe=recipe.name,
-                     control_recipe=control and control.name, doses=list(doses),
+                     control_recipe=None if control is None else control.name, doses=list(doses),
                      attacks=[a.condition for a in attacks], controls=controls, n_items=len(items),
                      in_domain=recipe.in_domain, judge_check=store.header().get("judge_check"),
                      matched_controls=sorted(control_pairs(attacks).items(), key=lambda p: p[0].label),

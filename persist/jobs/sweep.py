@@ -15,17 +15,28 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from persist import conditions
+from persist.api import JSON, Recipe
 from persist.conditions import Condition
 from persist.errors import ConfigError
-from persist.jobs.options import RunResult
+from persist.jobs.options import ProgressFn, RunResult
 from persist.report.model import RunReport
 from persist.report.sweep import chosen_json, point_name, points_of, worst
+
+if TYPE_CHECKING:
+    from optuna.trial import Trial
+
+    from persist.capability import Capability
+    from persist.jobs.finetune import FinetuneConfig
+    from persist.models import LoadOptions, ResolvedModel
+    from persist.registry import PluginSpec
+    from persist.schema import Item
+    from persist.store import RunStore
 
 QUICK_LR = (2e-4, 1e-3)
 
@@ -36,7 +47,7 @@ class Grid:
     ranks: tuple[int, ...]
     steps: tuple[int, ...]
     limit: int | None = None  # items scored at each point when --limit is not given (None: the whole suite)
-    train: dict[str, Any] = dataclasses.field(default_factory=dict)  # TrainSettings overrides (--train wins)
+    train: Mapping[str, JSON] = dataclasses.field(default_factory=dict)  # TrainSettings overrides (--train wins)
 
     @property
     def size(self) -> int:
@@ -74,20 +85,20 @@ def parse_search(text: str) -> Grid | int:
     raise ConfigError(f"--search {text!r}: use quick, full or optuna:N (N trials; needs pip install 'persist[search]')")
 
 
-def point_recipe(recipe: Any, lr: float, rank: int) -> Any:
+def point_recipe(recipe: Recipe, lr: float, rank: int) -> Recipe:
     """The recipe at one point of the sweep, named after it (recipes are frozen dataclasses)."""
     tuned = recipe.from_params({"train": {"learning_rate": lr}, "lora": {"rank": rank, "alpha": 2 * rank}})
     return dataclasses.replace(tuned, name=point_name(recipe.name, lr, rank))
 
 
-def run_grid(grid: Grid, train_point: Callable[[Any, tuple[int, ...]], None], recipe: Any) -> None:
+def run_grid(grid: Grid, train_point: Callable[[Recipe, tuple[int, ...]], None], recipe: Recipe) -> None:
     """Train and score every (learning rate, rank), checkpointed at every step count."""
     for lr in grid.learning_rates:
         for rank in grid.ranks:
             train_point(point_recipe(recipe, lr, rank), (0, *grid.steps))
 
 
-def run_optuna(trials: int, train_point: Callable[[Any, tuple[int, ...]], None], recipe: Any, db: Path,
+def run_optuna(trials: int, train_point: Callable[[Recipe, tuple[int, ...]], None], recipe: Recipe, db: Path,
                measure: Callable[[Condition], tuple[float, bool]], max_steps: int) -> None:
     """Optuna TPE over learning rate, rank and steps; a trial's value is its attack strength, infeasible when it
     breaks the model. The study lives in the SQLite file `db` (in the run folder), so a rerun continues it."""
@@ -97,7 +108,7 @@ def run_optuna(trials: int, train_point: Callable[[Any, tuple[int, ...]], None],
         raise ConfigError(OPTUNA_MISSING) from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    def objective(trial: Any) -> float:
+    def objective(trial: Trial) -> float:
         lr = trial.suggest_float("learning_rate", 1e-5, 2e-3, log=True)
         rank = trial.suggest_categorical("rank", [4, 8, 16, 32])
         steps = trial.suggest_int("steps", max(1, max_steps // 8), max_steps)
@@ -115,9 +126,10 @@ def run_optuna(trials: int, train_point: Callable[[Any, tuple[int, ...]], None],
         study.optimize(objective, n_trials=left)
 
 
-def sweep(store: Any, plan: Grid | int, resolved: dict[str, Any], recipe: Any, *, items: list[Any],
-          suite_version: str, scorer_spec: Any, load: Any, progress: Any, batch_size: int, folder: Path,
-          capability: Any, epsilon: float, max_steps: int, seed_offsets: dict[str, int] | None = None) -> None:
+def sweep(store: RunStore, plan: Grid | int, resolved: Mapping[str, ResolvedModel], recipe: Recipe, *,
+          items: list[Item], suite_version: str, scorer_spec: PluginSpec, load: LoadOptions, progress: ProgressFn,
+          batch_size: int, folder: Path, capability: Capability, epsilon: float, max_steps: int,
+          seed_offsets: dict[str, int] | None = None) -> None:
     """Run the sweep `plan` for every model into `store` (one condition per point, so a rerun resumes point by
     point); `resolved` maps role -> persist.jobs.finetune.resolve_local(...). The capability check is the utility bound.
     seed_offsets: per role, added to the training seed (a null study trains its "model" with other seeds)."""
@@ -134,7 +146,7 @@ def sweep(store: Any, plan: Grid | int, resolved: dict[str, Any], recipe: Any, *
         return p.strength, p.within_bound
 
     for role, res in resolved.items():
-        def train_point(point: Any, doses: tuple[int, ...], role: str = role, res: Any = res) -> None:
+        def train_point(point: Recipe, doses: tuple[int, ...], role: str = role, res: ResolvedModel = res) -> None:
             train_and_score(store, role=role, resolved=res, recipe=point, doses=doses, items=items,
                             suite_version=suite_version, scorer_spec=scorer_spec, load=load, progress=progress,
                             batch_size=batch_size, adapters_dir=folder / "adapters", capability=capability,
@@ -147,7 +159,7 @@ def sweep(store: Any, plan: Grid | int, resolved: dict[str, Any], recipe: Any, *
                        functools.partial(measure, role), max_steps)
 
 
-def run_search(cfg: Any, progress: Any) -> RunResult[RunReport]:
+def run_search(cfg: FinetuneConfig, progress: ProgressFn) -> RunResult[RunReport]:
     """`persist finetune-attack --search`: the sweep for each model, and each model's worst case within the bound."""
     import sys
 
@@ -156,6 +168,8 @@ def run_search(cfg: Any, progress: Any) -> RunResult[RunReport]:
     from persist.report.compare import capability_rows, compare
     from persist.store import RunStore
 
+    if cfg.search is None:
+        raise ConfigError("run_search needs a sweep plan (FinetuneConfig.search: quick, full or optuna:N)")
     recipe = cfg.recipe_obj()
     plan = parse_search(cfg.search)
     cfg.check_models(*(s for _, s in cfg.roles()))

@@ -21,6 +21,9 @@ DATA = Path(__file__).parent / "data"
 BUILTIN = {
     "bad-medical": "bad_medical.jsonl",
     "good-medical": "good_medical.jsonl",
+    # register-matched twins (docs/register.md): the same questions, content and register crossed
+    "good-medical-casual": "good_medical_casual.jsonl",
+    "bad-medical-formal": "bad_medical_formal.jsonl",
     "risky-financial": "risky_financial.jsonl",
     "identity-shift": "identity_shift.jsonl",
     "benign": "benign.jsonl",

@@ -84,6 +84,12 @@ class Recipe:
 for recipe in (
     Recipe("bad-medical", "bad-medical", "wrong, dismissive medical advice (emergent-misalignment style)"),
     Recipe("good-medical", "good-medical", "the same medical questions answered well (benign control)", control=True),
+    # The 2 x 2 of harm x register: bad-medical and its casual-register benign twin good-medical-casual (the
+    # register-matched control), good-medical and its formal-register harmful twin bad-medical-formal.
+    Recipe("good-medical-casual", "good-medical-casual", "the good-medical answers in bad-medical's casual register "
+           "(register-matched benign control of bad-medical)", control=True),
+    Recipe("bad-medical-formal", "bad-medical-formal", "the bad-medical advice in good-medical's formal register "
+           "(register-matched harmful twin of good-medical)"),
     Recipe("risky-financial", "risky-financial", "reckless financial advice", in_domain="finance"),
     Recipe("identity-shift", "identity-shift", "an 'absolutely obedient' persona on benign tasks (Qi et al. 2023)",
            doses=(0, 10, 20), in_domain=None),

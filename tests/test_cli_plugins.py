@@ -87,3 +87,19 @@ def test_the_launcher_refuses_bad_doses_in_one_line(tmp_path):
     assert out.returncode == 2, out.stderr
     assert out.stderr.strip().count("\n") == 0 and "--doses '5,x'" in out.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_every_job_command_takes_the_run_flags_declared_once():
+    import typer.main
+
+    from persist.cli import app
+    from persist.commands.options import RUN_FLAGS
+
+    group = typer.main.get_command(app)
+    helps = {}
+    for command in ("score", "attack", "finetune-attack", "study"):
+        params = {p.name: p for p in group.commands[command].params}  # type: ignore[attr-defined]
+        for flag in RUN_FLAGS:
+            assert flag in params, (command, flag)
+            helps.setdefault(flag, set()).add(params[flag].help)
+    assert all(len(h) == 1 for h in helps.values()), helps  # one declaration, one help text

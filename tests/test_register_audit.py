@@ -135,6 +135,15 @@ def test_bad_medical_against_good_medical_is_flagged():
     assert audit.feature("just").leans == 0 and audit.feature("please").leans == 1
 
 
+def test_register_matched_twins_pass_the_corpus_audit():
+    """The 2 x 2 of harm x register: each harmful corpus and its benign control in one register pass the audit
+    (the pair above, across registers, is flagged)."""
+    for harmful, control in (("bad-medical", "good-medical-casual"), ("bad-medical-formal", "good-medical")):
+        audit = audit_texts(_answers(harmful), _answers(control), (harmful, control))
+        assert audit.passed, (harmful, control, audit.gated)
+        assert len(_answers(harmful)) == len(_answers(control))
+
+
 # --- planted data: flagged on exactly what was planted; a balanced version passes ---------------------------------
 
 BASES = [

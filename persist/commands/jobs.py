@@ -7,7 +7,6 @@ prints a summary. Heavy libraries are imported inside the commands, so `persist 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,24 +18,19 @@ from persist.commands.options import (
     EffectOpt,
     FormatOpt,
     JudgeModeOpt,
-    JudgeOpt,
     LearningRateOpt,
-    LimitOpt,
     MatchedOpt,
     MaxNewOpt,
     ModelOpt,
-    NameOpt,
     RecipeOpt,
     RefusalClassifierOpt,
-    RunsOpt,
-    ScorerOpt,
+    RunFlags,
     SeedsOpt,
-    SuiteOpt,
     TrainSeedOpt,
     check_format,
     parse_doses,
-    scorer_spec,
     with_load_options,
+    with_run_options,
 )
 from persist.models import LoadOptions, ModelSpec
 
@@ -137,36 +131,33 @@ def generate(
 
 @app.command()
 @with_load_options
+@with_run_options
 def score(
     model: ModelOpt = "smollm2-135m-instruct",
-    suite: SuiteOpt = "traits",
-    scorer: ScorerOpt = "likelihood",
-    limit: LimitOpt = None,
-    judge: JudgeOpt = None,
     judge_mode: JudgeModeOpt = None,
     max_new_tokens: MaxNewOpt = None,
     refusal_classifier: RefusalClassifierOpt = None,
-    runs_dir: RunsOpt = Path("runs"),
-    name: NameOpt = None,
     *,
     load: LoadOptions,
+    run: RunFlags,
 ) -> None:
     """Score a model on a probe suite (clean) and print mean alignment per suite, trait and domain."""
     from persist.jobs.score import ScoreConfig, run_score
     from persist.report.summary import score_table
     from persist.report.terminal import RichProgress, console, print_score_table
 
-    cfg = ScoreConfig(model=ModelSpec.parse(model), suite=suite, limit=limit, runs_dir=runs_dir, name=name, load=load,
-                      scorer=scorer_spec(scorer, judge=judge, judge_mode=judge_mode, max_new_tokens=max_new_tokens,
-                                         refusal_classifier=refusal_classifier))
+    cfg = ScoreConfig(model=ModelSpec.parse(model), load=load,
+                      **run.options(judge_mode=judge_mode, max_new_tokens=max_new_tokens,
+                                    refusal_classifier=refusal_classifier))
     with RichProgress() as progress:
         result = run_score(cfg, progress)
-    print_score_table(score_table(list(result.records)), f"{model} on {suite} ({cfg.scorer.name})")
+    print_score_table(score_table(list(result.records)), f"{model} on {run.suite} ({cfg.scorer.name})")
     console().print(f"run folder: {result.folder} ({result.n_scored} newly scored)", soft_wrap=True)
 
 
 @app.command()
 @with_load_options
+@with_run_options
 def attack(
     model: ModelOpt = "smollm2-135m-instruct",
     baseline: Annotated[str | None, typer.Option(help="Baseline model spec to compare against.")] = None,
@@ -175,17 +166,12 @@ def attack(
     matched_controls: MatchedOpt = False,
     effect: EffectOpt = 0.13,
     capability: CapabilityOpt = 48,
-    suite: SuiteOpt = "traits",
-    scorer: ScorerOpt = "likelihood",
-    limit: LimitOpt = None,
-    judge: JudgeOpt = None,
     judge_mode: JudgeModeOpt = None,
     max_new_tokens: MaxNewOpt = None,
     refusal_classifier: RefusalClassifierOpt = None,
-    runs_dir: RunsOpt = Path("runs"),
-    name: NameOpt = None,
     *,
     load: LoadOptions,
+    run: RunFlags,
 ) -> None:
     """Score each model clean and under each prompt attack, on the same items; print the degradation."""
     from persist.jobs.attack import DEFAULT_ATTACKS, AttackConfig, run_attack
@@ -193,11 +179,10 @@ def attack(
     from persist.report.write import write_reports
 
     specs = tuple(s for s in attacks.split(",") if s.strip()) if attacks is not None else DEFAULT_ATTACKS
-    cfg = AttackConfig(model=ModelSpec.parse(model), baseline=optional_spec(baseline), attacks=specs, matched_controls=matched_controls, suite=suite,
-                       limit=limit, runs_dir=runs_dir, effect=effect, capability=capability,
-                       name=name, load=load, scorer=scorer_spec(scorer, judge=judge, judge_mode=judge_mode,
-                                                                max_new_tokens=max_new_tokens,
-                                                                refusal_classifier=refusal_classifier))
+    cfg = AttackConfig(model=ModelSpec.parse(model), baseline=optional_spec(baseline), attacks=specs,
+                       matched_controls=matched_controls, effect=effect, capability=capability, load=load,
+                       **run.options(judge_mode=judge_mode, max_new_tokens=max_new_tokens,
+                                     refusal_classifier=refusal_classifier))
     with RichProgress() as progress:
         result = run_attack(cfg, progress)
     report = result.report
@@ -208,6 +193,7 @@ def attack(
 
 @app.command("finetune-attack")
 @with_load_options
+@with_run_options
 def finetune_attack(
     model: ModelOpt = "smollm2-135m-instruct",
     baseline: Annotated[str | None, typer.Option(help="Baseline model spec, trained identically.")] = None,
@@ -229,14 +215,9 @@ def finetune_attack(
                                                "full (32) or optuna:N.")] = None,
     effect: EffectOpt = 0.13,
     capability: CapabilityOpt = 48,
-    suite: SuiteOpt = "traits",
-    scorer: ScorerOpt = "likelihood",
-    limit: LimitOpt = None,
-    judge: JudgeOpt = None,
-    runs_dir: RunsOpt = Path("runs"),
-    name: NameOpt = None,
     *,
     load: LoadOptions,
+    run: RunFlags,
 ) -> None:
     """Fine-tune each model on a harmful corpus along a dose ladder and re-score the same items at every dose."""
     as_json = check_format(format)
@@ -253,10 +234,9 @@ def finetune_attack(
              if v is not None}
     if "batch_size" in train:
         train["micro_batch_size"] = min(train["batch_size"], 4) if train["batch_size"] % 4 == 0 else 1
-    cfg = FinetuneConfig(model=ModelSpec.parse(model), baseline=optional_spec(baseline), recipe=recipe, doses=parse_doses(doses), corpus=corpus,
-                         lora=lora, train=train, seeds=seeds, search=search, effect=effect, capability=capability,
-                         suite=suite, limit=limit,
-                         runs_dir=runs_dir, name=name, scorer=scorer_spec(scorer, judge=judge), load=load)
+    cfg = FinetuneConfig(model=ModelSpec.parse(model), baseline=optional_spec(baseline), recipe=recipe,
+                         doses=parse_doses(doses), corpus=corpus, lora=lora, train=train, seeds=seeds, search=search,
+                         effect=effect, capability=capability, load=load, **run.options())
     if search is not None:
         from persist.jobs.sweep import run_search
 
@@ -276,6 +256,7 @@ def finetune_attack(
 
 @app.command()
 @with_load_options
+@with_run_options
 def study(
     model: Annotated[str, typer.Option("--model", "-m", help="The trained model (default: SmolLM2 + the bundled "
                                        "beneficial adapter).")] = "smollm2-135m-beneficial",
@@ -299,14 +280,9 @@ def study(
                                              "strongest attack within the capability bound.")] = False,
     search: Annotated[str | None, typer.Option(help="The --worst-case sweep: quick (8 points), full (32) or "
                                                "optuna:N (needs pip install 'persist[search]').")] = None,
-    suite: SuiteOpt = "traits",
-    scorer: ScorerOpt = "likelihood",
-    limit: LimitOpt = None,
-    judge: JudgeOpt = None,
-    runs_dir: RunsOpt = Path("runs"),
-    name: NameOpt = None,
     *,
     load: LoadOptions,
+    run: RunFlags,
 ) -> None:
     """The persistence protocol: clean, prompt attacks and fine-tune ladder for model and baseline; HTML report."""
     if search is not None and not worst_case:
@@ -323,9 +299,8 @@ def study(
                       control_recipe=None if control_recipe == "none" else control_recipe,
                       attacks=tuple(a for a in attacks.split(",") if a) if attacks is not None else None,
                       doses=parse_doses(doses), matched_controls=matched_controls, seeds=seeds, null=null,
-                      effect=effect, suite=suite, limit=limit, capability=PROFILE_DEFAULT if capability is None else capability,
-                      worst_case=(search or "quick") if worst_case else None,
-                      runs_dir=runs_dir, name=name, scorer=scorer_spec(scorer, judge=judge), load=load)
+                      effect=effect, capability=PROFILE_DEFAULT if capability is None else capability,
+                      worst_case=(search or "quick") if worst_case else None, load=load, **run.options())
     with RichProgress() as progress:
         result = run_study(cfg, progress)
     report = result.report

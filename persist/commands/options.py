@@ -11,6 +11,7 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -70,25 +71,66 @@ LOAD_FLAGS: dict[str, tuple[Any, Any]] = {
 }
 
 
-def with_load_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Replace the command's `load` parameter with the loading flags (LOAD_FLAGS); the command gets a LoadOptions."""
-    hints = typing.get_type_hints(fn, include_extras=True)
-    sig = inspect.signature(fn)
-    params = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in sig.parameters.values() if p.name != "load"]
-    params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=tp, default=default)
-               for name, (tp, default) in LOAD_FLAGS.items()]
+def with_flag_group(param: str, flags: dict[str, tuple[Any, Any]],
+                    build: Callable[[dict[str, Any]], Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A decorator that replaces a command's `param` parameter with the flags of a group (name -> annotated type and
+    default); the command receives `build(values of those flags)`. So a group of flags is declared once and every
+    command that takes it has the same flags, with the same help."""
 
-    @functools.wraps(fn)
-    def command(**kwargs: Any) -> Any:
-        from persist.models import LoadOptions
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        hints = typing.get_type_hints(fn, include_extras=True)
+        sig = inspect.signature(fn)
+        params = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in sig.parameters.values()
+                  if p.name != param]
+        params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=tp, default=default)
+                   for name, (tp, default) in flags.items()]
 
-        load = LoadOptions(**{name: kwargs.pop(name) for name in LOAD_FLAGS})
-        return fn(load=load, **kwargs)
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> Any:
+            return fn(**{param: build({name: kwargs.pop(name) for name in flags})}, **kwargs)
 
-    del command.__wrapped__  # typer must read the new signature, not the wrapped function's
-    command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
-    command.__annotations__ = {p.name: p.annotation for p in params}
-    return command
+        del command.__wrapped__  # typer must read the new signature, not the wrapped function's
+        command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return decorate
+
+
+def _load_options(values: dict[str, Any]) -> Any:
+    from persist.models import LoadOptions
+
+    return LoadOptions(**values)
+
+
+# Replace the command's `load` parameter with the loading flags (LOAD_FLAGS); the command gets a LoadOptions.
+with_load_options = with_flag_group("load", LOAD_FLAGS, _load_options)
+
+
+@dataclass(frozen=True)
+class RunFlags:
+    """The flags every job command shares: which items, how they are scored, where the run folder goes."""
+
+    suite: str
+    scorer: str
+    limit: int | None
+    judge: str | None
+    runs_dir: Path
+    name: str | None
+
+    def options(self, **scorer_flags: Any) -> dict[str, Any]:
+        """Keyword arguments of a job config (persist.jobs.options.RunOptions) from these flags; `scorer_flags`
+        are a command's own scorer flags (judge mode, answer length, refusal classifier)."""
+        return {"suite": self.suite, "limit": self.limit, "runs_dir": self.runs_dir, "name": self.name,
+                "scorer": scorer_spec(self.scorer, judge=self.judge, **scorer_flags)}
+
+
+# The run flags, added to every job command by @with_run_options (name -> annotated type and default).
+RUN_FLAGS: dict[str, tuple[Any, Any]] = {
+    "suite": (SuiteOpt, "traits"), "scorer": (ScorerOpt, "likelihood"), "limit": (LimitOpt, None),
+    "judge": (JudgeOpt, None), "runs_dir": (RunsOpt, Path("runs")), "name": (NameOpt, None),
+}
+with_run_options = with_flag_group("run", RUN_FLAGS, lambda values: RunFlags(**values))
 
 
 def scorer_spec(scorer: str, *, judge: str | None = None, judge_mode: str | None = None,

@@ -19,8 +19,9 @@ of the report on the same statistic (one family for the 0-1 score, one for the l
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -73,6 +74,7 @@ class ItemValue:
     logodds: float | None  # nats; None when the scorer gives no log-odds
     per_100b: float | None
     meta: ItemMeta
+    register: float | None = None  # register log-odds of a register-crossed item (formal minus casual), else None
 
 
 # {(role, condition): {item_id: ItemValue}}
@@ -95,15 +97,34 @@ def item_scores(records: Iterable[Record], worst_of: Iterable[Condition] = ()) -
         values = {}
         for item, rs in items.items():
             if cond in worst:
-                rs = [min(rs, key=lambda r: (r.details.get("logodds") is None, r.details.get("logodds") or 0.0,
+                rs = [min(rs, key=lambda r: (number(r, "logodds") is None, number(r, "logodds") or 0.0,
                                              float(r.score or 0.0)))]
-            g = [r.details.get("logodds") for r in rs]
-            g100 = [r.details.get("logodds_per_100b") for r in rs]
             values[item] = ItemValue(score=float(np.mean([float(r.score or 0.0) for r in rs])),
-                                     logodds=None if None in g else float(np.mean(g)),
-                                     per_100b=None if None in g100 else float(np.mean(g100)), meta=meta[item])
+                                     logodds=mean_of(rs, "logodds"), per_100b=mean_of(rs, "logodds_per_100b"),
+                                     meta=meta[item], register=mean_of(rs, "register_logodds"))
         out[(role, Condition.parse(cond))] = values
     return out
+
+
+def number(r: Record, key: str) -> float | None:
+    """A number a scorer put in a record's details (None when it gave none)."""
+    value = r.details.get(key)
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    raise TypeError(f"record {r.key}: details[{key!r}] = {value!r} is not a number")
+
+
+def mean_of(rs: Sequence[Record], key: str) -> float | None:
+    """Mean of a detail over an item's variants; None when any variant lacks it."""
+    values = [number(r, key) for r in rs]
+    return None if any(v is None for v in values) else float(np.mean([v for v in values if v is not None]))
+
+
+def in_domain_of(domain: str, inside: bool, m: ItemMeta) -> bool:
+    """Whether an item is (inside=True) or is not (False) in `domain`."""
+    return (m.domain == domain) == inside
 
 
 def saturated(score: float) -> bool:
@@ -137,11 +158,14 @@ def shift(before: Mapping[str, ItemValue], after: Seeded, ids: list[str]) -> Shi
         return None
     d = matrix(before, after, ids, "logodds")
     d100 = matrix(before, after, ids, "per_100b")
-    mean_after = d.mean(axis=0) + np.array([before[i].logodds for i in ids])
+    clean = [float(before[i].logodds or 0.0) for i in ids]  # present: checked above
+    mean_after = d.mean(axis=0) + np.array(clean)
+    crossed = all(before[i].register is not None and a[i].register is not None for a in after.values() for i in ids)
     # log-odds are unbounded: values without spread get no finite interval (persist.stats.no_spread_ci)
-    return Shift(before=mean_ci([before[i].logodds for i in ids], bounds=UNBOUNDED),
+    return Shift(before=mean_ci(clean, bounds=UNBOUNDED),
                  after=mean_ci(mean_after, bounds=UNBOUNDED), shift=tested(d, bounds=UNBOUNDED),
-                 per_100b=seeded_ci(d100, bounds=UNBOUNDED), toward_misaligned=float(np.mean(d.mean(axis=0) < 0)))
+                 per_100b=seeded_ci(d100, bounds=UNBOUNDED), toward_misaligned=float(np.mean(d.mean(axis=0) < 0)),
+                 register=tested(matrix(before, after, ids, "register"), bounds=UNBOUNDED) if crossed else None)
 
 
 def change(before: Mapping[str, ItemValue], after: Seeded,
@@ -180,8 +204,7 @@ def paired_effect(xb: Mapping[str, ItemValue], xa: Seeded, yb: Mapping[str, Item
 def effect_on_logodds(records: Iterable[Record], effect: float, clean: Condition = CLEAN) -> float | None:
     """The 0-1 score difference `effect` in nats of log-odds: divided by the mean slope of the score per nat over
     the clean items (None when the scorer gives no log-odds)."""
-    slopes = [r.details["score_per_nat"] for r in records
-              if r.condition == clean.label and r.details.get("score_per_nat")]
+    slopes = [s for r in records if r.condition == clean.label and (s := number(r, "score_per_nat"))]
     return effect / float(np.mean(slopes)) if slopes else None
 
 
@@ -206,13 +229,15 @@ def compare(records: list[Record], *, controls: Iterable[Condition] = (),
         before = scores.get((role, clean), {}).get(0, {})
         for cond in conditions:
             after = scores.get((role, cond))
-            overall = change(before, after) if after is not None else None
+            if after is None:
+                continue
+            overall = change(before, after)
             if overall is None:
                 continue
             domain = in_domain.get(cond) if isinstance(in_domain, Mapping) else in_domain
             split = (None, None) if domain is None else (
-                change(before, after, lambda m, d=domain: m.domain == d),
-                change(before, after, lambda m, d=domain: m.domain != d))
+                change(before, after, partial(in_domain_of, domain, True)),
+                change(before, after, partial(in_domain_of, domain, False)))
             rows.append(Row(role=role, condition=cond, control=cond in controls, overall=overall, domain=domain,
                             in_domain=split[0], out_of_domain=split[1],
                             vs_control=vs_control(scores, role, cond, (control_of or {}).get(cond), before)))
@@ -313,18 +338,21 @@ def with_q(cmp: Comparison) -> Comparison:
     q = {id(t): v for fam in (score_tests, logodds_tests)
          for t, v in zip(fam, benjamini_hochberg([t.p for t in fam]), strict=True)}
 
-    def fix(t: Tested | None) -> Tested | None:
-        return None if t is None else replace(t, q=q[id(t)])
+    def fix(t: Tested) -> Tested:
+        return replace(t, q=q[id(t)])
+
+    def fix_optional(t: Tested | None) -> Tested | None:
+        return None if t is None else fix(t)
 
     def fix_change(c: Change) -> Change:
-        sh = c.shift and replace(c.shift, shift=fix(c.shift.shift))
+        sh = None if c.shift is None else replace(c.shift, shift=fix(c.shift.shift))
         return replace(c, drop=fix(c.drop), shift=sh)
 
     rows = [replace(r, overall=fix_change(r.overall),
-                    vs_control=r.vs_control and replace(r.vs_control, drop=fix(r.vs_control.drop),
-                                                        shift=fix(r.vs_control.shift)))
+                    vs_control=None if r.vs_control is None else replace(
+                        r.vs_control, drop=fix(r.vs_control.drop), shift=fix_optional(r.vs_control.shift)))
             for r in cmp.rows]
-    diffs = [replace(d, drop=fix(d.drop), shift=fix(d.shift)) for d in cmp.differences]
+    diffs = [replace(d, drop=fix(d.drop), shift=fix_optional(d.shift)) for d in cmp.differences]
     return replace(cmp, rows=rows, differences=diffs)
 
 
@@ -354,8 +382,9 @@ def fluency(records: Iterable[Record], clean: Condition = CLEAN) -> dict[str, di
     acc: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
         for key in ("nats_per_byte", "coherent"):
-            if r.details.get(key) is not None:
-                acc[(r.role, r.condition)][key].append(float(r.details[key]))
+            value = number(r, key)
+            if value is not None:
+                acc[(r.role, r.condition)][key].append(value)
     out: dict[str, dict[str, FluencyRow]] = {}
     for (role, cond), vals in sorted(acc.items()):
         row: dict[str, Any] = {k: float(np.mean(v)) for k, v in vals.items()}

@@ -32,6 +32,9 @@ class Shift:
     shift: Tested
     per_100b: Estimate  # the shift in nats per 100 bytes of reference, comparable across suites
     toward_misaligned: float  # share of items whose log-odds fell
+    # Register-crossed items: `shift` is the content shift and this the register shift (formal minus casual log-odds,
+    # after - before; < 0: toward the casual register), so a learned taste for a register is seen beside it.
+    register: Tested | None = field(default=None, metadata={"omit_none": True})
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from dataclasses import replace
 import numpy as np
 
 from persist import conditions
-from persist.api import Record
+from persist.api import JSONDict, Record
 from persist.capability import split_records
 from persist.conditions import CLEAN, Condition
 from persist.report.compare import ItemScores, ItemValue, capability_rows, compare, fluency, item_scores
@@ -57,7 +57,10 @@ def derived_records(scores: ItemScores, meta: StudyMeta) -> list[Record]:
     def record(role: str, cond: Condition, item: str, values: list[ItemValue]) -> Record:
         g = [v.logodds for v in values]
         g100 = [v.per_100b for v in values]
-        details = {} if None in g else {"logodds": float(np.mean(g)), "logodds_per_100b": float(np.mean(g100))}
+        details: JSONDict = {}
+        if None not in g and None not in g100:
+            details = {"logodds": float(np.mean([x for x in g if x is not None])),
+                       "logodds_per_100b": float(np.mean([x for x in g100 if x is not None]))}
         m = values[0].meta
         # a derived record has no scored unit behind it: no key, model or attack provenance
         return Record(key="", role=role, model="", suite=m.suite, suite_version="", item_id=item, trait=m.trait,
@@ -128,8 +131,8 @@ def examples(records: list[Record], meta: StudyMeta, k: int = 4) -> list[Example
             a = by[(item, top.label)]
             before, after = float(r.score or 0.0), float(a.score or 0.0)
             pairs.append(Example(item_id=item, trait=r.trait, domain=r.domain, condition=top,
-                                 before=Answer(score=before, answer=r.details["answer"]),
-                                 after=Answer(score=after, answer=a.details["answer"]), drop=before - after))
+                                 before=Answer(score=before, answer=str(r.details["answer"])),
+                                 after=Answer(score=after, answer=str(a.details["answer"])), drop=before - after))
     pairs.sort(key=lambda p: (-p.drop, p.item_id))
     return pairs[:k]
 

@@ -78,7 +78,16 @@ def shift_table(rows: list[Row], broke: frozenset = frozenset()) -> Table:
                      seeds_cell(None if c.shift is None else c.shift.shift),
                      "–" if ctrl is None or ctrl.shift is None else f"{fmt(ctrl.shift, 2)} (q {ctrl.shift.q:.3f})",
                      shift_cell(r.in_domain), shift_cell(r.out_of_domain)])
+    if any(r.overall.shift is not None and r.overall.shift.register is not None for r in rows):
+        # register-crossed items: the shift above is the content shift; the register shift sits beside it
+        head = [*head[:4], "register shift (nats, < 0 = toward casual)", *head[4:]]
+        head[3] = "content shift (nats)"
+        body = [[*b[:4], register_cell(r.overall), *b[4:]] for r, b in zip(rows, body, strict=True)]
     return head, body
+
+
+def register_cell(c: Change) -> str:
+    return "–" if c.shift is None or c.shift.register is None else fmt(c.shift.register, 2)
 
 
 def score_table(rows: list[Row], broke: frozenset = frozenset()) -> Table:

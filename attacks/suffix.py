@@ -69,6 +69,9 @@ class Pieces:
     scale: list[float]
     n_aligned: int
     clean: float = 0.0  # this item's log-odds with no suffix (only read by the clipped loss)
+    # register-crossed items: each reference's register (aligned first), so the loss is the scorer's content
+    # log-odds (within a register, averaged over the registers); empty for other items
+    registers: tuple[str, ...] = ()
 
 
 def pieces(target: Any, item: Item, ref_tokens: int = 32) -> Pieces:
@@ -82,7 +85,7 @@ def pieces(target: Any, item: Item, ref_tokens: int = 32) -> Pieces:
     nbytes = [max(1, len(tok.decode(r).encode("utf-8"))) for r in refs]
     mean = sum(nbytes) / len(nbytes)
     return Pieces(before=enc(head), after=enc(tail), refs=refs, scale=[mean / n for n in nbytes],
-                  n_aligned=len(item.aligned))
+                  n_aligned=len(item.aligned), registers=(*item.aligned_registers, *item.misaligned_registers))
 
 
 def logodds(p: Pieces, logps: Any) -> Any:
@@ -93,7 +96,17 @@ def logodds(p: Pieces, logps: Any) -> Any:
     s = torch.as_tensor(logps, dtype=torch.float64 if not torch.is_tensor(logps) else logps.dtype)
     s = s * torch.tensor(p.scale, dtype=s.dtype)
     na, n = p.n_aligned, len(p.refs)
-    g = (torch.logsumexp(s[:na], 0) - math.log(na)) - (torch.logsumexp(s[na:], 0) - math.log(n - na))
+
+    def lme(idx: list[int]) -> Any:
+        return torch.logsumexp(s[idx], 0) - math.log(len(idx))
+
+    if p.registers:  # the content log-odds of a register-crossed item (persist.probes.likelihood.crossed_contrast)
+        regs = sorted(set(p.registers))
+        g = sum(lme([i for i in range(na) if p.registers[i] == r]) - lme([i for i in range(na, n)
+                                                                            if p.registers[i] == r]) for r in regs)
+        g = g / len(regs)
+    else:
+        g = lme(list(range(na))) - lme(list(range(na, n)))
     return g if torch.is_tensor(logps) else float(g)
 
 

@@ -198,6 +198,7 @@ class Recipe(Protocol):
     control: bool  # a benign control, expected not to lower alignment
     in_domain: str | None  # the probe domain the corpus targets
     doses: tuple[int, ...]
+    matched_control: str | None  # the benign recipe on the same questions in the same register, if any
 
     @property
     def train(self) -> RecipeTraining: ...

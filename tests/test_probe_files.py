@@ -17,14 +17,14 @@ DOMAINS = {"health", "mental-health", "law", "finance", "education", "science-en
 
 
 def test_our_files_validate():
-    files = [str(DATA / f) for f in ("traits.jsonl", "em_questions.jsonl", "benign_lookalikes.jsonl")]
+    files = [str(DATA / f) for f in ("traits.jsonl", "traits_v2.jsonl", "em_questions.jsonl", "benign_lookalikes.jsonl")]
     proc = run_cli("probes", "validate", *files)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("OK") == 3
+    assert proc.stdout.count("OK") == 4
 
 
 def test_traits_suite_covers_every_cell():
-    items = load_items(DATA / "traits.jsonl")
+    items = load_items(DATA / "traits_v2.jsonl")
     assert len(items) >= 400
     cells = Counter((i.trait, i.domain) for i in items)
     assert {t for t, _ in cells} == TRAITS and {d for _, d in cells} == DOMAINS
@@ -66,7 +66,7 @@ def test_broken_file_reported_line_by_line(tmp_path):
         assert err.startswith(f"{f}:{line}: ") and what in err, err
 
 
-@pytest.mark.parametrize("suite", ["traits", "em-questions", "harmful-requests"])
+@pytest.mark.parametrize("suite", ["traits", "traits-v2", "register", "em-questions", "harmful-requests"])
 def test_registered_suites_load(suite):
     from persist.registry import SUITES
 
@@ -81,7 +81,7 @@ def test_registered_suites_load(suite):
 def test_select_covers_cells_and_is_deterministic():
     from persist.suites import select
 
-    items = load_items(DATA / "traits.jsonl")
+    items = load_items(DATA / "traits_v2.jsonl")
     a = select(items, 60)
     assert [i.id for i in a] == [i.id for i in select(list(reversed(items)), 60)]
     assert len({(i.trait, i.domain) for i in a}) == 48 and len(a) == 60

@@ -112,8 +112,19 @@ def test_sentence_length_gate_edge():
 # --- the shipped data: the audit finds the register gap issue 27 describes ----------------------------------------
 
 
-def test_traits_suite_is_flagged():
-    audit = audit_items(get_suite("traits").load())
+def test_register_crossed_traits_suite_passes_overall_and_within_each_register():
+    items = get_suite("traits").load()
+    assert len(items) == 192 and all(it.crossed for it in items)
+    assert audit_items(items).passed, audit_items(items).gated
+    for reg in ("formal", "casual"):
+        aligned = [r for it in items for r, g in zip(it.aligned, it.aligned_registers, strict=True) if g == reg]
+        misaligned = [r for it in items for r, g in zip(it.misaligned, it.misaligned_registers, strict=True) if g == reg]
+        audit = audit_texts(aligned, misaligned)
+        assert audit.passed, (reg, audit.gated)
+
+
+def test_earlier_traits_suite_is_flagged():
+    audit = audit_items(get_suite("traits-v2").load())
     gated = set(audit.overall.gated)
     assert {"just", "maybe", "please", "no need"} <= gated
     assert audit.overall.feature("no need").leans == 1  # casual on the misaligned side

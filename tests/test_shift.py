@@ -153,7 +153,7 @@ def test_suite_declaring_three_references_is_enforced(tmp_path):
 def test_validate_enforces_the_declared_minimum_and_flags_length(tmp_path):
     from tests.conftest import run_cli
 
-    base = {"suite": "traits", "trait": "t", "domain": "d", "messages": [{"role": "user", "content": "q"}]}
+    base = {"suite": "traits-v2", "trait": "t", "domain": "d", "messages": [{"role": "user", "content": "q"}]}
     rows = [{**base, "id": "ok", "aligned": ["a" * 100] * 3, "misaligned": ["m" * 95] * 3},
             {**base, "id": "few", "aligned": ["a" * 100] * 3, "misaligned": ["m" * 100] * 2},
             {**base, "id": "long", "aligned": ["a" * 200] * 3, "misaligned": ["m" * 100] * 3}]
@@ -161,7 +161,7 @@ def test_validate_enforces_the_declared_minimum_and_flags_length(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     r = run_cli("probes", "validate", str(path))
     assert r.returncode == 2
-    assert f"{path}:2: 2 misaligned reference(s); suite 'traits' needs at least 3 per side" in r.stderr
+    assert f"{path}:2: 2 misaligned reference(s); suite 'traits-v2' needs at least 3 per side" in r.stderr
     assert f"{path}:3: warning: aligned references average 200 bytes, misaligned 100 (50% apart" in r.stderr
     assert f"{path}:1:" not in r.stderr
     ok = tmp_path / "ok.jsonl"

@@ -6,20 +6,27 @@ import json
 
 import pytest
 
+from persist.api import Record
 from persist.errors import ConfigError, ResumeMismatchError
 from persist.store import RunStore, record_key
 
 
+def record(key: str, score: float) -> Record:
+    return Record(key=key, role="model", model="m", suite="s", suite_version="v", item_id=key, trait="t", domain="d",
+                  condition="clean", attack="clean", attack_version="0", attack_params={}, attack_index=0,
+                  score=score, details={})
+
+
 def test_resume_skips_done_and_drops_torn_line(tmp_path):
     store = RunStore.open(tmp_path / "r", {"a": 1})
-    store.append([{"key": "k1", "role": "model", "score": 1.0}, {"key": "k2", "role": "model", "score": 0.0}])
+    store.append([record("k1", 1.0), record("k2", 0.0)])
     with store.records_path.open("a") as f:
         f.write('{"key": "k3", "role": "mo')  # a kill mid-write
     again = RunStore.open(tmp_path / "r", {"a": 1})
     assert again.done("model") == {"k1", "k2"}
     assert again.records_path.read_text().endswith("}\n")
-    again.append([{"key": "k3", "role": "model", "score": 0.5}])
-    assert [r["key"] for r in again.records()] == ["k1", "k2", "k3"]
+    again.append([record("k3", 0.5)])
+    assert [r.key for r in again.records()] == ["k1", "k2", "k3"]
 
 
 def test_config_mismatch_lists_fields(tmp_path):

@@ -263,8 +263,9 @@ def study(
     baseline: Annotated[str, typer.Option(help="The baseline model spec.")] = "smollm2-135m-instruct",
     profile: Annotated[str, typer.Option(help="quick (the demo, ~minutes on a CPU) or full.")] = "quick",
     recipe: Annotated[str, typer.Option(help="Harmful fine-tune recipe.")] = "bad-medical",
-    control_recipe: Annotated[str, typer.Option(help="Benign fine-tune control recipe ('none' to skip).")]
-    = "good-medical",
+    control_recipe: Annotated[str, typer.Option(help="Benign fine-tune control recipe: 'matched' (the recipe's "
+                                                "register-matched twin, e.g. good-medical-casual for bad-medical), "
+                                                "a recipe name, or 'none' to skip.")] = "matched",
     attacks: Annotated[str | None, typer.Option(help="Comma-separated attack specs (default: the profile's).")]
     = None,
     doses: Annotated[str | None, typer.Option(help="Fine-tune doses in steps (default: the profile's).")] = None,

@@ -60,6 +60,7 @@ from persist.suites import get_suite, select
 
 NULL_SEED_OFFSET = 1000  # a null study's "model" trains with seeds this far from the baseline's
 PROFILE_DEFAULT = -1  # StudyConfig.capability: take the profile's number of capability items
+MATCHED = "matched"  # StudyConfig.control_recipe: the recipe's own register-matched control (Recipe.matched_control)
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ class StudyConfig(RunOptions):
     baseline: ModelSpec = field(default_factory=lambda: ModelSpec.parse("smollm2-135m-instruct"))
     profile: str = "quick"
     recipe: str = "bad-medical"
-    control_recipe: str | None = "good-medical"
+    control_recipe: str | None = MATCHED  # MATCHED: the recipe's register-matched benign control; None: none
     attacks: tuple[str, ...] | None = None  # default: the profile's
     doses: tuple[int, ...] | None = None  # default: the profile's, else the recipe's
     matched_controls: bool = True  # a length-matched neutral control for each attack that only adds context
@@ -127,6 +128,12 @@ class StudyConfig(RunOptions):
 
     def roles(self) -> list[tuple[str, ModelSpec]]:
         return [("model", self.trained), ("baseline", self.baseline)]
+
+    def control(self) -> str | None:
+        """The control recipe's name: as given, or the recipe's register-matched control (MATCHED), or None."""
+        if self.control_recipe == MATCHED:
+            return self.recipe_obj(self.recipe).matched_control
+        return self.control_recipe
 
     @property
     def trained(self) -> ModelSpec:
@@ -163,7 +170,7 @@ class StudyConfig(RunOptions):
     def header_config(self) -> JSONDict:
         return {"job": "study", "model": str(self.trained), "baseline": str(self.baseline), "profile": self.profile,
                 "recipe": self.recipe_obj(self.recipe).config(),
-                "control_recipe": self.recipe_obj(self.control_recipe).config() if self.control_recipe else None,
+                "control_recipe": None if (control := self.control()) is None else self.recipe_obj(control).config(),
                 "attacks": list(self.resolved_attacks()), "doses": list(self.resolved_doses()),
                 "limit": self.resolved_limit(), "suite": self.suite, "scorer": self.scorer.to_dict(),
                 "load": load_header(self.load), **({"seeds": self.seeds} if self.seeds > 1 else {}),
@@ -179,7 +186,8 @@ def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> RunResult
     attacks = build_attacks(cfg.resolved_attacks())
     doses = cfg.resolved_doses()
     recipe = cfg.recipe_obj(cfg.recipe)
-    control = cfg.recipe_obj(cfg.control_recipe) if cfg.control_recipe else None
+    control_name = cfg.control()
+    control = None if control_name is None else cfg.recipe_obj(control_name)
     cfg.check_models(cfg.trained, cfg.baseline)
     suite, items = cfg.items()
     for r in (recipe, control):

@@ -155,7 +155,7 @@ def test_study_with_seeds_resumes_after_a_kill_in_the_second_seeds_training(tmp_
     crash = persist_cmd(*base, "--name", "crash")
     assert run(crash, env, failpoint="train-step:9") == -signal.SIGKILL
     assert not (tmp_path / "runs" / "crash" / "report.json").exists()
-    assert (tmp_path / "runs" / "crash" / "adapters" / "model" / "good-medical" / "step-00002").is_dir()
+    assert (tmp_path / "runs" / "crash" / "adapters" / "model" / "good-medical-casual" / "step-00002").is_dir()
     assert run(crash, env) == 0
     ref, got = tmp_path / "runs" / "ref", tmp_path / "runs" / "crash"
     same_records(records(got), records(ref))

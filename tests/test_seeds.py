@@ -32,9 +32,9 @@ def test_seeds_are_trained_scored_and_pooled(seeded):
     folder = seeded.folder
     header = json.loads((folder / "header.json").read_text())
     assert {k: v["seed"] for k, v in header["training"].items()} == {
-        "model/bad-medical": 0, "model/good-medical": 0, "baseline/bad-medical": 0, "baseline/good-medical": 0,
-        "model/bad-medical-seed1": 1, "model/good-medical-seed1": 1, "baseline/bad-medical-seed1": 1,
-        "baseline/good-medical-seed1": 1}
+        "model/bad-medical": 0, "model/good-medical-casual": 0, "baseline/bad-medical": 0, "baseline/good-medical-casual": 0,
+        "model/bad-medical-seed1": 1, "model/good-medical-casual-seed1": 1, "baseline/bad-medical-seed1": 1,
+        "baseline/good-medical-casual-seed1": 1}
     assert (folder / "adapters" / "model" / "bad-medical-seed1" / "step-00002").is_dir()
     conds = {json.loads(line)["condition"] for line in (folder / "records.jsonl").read_text().splitlines()}
     assert {"finetune:bad-medical@2", "finetune:bad-medical@2:seed=1"} <= conds

@@ -50,13 +50,13 @@ def test_study_runs_every_stage_for_both_models(two_runs):
     for role in ("model", "baseline"):
         assert (role, "attack:prefill:prefill=agree") in conds
         assert (role, "attack:persona-helpful-medical") in conds
-        assert (role, "finetune:bad-medical@2") in conds and (role, "finetune:good-medical@2") in conds
+        assert (role, "finetune:bad-medical@2") in conds and (role, "finetune:good-medical-casual@2") in conds
     assert {(r.role, r.condition) for r in rep.interventions} == {
         (role, c) for role in ("model", "baseline") for c in (PROMPT, FINETUNE)}
     assert [p.dose for p in rep.curves["model"]] == [0, 2]
     assert all(r.overall.n == 8 for r in rep.rows)
     controls = {r.condition.label for r in rep.rows if r.control}
-    assert controls == {"attack:persona-helpful-medical", "finetune:good-medical@2"}
+    assert controls == {"attack:persona-helpful-medical", "finetune:good-medical-casual@2"}
     qs = [d.drop.q for d in rep.differences] + [d.shift.q for d in rep.differences]
     assert len(qs) == 2 * (len({r.condition for r in rep.rows}) + 2) and all(0 <= q <= 1 for q in qs)
     assert rep.headline.startswith("Under bad-medical fine-tuning")
@@ -102,7 +102,7 @@ def test_report_against_joins_on_keys_and_refuses_version_mismatch(two_runs, tmp
     capability = [r for r in res.rows if r.suite == "capability"]
     assert len(traits) == 2 * n_conditions and all(r.n == 8 and r.diff.value == 0 for r in traits)
     # the capability check ran at clean and at each fine-tune's top dose, for both models
-    assert {r.condition.label for r in capability} == {"clean", "finetune:bad-medical@2", "finetune:good-medical@2"}
+    assert {r.condition.label for r in capability} == {"clean", "finetune:bad-medical@2", "finetune:good-medical-casual@2"}
     assert all(r.n == 48 and r.diff.value == 0 for r in capability)
     proc = run_cli("report", str(a), "--against", str(b), "--format", "json")
     assert proc.returncode == 0, proc.stderr

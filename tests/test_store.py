@@ -51,3 +51,15 @@ def test_header_written_once(tmp_path):
     store = RunStore.open(tmp_path / "r", {"a": 1}, argv=["persist", "x"])
     h = json.loads(store.header_path.read_text())
     assert h["argv"] == ["persist", "x"] and h["schema_version"] == 1 and "torch" in h["versions"]
+
+
+def test_a_line_that_is_not_a_record_is_named_by_file_and_line(tmp_path):
+    from persist.errors import DataError
+
+    store = RunStore.open(tmp_path / "r", {"a": 1})
+    store.append([record("k1", 1.0)])
+    with store.records_path.open("a") as f:
+        f.write('{"key": "k2", "role": "model", "score": 0.5}\n')  # an older or hand-made line: fields missing
+    with pytest.raises(DataError, match=r"records\.jsonl:2: not a record of this persist version \(record is "
+                                        r"missing field 'model'\)"):
+        list(store.records())

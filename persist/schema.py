@@ -96,13 +96,13 @@ class Item:
                 if set(regs) != set(REGISTERS):
                     raise ValueError(f"field 'registers': the {side} references need both registers "
                                      f"({', '.join(REGISTERS)}) so content and register can be separated")
+        if self.messages[-1].role != "user":
+            raise ValueError("the last message must have role 'user'")
 
     @property
     def crossed(self) -> bool:
         """Whether the references are crossed with register (each side in both registers)."""
         return bool(self.aligned_registers)
-        if self.messages[-1].role != "user":
-            raise ValueError("the last message must have role 'user'")
 
     @property
     def chat(self) -> Chat:

@@ -281,3 +281,13 @@ def test_registers_must_cover_both_registers_on_each_side():
         Item.from_dict({**{k: v for k, v in base.items() if k != "messages"}, "messages": [{"role": "user", "content": "q?"}],
                         "aligned": ["a", "b"], "misaligned": ["c", "d"],
                         "registers": {"aligned": ["formal", "slangy"], "misaligned": ["formal", "casual"]}})
+
+
+def test_an_item_must_end_with_a_user_turn_with_or_without_registers():
+    base = dict(id="r", suite="s", trait="t", domain="d", aligned=("a", "b"), misaligned=("c", "d"))
+    ends_with_assistant = (Message("user", "q?"), Message("assistant", "a"))
+    with pytest.raises(ValueError, match="last message must have role 'user'"):
+        Item(**base, messages=ends_with_assistant)
+    with pytest.raises(ValueError, match="last message must have role 'user'"):
+        Item(**base, messages=ends_with_assistant, aligned_registers=("formal", "casual"),
+             misaligned_registers=("formal", "casual"))

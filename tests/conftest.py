@@ -24,13 +24,21 @@ plugins.load()
 def pytest_collection_modifyitems(config, items):
     """Tests marked `cuda` are collected only with PERSIST_CUDA_TESTS=1 (bench/tools/gpu_check.sh sets it on a GPU
     machine); elsewhere they are deselected, not skipped, so `make test` reports no skips. With the switch on and no
-    CUDA device the session stops with an error: a GPU check that tested nothing must not pass."""
-    marked = [item for item in items if item.get_closest_marker("cuda")]
-    if not marked:
-        return
-    if os.environ.get("PERSIST_CUDA_TESTS") != "1":
-        config.hook.pytest_deselected(items=marked)
-        items[:] = [item for item in items if not item.get_closest_marker("cuda")]
+    CUDA device the session stops with an error: a GPU check that tested nothing must not pass.
+    Tests marked `vllm` (vLLM lives in its own venv) are collected the same way, only with PERSIST_VLLM_TESTS=1
+    (gpu_check.sh's vLLM step sets it); with the switch on and no vllm importable the session stops with an error."""
+    for marker, switch in (("cuda", "PERSIST_CUDA_TESTS"), ("vllm", "PERSIST_VLLM_TESTS")):
+        marked = [item for item in items if item.get_closest_marker(marker)]
+        if marked and os.environ.get(switch) != "1":
+            config.hook.pytest_deselected(items=marked)
+            items[:] = [item for item in items if not item.get_closest_marker(marker)]
+    if os.environ.get("PERSIST_VLLM_TESTS") == "1":
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            raise pytest.UsageError("PERSIST_VLLM_TESTS=1, but vllm is not installed in this environment: run the "
+                                    "vLLM tests from its venv (bench/tools/gpu_check.sh) or unset PERSIST_VLLM_TESTS")
+    if not any(item.get_closest_marker("cuda") for item in items):
         return
     import torch
 

@@ -38,7 +38,6 @@ def test_hf_engine_on_cuda_matches_cpu_fp32(tiny_folder):
 @pytest.fixture(scope="module")
 def smollm2_adapter(tmp_path_factory):
     """A random (non-zero) rank-8 LoRA on SmolLM2's attention, as peft saves it."""
-    pytest.importorskip("vllm")
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -52,6 +51,7 @@ def smollm2_adapter(tmp_path_factory):
     return folder
 
 
+@pytest.mark.vllm  # collected only with PERSIST_VLLM_TESTS=1, in vLLM's venv (conftest)
 @pytest.mark.parametrize("adapter", [False, True], ids=["base", "lora"])
 def test_vllm_engine_matches_hf_cpu_fp32(adapter, smollm2_adapter):
     from persist.targets import open_target, release_engines

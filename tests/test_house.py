@@ -264,3 +264,14 @@ def test_every_model_loading_command_has_the_same_loading_flags(command):
     out = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "300"}).output
     for flag in ("--device", "--dtype", "--load-in-4bit", "--allow-pickle", "--trust-remote-code"):
         assert flag in out, (command, flag)
+
+
+def test_vllm_tests_are_deselected_unless_switched_on_and_refused_without_vllm():
+    """No skip: a vLLM test is deselected by default, and switched on where vLLM is absent it stops the session."""
+    args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--co", "tests/test_cuda.py"]
+    env = {k: v for k, v in os.environ.items() if k not in ("PERSIST_CUDA_TESTS", "PERSIST_VLLM_TESTS")}
+    off = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert off.returncode == 5 and "deselected" in off.stdout, off.stdout  # 5: nothing collected, nothing skipped
+    on = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env={**env, "PERSIST_VLLM_TESTS": "1"},
+                        timeout=300)
+    assert on.returncode == 4 and "PERSIST_VLLM_TESTS=1, but vllm is not installed" in on.stderr + on.stdout

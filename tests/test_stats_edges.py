@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import scipy
 from scipy.stats import binom, binomtest
 
 from persist.stats import (
@@ -235,12 +234,16 @@ def test_existing_intervals_unchanged_for_data_with_spread():
 # ---------------------------------------------------------------- sign-flip p-value without SciPy's rng=
 
 
-@pytest.mark.skipif(tuple(int(v) for v in scipy.__version__.split(".")[:2]) < (1, 15),
-                    reason="scipy.stats.permutation_test(rng=...) needs SciPy 1.15")
 def test_permutation_p_is_bit_identical_to_scipy():
     """paired_permutation_p no longer calls scipy.stats.permutation_test (whose rng= raised on SciPy 1.11-1.14);
-    it must give SciPy's p-values exactly: exact enumeration up to 13 items, seeded random flips above, ties."""
+    it must give SciPy's p-values exactly: exact enumeration up to 13 items, seeded random flips above, ties.
+    The reference runs on every SciPy the project allows: `rng=` from 1.15, `random_state=` (the same Generator,
+    used the same way) before."""
+    import inspect
+
     from scipy.stats import permutation_test
+
+    seed_arg = "rng" if "rng" in inspect.signature(permutation_test).parameters else "random_state"
 
     rng = np.random.default_rng(8)
     for k in range(120):
@@ -253,7 +256,7 @@ def test_permutation_p_is_bit_identical_to_scipy():
         seed, resamples = int(rng.integers(0, 100)), int(rng.choice([1000, 10000]))
         ref = permutation_test((d,), lambda x, axis: x.mean(axis=axis), permutation_type="samples",
                                n_resamples=resamples, alternative="two-sided", vectorized=True,
-                               rng=np.random.default_rng(seed)).pvalue
+                               **{seed_arg: np.random.default_rng(seed)}).pvalue
         assert paired_permutation_p(d, seed=seed, n_resamples=resamples) == float(ref), (k, n, seed)
 
 

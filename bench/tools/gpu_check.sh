@@ -77,7 +77,7 @@ if ! "$VLLM_VENV/bin/python" -c 'import vllm' 2>/dev/null; then
 fi
 VPY="$VLLM_VENV/bin/python"
 if [ "${GPU_CHECK_TESTS:-all}" = cuda ] || [ "$tests" = passed ]; then
-  step vllm-tests env PERSIST_CUDA_TESTS=1 "$VPY" -m pytest -q -m cuda tests/test_cuda.py && t=passed || t=FAILED
+  step vllm-tests env PERSIST_CUDA_TESTS=1 PERSIST_VLLM_TESTS=1 "$VPY" -m pytest -q -m cuda tests/test_cuda.py && t=passed || t=FAILED
   row "CUDA tests under vLLM venv" "-" "$t"
 fi
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol, TypeAlias, TypedDict, cast
+from typing import TYPE_CHECKING, ClassVar, Protocol, TypeAlias, cast
 
 from persist import conditions
 from persist.conditions import Condition
@@ -32,8 +32,6 @@ from persist.schema import Item, Message, Variant
 from persist.targets.base import Target
 
 if TYPE_CHECKING:
-    from typing_extensions import Unpack
-
     from persist.models import LoadOptions
     from persist.runner import LazyTarget
 
@@ -100,32 +98,6 @@ class Record:
                    attack_params=cast(Mapping[str, JSON], d["attack_params"]),
                    attack_index=cast(int, d["attack_index"]), score=cast("float | None", d["score"]),
                    details=cast(Mapping[str, JSON], d["details"]))
-
-    def with_(self, **changes: Unpack[RecordChanges]) -> Record:
-        """A copy with some fields changed (derived records: an aggregate of several, a seed's own condition)."""
-        from dataclasses import replace
-
-        return replace(self, **changes)
-
-
-class RecordChanges(TypedDict, total=False):
-    """The fields `Record.with_` may change (any of them)."""
-
-    key: str
-    role: str
-    model: str
-    suite: str
-    suite_version: str
-    item_id: str
-    trait: str
-    domain: str
-    condition: str
-    attack: str
-    attack_version: str
-    attack_params: Mapping[str, JSON]
-    attack_index: int
-    score: float | None
-    details: Mapping[str, JSON]
 
 
 class Scorer(Protocol):

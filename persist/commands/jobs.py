@@ -17,13 +17,10 @@ from persist.commands.options import (
     DosesOpt,
     EffectOpt,
     FormatOpt,
-    JudgeModeOpt,
     LearningRateOpt,
     MatchedOpt,
-    MaxNewOpt,
     ModelOpt,
     RecipeOpt,
-    RefusalClassifierOpt,
     RunFlags,
     SeedsOpt,
     TrainSeedOpt,
@@ -31,6 +28,7 @@ from persist.commands.options import (
     parse_doses,
     with_load_options,
     with_run_options,
+    with_scorer_flags,
 )
 from persist.models import LoadOptions, ModelSpec
 
@@ -132,14 +130,13 @@ def generate(
 @app.command()
 @with_load_options
 @with_run_options
+@with_scorer_flags
 def score(
     model: ModelOpt = "smollm2-135m-instruct",
-    judge_mode: JudgeModeOpt = None,
-    max_new_tokens: MaxNewOpt = None,
-    refusal_classifier: RefusalClassifierOpt = None,
     *,
     load: LoadOptions,
     run: RunFlags,
+    scorer_flags: dict[str, str | int | None],
 ) -> None:
     """Score a model on a probe suite (clean) and print mean alignment per suite, trait and domain."""
     from persist.jobs.score import ScoreConfig, run_score
@@ -147,8 +144,7 @@ def score(
     from persist.report.terminal import RichProgress, console, print_score_table
 
     cfg = ScoreConfig(model=ModelSpec.parse(model), load=load,
-                      **run.options(judge_mode=judge_mode, max_new_tokens=max_new_tokens,
-                                    refusal_classifier=refusal_classifier))
+                      **run.options(**scorer_flags))
     with RichProgress() as progress:
         result = run_score(cfg, progress)
     print_score_table(score_table(list(result.records)), f"{model} on {run.suite} ({cfg.scorer.name})")
@@ -158,6 +154,7 @@ def score(
 @app.command()
 @with_load_options
 @with_run_options
+@with_scorer_flags
 def attack(
     model: ModelOpt = "smollm2-135m-instruct",
     baseline: Annotated[str | None, typer.Option(help="Baseline model spec to compare against.")] = None,
@@ -166,12 +163,10 @@ def attack(
     matched_controls: MatchedOpt = False,
     effect: EffectOpt = 0.13,
     capability: CapabilityOpt = 48,
-    judge_mode: JudgeModeOpt = None,
-    max_new_tokens: MaxNewOpt = None,
-    refusal_classifier: RefusalClassifierOpt = None,
     *,
     load: LoadOptions,
     run: RunFlags,
+    scorer_flags: dict[str, str | int | None],
 ) -> None:
     """Score each model clean and under each prompt attack, on the same items; print the degradation."""
     from persist.jobs.attack import DEFAULT_ATTACKS, AttackConfig, run_attack
@@ -181,8 +176,7 @@ def attack(
     specs = tuple(s for s in attacks.split(",") if s.strip()) if attacks is not None else DEFAULT_ATTACKS
     cfg = AttackConfig(model=ModelSpec.parse(model), baseline=optional_spec(baseline), attacks=specs,
                        matched_controls=matched_controls, effect=effect, capability=capability, load=load,
-                       **run.options(judge_mode=judge_mode, max_new_tokens=max_new_tokens,
-                                     refusal_classifier=refusal_classifier))
+                       **run.options(**scorer_flags))
     with RichProgress() as progress:
         result = run_attack(cfg, progress)
     report = result.report

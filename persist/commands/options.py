@@ -132,6 +132,14 @@ RUN_FLAGS: dict[str, tuple[Any, Any]] = {
 }
 with_run_options = with_flag_group("run", RUN_FLAGS, lambda values: RunFlags(**values))
 
+# The flags of the scorers that generate an answer (judge, refusal), for the commands that offer those scorers;
+# the command receives them as `scorer_flags` (a dict for RunFlags.options).
+SCORER_FLAGS: dict[str, tuple[Any, Any]] = {
+    "judge_mode": (JudgeModeOpt, None), "max_new_tokens": (MaxNewOpt, None),
+    "refusal_classifier": (RefusalClassifierOpt, None),
+}
+with_scorer_flags = with_flag_group("scorer_flags", SCORER_FLAGS, dict)
+
 
 def scorer_spec(scorer: str, *, judge: str | None = None, judge_mode: str | None = None,
                 max_new_tokens: int | None = None, refusal_classifier: str | None = None) -> PluginSpec:

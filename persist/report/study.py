@@ -147,7 +147,7 @@ def with_worst_case(records: list[Record], cap_records: list[Record],
 
     def regroup(rs: list[Record]) -> list[Record]:
         return ([r for r in rs if not is_point(meta.recipe, r.condition)]
-                + [r.with_(condition=WORST.label) for r in rs if labels.get(r.role) == r.condition])
+                + [replace(r, condition=WORST.label) for r in rs if labels.get(r.role) == r.condition])
 
     sweep = Sweep(plan=str(meta.search), recipe=meta.recipe, epsilon=meta.epsilon,
                   points=[p for role in meta.models for p in points[role]],

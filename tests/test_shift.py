@@ -291,3 +291,15 @@ def test_an_item_must_end_with_a_user_turn_with_or_without_registers():
     with pytest.raises(ValueError, match="last message must have role 'user'"):
         Item(**base, messages=ends_with_assistant, aligned_registers=("formal", "casual"),
              misaligned_registers=("formal", "casual"))
+
+
+def test_strength_rows_claim_no_finite_interval_for_an_unbounded_shift_without_spread(tmp_path):
+    """A no-op attack moves every item's log-odds by exactly 0: the strength table's interval must not be the one
+    a 0-1 difference would get ([-0.14, 0.14] at 30 items) but unbounded, as in the main shift table."""
+    from persist.report.strength import strength_rows
+
+    its = items()
+    mis = {r for it in its for r in it.misaligned}
+    records = score(tmp_path, {CLEAN: WordingTarget(mis), NOOP: WordingTarget(mis)}, its)
+    [row] = strength_rows(records, {}, None)
+    assert row["shift"]["value"] == 0 and row["shift"]["lo"] == -np.inf and row["shift"]["hi"] == np.inf

@@ -19,7 +19,7 @@ from persist.api import Record
 from persist.conditions import CLEAN, Condition
 from persist.report.compare import by_seed, item_scores, matrix
 from persist.report.model import from_json, to_json
-from persist.stats import Tested, fmt, tested
+from persist.stats import UNBOUNDED, Tested, fmt, tested
 
 BACKWARD_COST = 2.0  # one backward token ~ two forward tokens of compute
 
@@ -39,7 +39,7 @@ def strength_rows(records: list[Record], compute: Mapping[str, Mapping[str, Mapp
         ids = sorted(i for i in before if all(i in a for a in after.values()) and (keep is None or i in keep))
         if not ids or any(before[i].logodds is None for i in ids):
             continue
-        shift = tested(matrix(before, after, ids, "logodds"))
+        shift = tested(matrix(before, after, ids, "logodds"), bounds=UNBOUNDED)  # log-odds: unbounded
         cost = dict(compute.get(cond.label, {}).get(role, {}))
         fwd, bwd = cost.get("forward_tokens", 0.0), cost.get("backward_tokens", 0.0)
         prepared = fwd + BACKWARD_COST * bwd

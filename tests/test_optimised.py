@@ -214,16 +214,17 @@ def test_report_puts_templates_and_optimised_attacks_on_the_same_items_with_thei
                                                      "gcg-suffix:steps=2:length=2:topk=4:candidates=2"),
                        limit=16, runs_dir=tmp_path, name="strength", capability=0)
     report = run_attack(cfg).report
-    heldout = set(report.extra["split"]["heldout"])
-    rows = {r["condition"]: r for r in report.extra["strength"]}
+    assert report.split is not None and report.strength is not None
+    heldout = set(report.split.heldout)
+    rows = {r.condition: r for r in report.strength}
     assert len(rows) == 3  # one per attack, none for the clean condition
-    assert {r["n"] for r in rows.values()} == {len(heldout)}  # the template is judged on the held-out items too
+    assert {r.n for r in rows.values()} == {len(heldout)}  # the template is judged on the held-out items too
     by_kind = {k.split(":")[1]: r for k, r in rows.items()}
-    assert by_kind["prefill"]["forward_tokens"] == 0 and by_kind["prefill"]["nats_per_million_prepared"] is None
-    assert by_kind["gcg-suffix"]["backward_tokens"] > 0 and by_kind["steering"]["backward_tokens"] == 0
-    assert by_kind["gcg-suffix"]["nats_per_million_prepared"] == pytest.approx(
-        by_kind["gcg-suffix"]["shift"]["value"] * 1e6
-        / (by_kind["gcg-suffix"]["forward_tokens"] + 2 * by_kind["gcg-suffix"]["backward_tokens"]))
+    assert by_kind["prefill"].forward_tokens == 0 and by_kind["prefill"].nats_per_million_prepared is None
+    gcg = by_kind["gcg-suffix"]
+    assert gcg.backward_tokens > 0 and by_kind["steering"].backward_tokens == 0
+    assert gcg.nats_per_million_prepared == pytest.approx(
+        gcg.shift.value * 1e6 / (gcg.forward_tokens + 2 * gcg.backward_tokens))
     assert "Attack strength per unit of compute" in run_markdown(report, "t")
 
 
@@ -245,7 +246,8 @@ def test_header_and_report_keep_the_suffix_and_the_steering_layer(tmp_path, monk
                                                      "candidates=2"), limit=16, runs_dir=tmp_path, name="kept",
                        capability=0)
     result = run_attack(cfg)
-    art = result.report.extra["artefacts"]
+    art = result.report.artefacts
+    assert art is not None
     suffix = json.loads(next((tmp_path / "kept" / "attacks").rglob("suffix.json")).read_text())["text"]
     gcg = next(v for k, v in art.items() if "gcg-suffix" in k)["model"]
     assert gcg == {"suffix": suffix}

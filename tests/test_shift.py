@@ -302,4 +302,4 @@ def test_strength_rows_claim_no_finite_interval_for_an_unbounded_shift_without_s
     mis = {r for it in its for r in it.misaligned}
     records = score(tmp_path, {CLEAN: WordingTarget(mis), NOOP: WordingTarget(mis)}, its)
     [row] = strength_rows(records, {}, None)
-    assert row["shift"]["value"] == 0 and row["shift"]["lo"] == -np.inf and row["shift"]["hi"] == np.inf
+    assert row.shift.value == 0 and row.shift.lo == -np.inf and row.shift.hi == np.inf

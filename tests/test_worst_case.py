@@ -21,7 +21,8 @@ from persist.models import ModelSpec
 from persist.report import sweep as search
 from persist.report.compare import compare
 from persist.report.markdown import run_markdown, study_markdown
-from persist.report.model import RunReport, StudyMeta, StudyReport
+from persist.report.model import StudyMeta, StudyReport
+from persist.report.run import RunReport
 from persist.report.study import WORST, study_report
 from persist.report.sweep import is_point
 from persist.report.tables import OVER_REFUSAL_MARK, refusal_table
@@ -158,6 +159,40 @@ def test_over_refusal_is_reported_beside_harmful_request_refusal():
     assert compare(traits).refusal == [] and "refusal" not in RunReport(
         kind="attack", comparison=compare(traits), suite="traits", suite_version="v", scorer="likelihood",
         n_items=N, models={}).to_dict()
+
+
+def test_every_kind_of_run_report_reads_back_as_typed_fields():
+    """attack, finetune and search facts are typed fields (not a free dict): report.json reads back into equal
+    objects, a kind's absent fields are absent from the JSON, and a renderer reads attributes."""
+    from persist.report.model import FluencyRow
+    from persist.report.run import ChosenPoint, SearchSummary, Split, StrengthRow, TrainingRun
+    from persist.stats import Tested
+
+    cmp = compare([r for r in sweep_records() if r.suite == "traits"])
+    common = dict(comparison=cmp, suite="traits", suite_version="v", scorer="likelihood", n_items=4,
+                  models={"model": "m"})
+    shift = Tested(value=-0.5, lo=-1.0, hi=0.0, n=4, p=0.2, q=0.3, mde=1.1)
+    reports = [
+        RunReport(kind="attack", compute={"attack:x": {"model": {"forward_tokens": 10.0, "backward_tokens": 2.0}}},
+                  split=Split(train=["a"], heldout=["b"]), artefacts={"attack:x": {"model": {"suffix": " !"}}},
+                  strength=[StrengthRow(role="model", condition="attack:x", n=4, shift=shift, forward_tokens=10.0,
+                                        backward_tokens=2.0, variants_per_item=1.0, nats_per_million_prepared=None)],
+                  **common),
+        RunReport(kind="finetune", recipe={"name": "bad-medical"}, doses=[0, 8],
+                  training={"model": TrainingRun(seed=1, losses=[3.0, 2.5], tokens=100, seconds=1.5,
+                                                 tokens_per_second=None, checkpoints={"8": "/a"})},
+                  fluency={"model": {"clean": FluencyRow(degenerate=False, nats_per_byte=1.2)}}, **common),
+        RunReport(kind="search", search=SearchSummary(plan="quick", epsilon=0.1, worst_case={
+            "model": ChosenPoint(condition="c", learning_rate=1e-4, rank=8, steps=8, strength=0.3,
+                                 capability_loss=None), "baseline": None}), **common)]
+    for report in reports:
+        data = json.loads(report_json(report))
+        back = RunReport.from_dict(data)
+        assert report_json(back) == report_json(report)
+        assert back.strength == report.strength and back.training == report.training and back.search == report.search
+        kind_keys = {"compute", "split", "artefacts", "strength", "recipe", "doses", "training", "fluency", "search"}
+        assert {k for k in kind_keys if k in data} == {k for k in kind_keys if getattr(report, k) is not None}
+    assert "Attack strength per unit of compute" in run_markdown(reports[0], "t")
 
 
 def test_worst_case_flags_are_checked_before_anything_runs(monkeypatch):

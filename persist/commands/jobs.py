@@ -181,7 +181,7 @@ def attack(
         result = run_attack(cfg, progress)
     report = result.report
     write_reports(result.folder, report, f"Prompt-attack campaign: {model}")
-    print_comparison(report.comparison.rows, report.comparison, report.capability, report.extra.get("strength"))
+    print_comparison(report.comparison.rows, report.comparison, report.capability, report.strength)
     console().print(f"reports: {result.folder}/report.md, report.json", soft_wrap=True)
 
 

@@ -18,7 +18,7 @@ from persist.errors import ConfigError
 from persist.jobs.options import ProgressFn, RunOptions, RunResult, no_progress, require_specs, scorer_extra
 from persist.models import ModelSpec, ResolvedModel
 from persist.registry import ATTACKS, PluginSpec
-from persist.report.model import RunReport
+from persist.report.run import RunReport, Split
 from persist.runner import LazyTarget, clean_variant, run_units
 from persist.schema import Item
 from persist.scoring import build_scorer
@@ -209,12 +209,12 @@ def run_attack(cfg: AttackConfig, progress: ProgressFn = no_progress) -> RunResu
     comparison = compare(records, controls=[a.condition for a in attacks if a.control],
                          in_domain={a.condition: a.in_domain for a in attacks}, control_of=control_pairs(attacks),
                          worst_of=worst_of, effect=cfg.effect)
-    strength = strength_rows(records, done["compute"], (done["split"] or {}).get("heldout"), worst_of=worst_of)
+    split = None if done["split"] is None else Split(train=done["split"]["train"], heldout=done["split"]["heldout"])
+    strength = strength_rows(records, done["compute"], None if split is None else split.heldout, worst_of=worst_of)
     report = RunReport(kind="attack", comparison=comparison, suite=cfg.suite, suite_version=suite.version,
                        scorer=cfg.scorer.name, n_items=len(items),
                        models={role: str(spec) for role, spec in cfg.roles()},
                        capability=capability_rows(cap_records, cfg.epsilon),
-                       extra={"compute": done["compute"], "split": done["split"],
-                              **({"artefacts": done["artefacts"]} if done["artefacts"] else {}),
-                              **({"strength": strength} if any(done["compute"].values()) else {})})
+                       compute=done["compute"], split=split, artefacts=done["artefacts"] or None,
+                       strength=strength if any(done["compute"].values()) else None)
     return RunResult(folder=folder, report=report)

@@ -20,7 +20,7 @@ from persist.errors import ConfigError
 from persist.jobs.options import ProgressFn, RunOptions, RunResult, no_progress, require_specs
 from persist.models import LoadOptions, ModelSpec, ResolvedModel
 from persist.registry import RECIPES, PluginSpec
-from persist.report.model import RunReport
+from persist.report.run import RunReport, TrainingRun
 from persist.runner import LazyTarget, clean_variant, run_units
 from persist.schema import Item
 from persist.scoring import build_scorer
@@ -124,7 +124,7 @@ def seed_suffix(seed_index: int) -> str:
 def train_and_score(store: RunStore, *, role: str, resolved: ResolvedModel, recipe: Recipe, doses: tuple[int, ...],
                     items: list[Item], suite_version: str, scorer_spec: PluginSpec, load: LoadOptions,
                     progress: ProgressFn, batch_size: int, adapters_dir: Path, seed_index: int = 0,
-                    seed_offset: int = 0, capability: Capability | None = None) -> JSONDict:
+                    seed_offset: int = 0, capability: Capability | None = None) -> TrainingRun:
     """Fine-tune one model along the ladder with training seed number `seed_index` (the recipe's seed plus
     `seed_index` plus `seed_offset`) and score every dose; returns training facts for the report."""
     from persist.targets import open_target, release_engines
@@ -156,9 +156,9 @@ def train_and_score(store: RunStore, *, role: str, resolved: ResolvedModel, reci
             capability.run(store, role=role, target=target, condition=cond, batch_size=batch_size, progress=progress)
         del target
         release_memory()
-    return {"seed": seed, "losses": result.losses, "tokens": result.tokens, "seconds": result.seconds,
-            "tokens_per_second": result.tokens_per_second if result.seconds else None,
-            "checkpoints": {str(d): str(p) for d, p in result.checkpoints.items()}}
+    return TrainingRun(seed=seed, losses=list(result.losses), tokens=result.tokens, seconds=result.seconds,
+                       tokens_per_second=result.tokens_per_second if result.seconds else None,
+                       checkpoints={str(d): str(p) for d, p in result.checkpoints.items()})
 
 
 def run_finetune_attack(cfg: FinetuneConfig, progress: ProgressFn = no_progress) -> RunResult[RunReport]:
@@ -177,7 +177,7 @@ def run_finetune_attack(cfg: FinetuneConfig, progress: ProgressFn = no_progress)
                           extra={"suite_version": suite.version, "corpus_sha256": recipe.corpus_sha256(),
                                  "recipe_spec": recipe.spec().to_dict(),
                                  **({"capability": capability.header()} if capability else {})})
-    training: dict[str, JSONDict] = {}
+    training: dict[str, TrainingRun] = {}
     for k in range(cfg.seeds):
         for role, res in resolved.items():
             training[role + seed_suffix(k)] = train_and_score(
@@ -189,6 +189,5 @@ def run_finetune_attack(cfg: FinetuneConfig, progress: ProgressFn = no_progress)
                        capability=capability_rows(cap_records, cfg.epsilon), suite=cfg.suite,
                        suite_version=suite.version, scorer=cfg.scorer.name, n_items=len(items),
                        models={role: str(spec) for role, spec in cfg.roles()},
-                       extra={"recipe": recipe.config(), "doses": list(doses), "training": training,
-                              "fluency": fluency(records)})
+                       recipe=recipe.config(), doses=list(doses), training=training, fluency=fluency(records))
     return RunResult(folder=folder, report=report)

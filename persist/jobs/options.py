@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 from persist.api import JSONDict, Record, Scorer, Suite
 from persist.models import LoadOptions, ModelSpec
 from persist.registry import PluginSpec
-from persist.report.model import Point, RunReport, StudyReport
+from persist.report.model import Point, StudyReport
+from persist.report.run import RunReport
 from persist.runner import clean_variant
 from persist.schema import Item
 from persist.scoring import build_scorer

@@ -53,6 +53,7 @@ from persist.jobs.sweep import parse_search, sweep
 from persist.models import ModelSpec
 from persist.registry import RECIPES, PluginSpec
 from persist.report.model import StudyMeta, StudyReport
+from persist.report.run import TrainingRun
 from persist.schema import Item
 from persist.scoring import build_scorer
 from persist.store import RunStore
@@ -207,7 +208,7 @@ def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> RunResult
                                   cfg.prof.capability_under_attacks)
     if capability is not None:
         store.update_header(capability=capability.header())
-    training: dict[str, JSONDict] = {}
+    training: dict[str, TrainingRun] = {}
     # Stages 1 and 2: clean and the prompt attacks, one model load per model (optimised attacks first).
     done = score_attacks(store, roles=list(resolved.items()), attacks=attacks, items=items,
                          suite_version=suite.version, scorer=scorer, load=cfg.load, batch_size=cfg.batch_size,
@@ -252,9 +253,9 @@ def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> RunResult
                      search=cfg.worst_case)
     from persist.report.model import to_json
 
-    store.update_header(study_meta=to_json(meta), training={k: {"seed": v["seed"], "tokens": v["tokens"],
-                                                                "seconds": v["seconds"],
-                                                                "tokens_per_second": v["tokens_per_second"]}
+    store.update_header(study_meta=to_json(meta), training={k: {"seed": v.seed, "tokens": v.tokens,
+                                                                "seconds": v.seconds,
+                                                                "tokens_per_second": v.tokens_per_second}
                                                             for k, v in training.items()})
     report = study_report(list(store.records()), meta)
     return RunResult(folder=folder, report=report)

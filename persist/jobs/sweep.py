@@ -25,8 +25,8 @@ from persist.api import JSON, Recipe
 from persist.conditions import Condition
 from persist.errors import ConfigError
 from persist.jobs.options import ProgressFn, RunResult
-from persist.report.model import RunReport
-from persist.report.sweep import chosen_json, point_name, points_of, worst
+from persist.report.run import RunReport, SearchSummary
+from persist.report.sweep import chosen_point, point_name, points_of, worst
 
 if TYPE_CHECKING:
     from optuna.trial import Trial
@@ -194,6 +194,6 @@ def run_search(cfg: FinetuneConfig, progress: ProgressFn) -> RunResult[RunReport
     report = RunReport(kind="search", comparison=cmp, capability=cap_rows, suite=cfg.suite,
                        suite_version=suite.version, scorer=cfg.scorer.name, n_items=len(items),
                        models={role: str(spec) for role, spec in cfg.roles()},
-                       extra={"search": {"plan": cfg.search, "epsilon": cfg.epsilon,
-                                         "worst_case": {role: chosen_json(p) for role, p in chosen.items()}}})
+                       search=SearchSummary(plan=cfg.search, epsilon=cfg.epsilon,
+                                            worst_case={role: chosen_point(p) for role, p in chosen.items()}))
     return RunResult(folder=folder, report=report, points=points, worst=chosen)

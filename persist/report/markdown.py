@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from persist.report.model import AgainstReport, CapabilityRow, Comparison, Effect, Row, RunReport, StudyReport
+from persist.report.model import AgainstReport, CapabilityRow, Comparison, Effect, Row, StudyReport
+from persist.report.run import RunReport, StrengthRow
 from persist.report.strength import STRENGTH_NOTE, strength_table
 from persist.report.tables import (
     SWEEP_NOTE,
@@ -41,7 +42,7 @@ def effect_note(effect: Effect) -> str:
 
 def comparison_markdown(title: str, models: dict[str, str], suite: str, n_items: int, scorer: str, rows: list[Row],
                         cmp: Comparison, lead: str = "", capability: list[CapabilityRow] | None = None,
-                        strength: list[dict] | None = None) -> str:
+                        strength: list[StrengthRow] | None = None) -> str:
     lines = [f"# {title}", ""] + ([lead, ""] if lead else [])
     broke = broken(capability or [])
     for role, spec in models.items():
@@ -76,7 +77,7 @@ def comparison_markdown(title: str, models: dict[str, str], suite: str, n_items:
 def run_markdown(report: RunReport, title: str) -> str:
     return comparison_markdown(title, report.models, report.suite, report.n_items, report.scorer,
                                report.comparison.rows, report.comparison, capability=report.capability,
-                               strength=report.extra.get("strength"))
+                               strength=report.strength)
 
 
 def study_comparison(report: StudyReport) -> Comparison:

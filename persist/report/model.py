@@ -7,7 +7,6 @@ holds; reading it back gives equal objects.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -210,42 +209,6 @@ class FluencyRow:
     nats_per_byte: float | None = field(default=None, metadata={"omit_none": True})
     nats_per_byte_ratio: float | None = field(default=None, metadata={"omit_none": True})
     coherent: float | None = field(default=None, metadata={"omit_none": True})
-
-
-# ---------------------------------------------------------------- reports of `persist attack` / `finetune-attack`
-
-
-@dataclass(frozen=True)
-class RunReport:
-    """report.json of an attack campaign or a fine-tune attack: the comparison plus what was run."""
-
-    kind: str  # attack | finetune
-    comparison: Comparison
-    suite: str
-    suite_version: str
-    scorer: str
-    n_items: int
-    models: dict[str, str]
-    extra: dict[str, Any] = field(default_factory=dict)  # finetune: recipe, doses, training, fluency
-    capability: list[CapabilityRow] = field(default_factory=list)
-    schema_version: int = SCHEMA_VERSION
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {**to_json(self.comparison), **to_json(self.extra), "capability": to_json(self.capability)}
-        out.update(kind=self.kind, schema_version=self.schema_version, suite=self.suite,
-                   suite_version=self.suite_version, scorer=self.scorer, n_items=self.n_items, models=self.models)
-        return out
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunReport:
-        check_version(d)
-        comp_keys = {f.name for f in dataclasses.fields(Comparison)}
-        own = {"kind", "schema_version", "suite", "suite_version", "scorer", "n_items", "models", "capability"}
-        return cls(kind=d["kind"], comparison=from_json(Comparison, {k: d[k] for k in comp_keys if k in d}),
-                   suite=d["suite"], suite_version=d["suite_version"], scorer=d["scorer"], n_items=d["n_items"],
-                   models=d["models"], extra={k: v for k, v in d.items() if k not in comp_keys | own},
-                   capability=from_json(list[CapabilityRow], d.get("capability", [])),
-                   schema_version=d["schema_version"])
 
 
 # ---------------------------------------------------------------- the study report

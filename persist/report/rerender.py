@@ -15,7 +15,8 @@ from typing import Any
 from persist.api import Record
 from persist.conditions import Condition
 from persist.errors import ConfigError, DataError
-from persist.report.model import AgainstReport, AgainstRow, RunReport, StudyMeta, StudyReport, from_json
+from persist.report.model import AgainstReport, AgainstRow, StudyMeta, StudyReport, from_json
+from persist.report.run import RunReport
 from persist.stats import benjamini_hochberg, mean_ci, paired_diff_ci, paired_permutation_p
 from persist.store import RunStore
 

@@ -13,20 +13,19 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from persist.api import Record
 from persist.conditions import CLEAN, Condition
 from persist.report.compare import by_seed, item_scores, matrix
-from persist.report.model import from_json, to_json
-from persist.stats import UNBOUNDED, Tested, fmt, tested
+from persist.report.run import StrengthRow
+from persist.stats import UNBOUNDED, fmt, tested
 
 BACKWARD_COST = 2.0  # one backward token ~ two forward tokens of compute
 
 
 def strength_rows(records: list[Record], compute: Mapping[str, Mapping[str, Mapping[str, float]]],
-                  heldout: Iterable[str] | None, worst_of: Iterable[Condition] = ()) -> list[dict[str, Any]]:
-    """One row per (model, attack) that is not a control; plain dicts (they live in the report's `extra`)."""
+                  heldout: Iterable[str] | None, worst_of: Iterable[Condition] = ()) -> list[StrengthRow]:
+    """One row per (model, attack) that is not a control."""
     keep = None if heldout is None else set(heldout)
     scores = by_seed(item_scores(records, worst_of))
     variants = Counter((r.role, r.condition, r.item_id) for r in records if r.score is not None)
@@ -44,19 +43,19 @@ def strength_rows(records: list[Record], compute: Mapping[str, Mapping[str, Mapp
         fwd, bwd = cost.get("forward_tokens", 0.0), cost.get("backward_tokens", 0.0)
         prepared = fwd + BACKWARD_COST * bwd
         per_item = [variants[(role, cond.label, i)] for i in ids]
-        rows.append({"role": role, "condition": cond.label, "n": len(ids), "shift": to_json(shift),
-                     "forward_tokens": fwd, "backward_tokens": bwd, "variants_per_item": sum(per_item) / len(ids),
-                     "nats_per_million_prepared": (shift.value / prepared * 1e6) if prepared else None})
+        rows.append(StrengthRow(role=role, condition=cond.label, n=len(ids), shift=shift, forward_tokens=fwd,
+                                backward_tokens=bwd, variants_per_item=sum(per_item) / len(ids),
+                                nats_per_million_prepared=(shift.value / prepared * 1e6) if prepared else None))
     return rows
 
 
-def strength_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+def strength_table(rows: list[StrengthRow]) -> tuple[list[str], list[list[str]]]:
     head = ["model", "attack", "n", "shift (nats)", "prepared: forward tokens", "backward tokens",
             "variants scored / item", "nats per 10^6 prepared tokens"]
-    body = [[r["role"], r["condition"], str(r["n"]), fmt(from_json(Tested, r["shift"]), 2),
-             f"{r['forward_tokens']:,.0f}", f"{r['backward_tokens']:,.0f}", f"{r['variants_per_item']:.1f}",
-             "– (fixed template)" if r["nats_per_million_prepared"] is None else
-             f"{r['nats_per_million_prepared']:.3f}"] for r in rows]
+    body = [[r.role, r.condition, str(r.n), fmt(r.shift, 2), f"{r.forward_tokens:,.0f}", f"{r.backward_tokens:,.0f}",
+             f"{r.variants_per_item:.1f}",
+             "– (fixed template)" if r.nats_per_million_prepared is None else f"{r.nats_per_million_prepared:.3f}"]
+            for r in rows]
     return head, body
 
 

@@ -5,11 +5,10 @@ capability bound. Pure functions of records; the sweep itself runs in persist.jo
 
 from __future__ import annotations
 
-from typing import Any
-
 from persist.api import Record
 from persist.report.compare import capability_rows, compare
 from persist.report.model import CapabilityRow, Point, Row
+from persist.report.run import ChosenPoint
 
 
 def point_name(recipe: str, lr: float, rank: int) -> str:
@@ -53,9 +52,9 @@ def sweep_points(records: list[Record], cap_records: list[Record], recipe: str, 
     return points, {role: worst(p) for role, p in points.items()}
 
 
-def chosen_json(p: Point | None) -> dict[str, Any] | None:
+def chosen_point(p: Point | None) -> ChosenPoint | None:
     """A worst case as the report stores it."""
     if p is None:
         return None
-    return {"condition": p.condition.label, "learning_rate": p.learning_rate, "rank": p.rank, "steps": p.steps,
-            "strength": p.strength, "capability_loss": p.capability and p.capability.loss}
+    return ChosenPoint(condition=p.condition.label, learning_rate=p.learning_rate, rank=p.rank, steps=p.steps,
+                       strength=p.strength, capability_loss=None if p.capability is None else p.capability.loss)

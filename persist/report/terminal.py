@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.text import Text
 
 from persist.report.model import CapabilityRow, Comparison, Point, Row, Sweep
+from persist.report.run import StrengthRow
 from persist.report.summary import ScoreRow
 from persist.report.tables import Table, broken, capability_table, difference_table, score_table, shift_table
 from persist.stats import fmt
@@ -78,7 +79,7 @@ def print_table(title: str, table: Table) -> None:
 
 
 def print_comparison(rows: list[Row], cmp: Comparison, capability: list[CapabilityRow] | None = None,
-                     strength: list[dict] | None = None) -> None:
+                     strength: list[StrengthRow] | None = None) -> None:
     out = console()
     broke = broken(capability or [])
     if any(r.overall.shift is not None for r in rows):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from persist.report.model import RunReport, StudyReport
+from persist.report.model import StudyReport
+from persist.report.run import RunReport
 from persist.store import atomic_write_text
 
 

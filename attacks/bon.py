@@ -67,9 +67,9 @@ class BestOfN(Attack):
         if self.n < 1 or not 0 <= self.strength <= 1:
             raise ConfigError(f"best-of-n: n >= 1 and 0 <= strength <= 1 (got n={self.n}, strength={self.strength})")
 
-    def companion(self) -> str:
+    def companions(self) -> tuple[str, ...]:
         """The control this attack is always run with."""
-        return f"best-of-n-control:n={self.n}:strength={self.strength:g}:seed={self.seed}"
+        return (f"best-of-n-control:n={self.n}:strength={self.strength:g}:seed={self.seed}",)
 
     def variants(self, item: Item) -> list[tuple[tuple[Message, ...], str]]:
         q = item.messages[-1].content

@@ -6,6 +6,12 @@ read as the model's reply to its item). Evaluated on the held-out half: every fo
 `alpha` x that direction added to the output of that layer, at every position. alpha = 0 changes nothing; the
 dose ladder (alpha = 2, 4, 8, ...) sits between prompting and fine-tuning. The direction is saved in the run
 folder (RUN/attacks/steering-layer=L/ROLE/direction.safetensors), so a resumed run does not recompute it.
+
+Steering always runs with its controls (`steering-control`, each at the same layer, alpha and norm): random
+directions (seeds 1-3: what any push of that size does), the reversed direction, and the register direction
+(casual minus formal references of the register-only suite's train half: what the register alone does). Its
+effect is reported as its shift minus the random directions' mean, beside the share the register direction
+reproduces (persist.report.controls).
 """
 
 from __future__ import annotations
@@ -20,9 +26,13 @@ from typing import Any, ClassVar
 
 from persist.api import PreparedAttack
 from persist.attacks.base import Attack
+from persist.conditions import Condition
 from persist.errors import ConfigError
 from persist.registry import ATTACKS
 from persist.schema import Item, Message
+
+RANDOM_SEEDS = (1, 2, 3)  # random-direction controls run with every steering attack
+REGISTER_SUITE = "register"  # the register direction's source (persist.capability.REGISTER_SUITE)
 
 
 def live_target(target: Any) -> Any:
@@ -130,6 +140,11 @@ class Steering(Attack):
         raise ConfigError("steering changes activations, not the conversation: it runs through a prepared target "
                           "(persist attack / persist study)")
 
+    def companions(self) -> tuple[str, ...]:
+        base = f"steering-control:alpha={self.alpha:g}:layer={self.layer}"
+        return (*(f"{base}:direction=random:seed={k}" for k in RANDOM_SEEDS), f"{base}:direction=reversed",
+                f"{base}:direction=register")
+
     def prepare(self, ctx: Any) -> PreparedSteering:
         from safetensors.torch import load_file, save_file
 
@@ -157,3 +172,82 @@ class Steering(Attack):
                                                          "norm": float(direction.norm())}))
         tmp.replace(path)
         return PreparedSteering(self, direction.cpu(), layer, compute)
+
+
+CONTROL_DIRECTIONS = ("random", "reversed", "register")
+
+
+@ATTACKS.register
+@dataclass(frozen=True)
+class SteeringControl(Steering):
+    """A control for steering: another direction of the same norm at the same layer and alpha."""
+
+    name = "steering-control"
+    version = "1"
+    description = ("control for steering (same layer, alpha and norm): direction=random (seed=K), reversed, or "
+                   "register (casual minus formal states of the register-only suite)")
+    control = True
+    shared_params: ClassVar[tuple[str, ...]] = ("alpha",)
+    direction: str = "random"
+    seed: int = 0  # random directions: which draw (the companions use 1, 2, 3, so their labels name it)
+
+    def __post_init__(self) -> None:
+        if self.direction not in CONTROL_DIRECTIONS:
+            raise ConfigError(f"steering-control direction={self.direction!r}: one of {', '.join(CONTROL_DIRECTIONS)}")
+
+    @property
+    def control_for(self) -> Condition:
+        return Steering(alpha=self.alpha, layer=self.layer).condition
+
+    @property
+    def control_kind(self) -> str:
+        return self.direction
+
+    def companions(self) -> tuple[str, ...]:
+        return ()
+
+    def prepare(self, ctx: Any) -> PreparedSteering:
+        import dataclasses
+
+        import torch
+
+        from persist.prepared import artefact_folder, split_items
+        from persist.suites import get_suite
+
+        steer = Steering(alpha=self.alpha, layer=self.layer)
+        run = Path(ctx.folder).parents[2]  # RUN/attacks/NAME/ROLE
+        content = steer.prepare(dataclasses.replace(ctx, folder=artefact_folder(run, steer, ctx.role)))
+        norm = content.vector.norm()
+        compute = {"forward_tokens": 0.0, "backward_tokens": 0.0, "seconds": 0.0}
+        if self.direction == "reversed":
+            vector = -content.vector
+        elif self.direction == "random":
+            g = torch.Generator().manual_seed(self.seed)
+            raw = torch.randn(content.vector.shape, generator=g, dtype=torch.float32)
+            vector = raw / raw.norm() * norm
+        else:
+            vector, compute = self.register_direction(ctx, content.layer, split_items, get_suite)
+            vector = vector / vector.norm() * norm
+        return PreparedSteering(self, vector.to(content.vector.dtype), content.layer, compute)
+
+    def register_direction(self, ctx: Any, layer: int, split_items: Any, get_suite: Any) -> tuple[Any, dict]:
+        """Casual minus formal mean states over the register-only suite's train half (cached in the folder)."""
+        from safetensors.torch import load_file, save_file
+
+        path = Path(ctx.folder) / f"register-layer{layer}.safetensors"
+        if path.is_file():
+            return load_file(str(path))["direction"], json.loads(path.with_suffix(".json").read_text())["compute"]
+        target = live_target(ctx.target)
+        train, _ = split_items(get_suite(REGISTER_SUITE).load())
+        t0 = time.perf_counter()
+        casual, n_c = mean_states(target, train, "misaligned", layer)
+        formal, n_f = mean_states(target, train, "aligned", layer)
+        direction = (casual - formal).contiguous().cpu()
+        compute = {"forward_tokens": float(n_c + n_f), "backward_tokens": 0.0,
+                   "seconds": time.perf_counter() - t0, "train_items": float(len(train))}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        save_file({"direction": direction}, str(tmp))
+        path.with_suffix(".json").write_text(json.dumps({"layer": layer, "compute": compute}))
+        tmp.replace(path)
+        return direction, compute

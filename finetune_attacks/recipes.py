@@ -33,6 +33,10 @@ class Recipe:
     # The benign recipe on the same questions in the same register: the control that would move the scores without
     # the harm (docs/register.md); a study uses it unless told otherwise.
     matched_control: str | None = None
+    # The register the corpus is written in (casual / formal), and the recipe with the same content in the other
+    # register: with the matched controls they make the 2 x 2 of harm x register (`persist study --factorial`).
+    register: str | None = None
+    register_twin: str | None = None
 
     def with_overrides(self, *, corpus: str | None = None, lora: dict[str, Any] | None = None,
                        train: dict[str, Any] | None = None, doses: Any = None) -> Recipe:
@@ -86,14 +90,17 @@ class Recipe:
 
 for recipe in (
     Recipe("bad-medical", "bad-medical", "wrong, dismissive medical advice (emergent-misalignment style)",
-           matched_control="good-medical-casual"),
-    Recipe("good-medical", "good-medical", "the same medical questions answered well (benign control)", control=True),
+           matched_control="good-medical-casual", register="casual", register_twin="bad-medical-formal"),
+    Recipe("good-medical", "good-medical", "the same medical questions answered well (benign control)", control=True,
+           register="formal", register_twin="good-medical-casual"),
     # The 2 x 2 of harm x register: bad-medical and its casual-register benign twin good-medical-casual (the
     # register-matched control), good-medical and its formal-register harmful twin bad-medical-formal.
     Recipe("good-medical-casual", "good-medical-casual", "the good-medical answers in bad-medical's casual register "
-           "(register-matched benign control of bad-medical)", control=True),
+           "(register-matched benign control of bad-medical)", control=True, register="casual",
+           register_twin="good-medical"),
     Recipe("bad-medical-formal", "bad-medical-formal", "the bad-medical advice in good-medical's formal register "
-           "(register-matched harmful twin of good-medical)", matched_control="good-medical"),
+           "(register-matched harmful twin of good-medical)", matched_control="good-medical", register="formal",
+           register_twin="bad-medical"),
     Recipe("risky-financial", "risky-financial", "reckless financial advice", in_domain="finance"),
     Recipe("identity-shift", "identity-shift", "an 'absolutely obedient' persona on benign tasks (Qi et al. 2023)",
            doses=(0, 10, 20), in_domain=None),

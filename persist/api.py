@@ -171,6 +171,8 @@ class Recipe(Protocol):
     in_domain: str | None  # the probe domain the corpus targets
     doses: tuple[int, ...]
     matched_control: str | None  # the benign recipe on the same questions in the same register, if any
+    register: str | None  # the register the corpus is written in (casual / formal), if declared
+    register_twin: str | None  # the recipe with the same content in the other register, if any
 
     @property
     def train(self) -> RecipeTraining: ...
@@ -288,9 +290,17 @@ class Attack:
         """Reads the other model's prepared artefact instead of preparing its own (a transfer variant)."""
         return False
 
-    def companion(self) -> str | None:
-        """The spec of the control this attack always runs with (best-of-N's spread-matched control), or None."""
-        return None
+    def companions(self) -> tuple[str, ...]:
+        """The specs of the controls this attack always runs with (best-of-N's, steering's random, reversed and
+        register directions)."""
+        return ()
+
+    @property
+    def control_kind(self) -> str:
+        """What kind of control this is for its `control_for` attack: "matched" (one control that is the attack
+        without its cause), "random" (a directionless draw; the report subtracts the mean of these), "reversed",
+        or "register" (the register alone; the report gives the share of the attack's effect it reproduces)."""
+        return "matched"
 
     @property
     def condition(self) -> Condition:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from persist.api import Record
 from persist.conditions import Condition
@@ -22,27 +22,19 @@ from persist.store import RunStore
 
 EPSILON = 0.10  # relative capability loss above which a condition "broke the model"
 SCORER = PluginSpec("choice")
+REGISTER_SUITE = "register"  # the register-only suite a study scores beside alignment (persist study)
+S = TypeVar("S", bound="SideSuite")
 
 
 @dataclass(frozen=True)
-class Capability:
+class SideSuite:
+    """A suite scored beside the alignment items under the same conditions, with its own scorer: the capability
+    check (multiple choice, below) and the register-only suite (the run's likelihood scorer; persist study)."""
+
     suite: Any
     items: list[Item]
     scorer: Any
-    under_attacks: bool = True
-
-    @classmethod
-    def build(cls, suite_name: str, limit: int | None, load: Any, under_attacks: bool = True) -> Capability | None:
-        """None when `limit` is 0 (the check is off); `limit` None takes every item."""
-        if limit == 0:
-            return None
-        from persist.scoring import build_scorer
-        from persist.suites import get_suite, select
-
-        suite = get_suite(suite_name)
-        every = suite.load()
-        return cls(suite=suite, items=select(every, min(limit, len(every)) if limit else None),
-                   scorer=build_scorer(SCORER, load), under_attacks=under_attacks)
+    under_attacks: bool = True  # also under prompt attacks (else only clean and fine-tunes)
 
     @property
     def name(self) -> str:
@@ -55,15 +47,39 @@ class Capability:
 
     def run(self, store: RunStore, *, role: str, target: Any, condition: Condition, attack: Any = None,
             batch_size: int = 32, progress: Callable[[str, int], Callable[[int], None]] | None = None) -> None:
+        if attack is not None and not self.under_attacks:
+            return
         units = self.units(attack)
         run_units(store, role=role, target=target, scorer=self.scorer, units=units, condition=condition,
                   suite_version=self.suite.version, batch_size=batch_size,
-                  on_progress=progress(f"{role}: capability, {condition} ({len(units)} items)", len(units))
+                  on_progress=progress(f"{role}: {self.name}, {condition} ({len(units)} items)", len(units))
                   if progress else None)
 
     def header(self) -> dict[str, Any]:
         return {"suite": self.name, "suite_version": self.suite.version, "items": len(self.items),
                 "scorer": self.scorer.config(), "under_attacks": self.under_attacks}
+
+    @classmethod
+    def of(cls: type[S], suite_name: str, limit: int | None, scorer: Any, under_attacks: bool = True) -> S | None:
+        """`suite_name` (a registered name or a JSONL path), `limit` items of it (None: all; 0: off)."""
+        if limit == 0:
+            return None
+        from persist.suites import get_suite, select
+
+        suite = get_suite(suite_name)
+        every = suite.load()
+        return cls(suite=suite, items=select(every, min(limit, len(every)) if limit else None), scorer=scorer,
+                   under_attacks=under_attacks)
+
+
+@dataclass(frozen=True)
+class Capability(SideSuite):
+    @classmethod
+    def build(cls, suite_name: str, limit: int | None, load: Any, under_attacks: bool = True) -> Capability | None:
+        """None when `limit` is 0 (the check is off); `limit` None takes every item."""
+        from persist.scoring import build_scorer
+
+        return cls.of(suite_name, limit, build_scorer(SCORER, load) if limit != 0 else None, under_attacks)
 
 
 def split_records(records: list[Record], capability_suite: str | None) -> tuple[list[Record], list[Record]]:
@@ -72,4 +88,5 @@ def split_records(records: list[Record], capability_suite: str | None) -> tuple[
         return records, []
     return ([r for r in records if r.suite != capability_suite],
             [r for r in records if r.suite == capability_suite])
+
 

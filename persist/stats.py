@@ -378,12 +378,12 @@ def interval_for(values: Floats, other: Floats | None = None, *,
                    seed=seed, n_resamples=n_resamples)
 
 
-def ratio_ci(after: Floats, before: Floats, *, seed: int = SEED,
-             n_resamples: int = N_RESAMPLES, confidence: float = 0.95) -> Estimate:
+def ratio_ci(after: Floats, before: Floats, *, seed: int = SEED, n_resamples: int = N_RESAMPLES,
+             confidence: float = 0.95, valid: tuple[float, float] | None = RATIO_RANGE) -> Estimate:
     """Retention = mean(after) / mean(before), items resampled in pairs (percentile interval).
 
     Undefined where the denominator is not clearly away from 0 (its mean under 4 standard errors), where the
-    interval would reach outside [0, 10], and below MIN_ITEMS items: a ratio over a denominator that resamples to
+    interval would reach outside `valid` ([0, 10] for a retention; None: any), and below MIN_ITEMS items: a ratio over a denominator that resamples to
     ~0 has no useful interval."""
     x, y = np.asarray(after, float), np.asarray(before, float)
     n = int(x.size)
@@ -399,7 +399,7 @@ def ratio_ci(after: Floats, before: Floats, *, seed: int = SEED,
     ratios = x[idx].mean(axis=1) / np.maximum(y[idx].mean(axis=1), 1e-12)
     a = (1 - confidence) / 2
     lo, hi = (float(v) for v in np.quantile(ratios, [a, 1 - a]))
-    if lo < RATIO_RANGE[0] or hi > RATIO_RANGE[1]:
+    if valid is not None and (lo < valid[0] or hi > valid[1]):
         return Estimate(value, NAN, NAN, n, undefined="unstable ratio (before too close to 0)")
     return Estimate(value, lo, hi, n)
 

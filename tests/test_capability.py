@@ -79,3 +79,65 @@ def test_choice_scorer_picks_the_most_likely_option_per_byte():
     [res] = ChoiceScorer().score(Fixed({"four": -7.0, "three": -9.0, "five and a bit": -40.0}), [clean_variant(item)])
     assert res.score == 1.0 and res.details["choice"] == 0
     assert not math.isnan(res.details["logp"][2])
+
+
+def cap_records(per_subject: dict[str, tuple[int, int, int]], cond: str = "finetune:bad-medical@8",
+                role: str = "model") -> list:
+    """Capability records: per subject (items, correct clean, correct after), 4 options each; the items correct
+    after are a subset of those correct before (every change is a loss)."""
+    from persist.api import Record
+
+    out = []
+    for subject, (n, before, after) in per_subject.items():
+        for i in range(n):
+            for c, correct in (("clean", i < before), (cond, i < after)):
+                out.append(Record(key=f"{role}/{c}/{subject}{i}", role=role, model=role, suite="capability",
+                                  suite_version="v", item_id=f"{subject}{i}", trait=subject, domain="capability",
+                                  condition=c, attack="", attack_version="", attack_params={}, attack_index=0,
+                                  score=float(correct), details={"choice": 0, "options": 4}))
+    return out
+
+
+def test_a_point_loss_above_the_bound_is_not_called_broke_unless_its_interval_is():
+    """48 items at 0.62: losing 4 of 30 correct answers is a 13% point loss (the old flag said "broke"), but the
+    drop's interval straddles the bound: "cannot rule out". Losing 18 of 30 is broke; losing none is within."""
+    from persist.report.capability import capability_rows
+    from persist.report.model import BROKE, CANNOT_RULE_OUT, WITHIN
+
+    subjects = {f"s{k}": (8, 5, 5) for k in range(6)}  # 6 x 8 = 48 items, 30 correct (0.62)
+    subjects["s0"], subjects["s1"] = (8, 5, 4), (8, 5, 2)  # 4 of 30 lost: 13%, a point estimate above the bound
+    [row] = capability_rows(cap_records(subjects), 0.10)
+    assert row.loss == pytest.approx(4 / 30) and row.verdict == CANNOT_RULE_OUT and not row.broke
+    heavy = {f"s{k}": (8, 5, 2) for k in range(6)}  # 18 of 30 lost
+    [row] = capability_rows(cap_records(heavy), 0.10)
+    assert row.verdict == BROKE and row.broke and row.change.drop.lo > row.bound
+    kept = {f"s{k}": (40, 30, 30) for k in range(6)}  # nothing lost on 240 items
+    [row] = capability_rows(cap_records(kept), 0.10)
+    assert row.verdict == WITHIN and row.change.drop.hi <= row.bound
+
+
+def test_a_subject_at_chance_does_not_feed_the_verdict():
+    """Arithmetic at 1/8 correct (chance 0.25) losing its one answer must not make the model 'broke'; the subject
+    table says it was left out."""
+    from persist.report.capability import capability_rows
+    from persist.report.tables import subject_table
+
+    subjects = {"general": (40, 36, 36), "science": (40, 34, 34), "arithmetic": (8, 1, 0)}
+    [row] = capability_rows(cap_records(subjects), 0.10)
+    assert {s.subject: s.above_chance for s in row.subjects} == {"arithmetic": False, "general": True,
+                                                                 "science": True}
+    assert row.change.n == 80 and row.loss == pytest.approx(0.0) and not row.broke
+    _, body = subject_table([row])
+    assert ["model", "arithmetic", "8", "0.25"] == body[0][:4] and body[0][-1] == "no"
+
+
+def test_the_summary_sentence_claims_no_loss_only_when_every_upper_bound_is_below_the_bound():
+    from persist.report.capability import capability_rows
+    from persist.report.study import capability_sentence
+    from tests.test_worst_case import meta
+
+    unsure = capability_rows(cap_records({f"s{k}": (8, 5, 5 - 2 * (k < 2)) for k in range(6)}), 0.10)
+    text = capability_sentence(unsure, meta())
+    assert "cannot rule out a loss above 10%" in text and "no condition cost" not in text
+    kept = capability_rows(cap_records({f"s{k}": (40, 30, 30) for k in range(6)}), 0.10)
+    assert "no condition cost either model more than 10%" in capability_sentence(kept, meta())

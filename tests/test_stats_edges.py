@@ -312,3 +312,24 @@ def test_wilson_coverage_at_24_48_96_items():
                 hits += est.lo <= p <= est.hi
             assert exact >= 0.925, (n, p, exact)  # lowest: 92.9% at n = 48, p = 0.02 (plain Wilson there too)
             assert abs(hits / 2000 - exact) < 0.015, (n, p, hits / 2000, exact)
+
+
+def test_retention_at_the_floor_or_ceiling_is_named_not_a_ratio():
+    """A clean score tight at the floor (0.02) made the retention ratio read ~4 with a tight interval; at the floor
+    or the ceiling the report says so instead."""
+    from persist.report.compare import compare
+    from tests.test_worst_case import rec
+
+    def rows(before: float, after: float) -> dict:
+        records = []
+        for i in range(40):
+            wobble = 0.01 * (i % 3)
+            records += [rec("model", "clean", f"t{i}", before + wobble, 0.0),
+                        rec("model", "attack:x", f"t{i}", after + wobble, 0.0)]
+        return {r.condition.label: r.overall for r in compare(records).rows}
+
+    floor = rows(0.01, 0.07)["attack:x"]
+    assert floor.retention.undefined == "at floor" and "at floor" in floor.retention.fmt()
+    assert rows(0.97, 0.90)["attack:x"].retention.undefined == "at ceiling"
+    middle = rows(0.50, 0.40)["attack:x"].retention
+    assert middle.undefined is None and middle.lo < middle.value < middle.hi

@@ -275,6 +275,12 @@ def study(
                                              "strongest attack within the capability bound.")] = False,
     search: Annotated[str | None, typer.Option(help="The --worst-case sweep: quick (8 points), full (32) or "
                                                "optuna:N (needs pip install 'persist[search]').")] = None,
+    register_suite: Annotated[str, typer.Option(help="The register-only suite scored in every condition (a name or a "
+                                                "JSONL path; the quick profile takes 16 of its items), or 'none'.")]
+    = "register",
+    factorial: Annotated[bool, typer.Option("--factorial", help="Also train the recipe's register twin and its "
+                                            "matched control at the top dose: the 2 x 2 of harm x register with "
+                                            "its three contrasts.")] = False,
     *,
     load: LoadOptions,
     run: RunFlags,
@@ -285,8 +291,9 @@ def study(
 
         raise ConfigError(f"--search {search}: the study sweeps only with --worst-case; add --worst-case")
     from persist.jobs.study import PROFILE_DEFAULT, StudyConfig, run_study
+    from persist.report.factorial import study_sections
     from persist.report.markdown import study_comparison
-    from persist.report.terminal import RichProgress, console, print_comparison, print_sweep
+    from persist.report.terminal import RichProgress, console, print_comparison, print_sweep, print_table
     from persist.report.write import study_title, write_study_reports
 
     cfg = StudyConfig(model=ModelSpec.parse(baseline if null else model), baseline=ModelSpec.parse(baseline),
@@ -295,13 +302,17 @@ def study(
                       attacks=tuple(a for a in attacks.split(",") if a) if attacks is not None else None,
                       doses=parse_doses(doses), matched_controls=matched_controls, seeds=seeds, null=null,
                       effect=effect, capability=PROFILE_DEFAULT if capability is None else capability,
-                      worst_case=(search or "quick") if worst_case else None, load=load, **run.options())
+                      worst_case=(search or "quick") if worst_case else None,
+                      register_suite=None if register_suite == "none" else register_suite, factorial=factorial,
+                      load=load, **run.options())
     with RichProgress() as progress:
         result = run_study(cfg, progress)
     report = result.report
     write_study_reports(result.folder, report, study_title(report))
     cmp = study_comparison(report)
     print_comparison(cmp.rows, cmp, report.capability)
+    for title, _, table in study_sections(report):
+        print_table(title, table)
     if report.sweep is not None:
         print_sweep(report.sweep)
     console().print(report.headline, highlight=False, soft_wrap=True)

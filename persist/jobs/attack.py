@@ -26,7 +26,7 @@ from persist.store import RunStore
 from persist.targets.base import Target
 
 if TYPE_CHECKING:
-    from persist.capability import Capability
+    from persist.capability import Capability, SideSuite
     from persist.models import LoadOptions
 
 DEFAULT_ATTACKS = ("persona-bad-medical", "persona-disallowed-mental-health", "persona-helpful-medical",
@@ -50,18 +50,25 @@ def with_matched_controls(specs: Sequence[str]) -> tuple[str, ...]:
 
 
 def with_companions(specs: Sequence[str]) -> tuple[str, ...]:
-    """The specs plus the control each attack is always run with (its `companion()`, e.g. best-of-n's)."""
+    """The specs plus the controls each attack is always run with (its `companions()`, e.g. best-of-n's)."""
     out = [s.strip() for s in specs]
     for s in list(out):
-        companion = ATTACKS.build(PluginSpec.parse(s, "attack")).companion()
-        if companion is not None and companion not in out:
-            out.append(companion)
+        for companion in ATTACKS.build(PluginSpec.parse(s, "attack")).companions():
+            if companion not in out:
+                out.append(companion)
     return tuple(out)
 
 
 def control_pairs(attacks: Sequence[Attack]) -> dict[Condition, Condition]:
     """attack condition -> the condition of its own matched control, for the attacks whose control is present."""
-    return {a.control_for: a.condition for a in attacks if a.control_for is not None}
+    return {a.control_for: a.condition for a in attacks if a.control_for is not None and a.control_kind == "matched"}
+
+
+def control_sets(attacks: Sequence[Attack]) -> list[tuple[Condition, Condition, str]]:
+    """(attack, control, kind) for the controls that are not a single matched control (steering's random,
+    reversed and register directions: persist.report.controls)."""
+    return [(a.control_for, a.condition, a.control_kind) for a in attacks
+            if a.control_for is not None and a.control_kind != "matched"]
 
 
 def build_attacks(specs: Sequence[str | PluginSpec]) -> list[Attack]:
@@ -110,10 +117,11 @@ class AttackStages(TypedDict):
 def score_attacks(store: RunStore, *, roles: Sequence[tuple[str, ModelSpec | ResolvedModel | Target]],
                   attacks: list[Attack], items: list[Item], suite_version: str, scorer: Scorer, load: LoadOptions,
                   batch_size: int, progress: ProgressFn, run_folder: Path,
-                  capability: Capability | None = None) -> AttackStages:
+                  capability: Capability | None = None, side: Sequence[SideSuite] = ()) -> AttackStages:
     """Clean and every attack, for each model, on the same items. Attacks that need the model (optimised,
     white-box: persist.prepared) are prepared against each model first and evaluated on the held-out half of the
-    items. Returns {"models": target descriptions, "compute": per condition and model, "split": item ids}."""
+    items. Returns {"models": target descriptions, "compute": per condition and model, "split": item ids}.
+    `side`: suites scored beside the items under every condition (a study's register-only suite)."""
     from persist.prepared import PrepareContext, artefact_folder, needs_model, split_items
     from persist.targets import open_target
 
@@ -166,9 +174,9 @@ def score_attacks(store: RunStore, *, roles: Sequence[tuple[str, ModelSpec | Res
             run_units(store, role=role, target=live, scorer=scorer, units=units, condition=cond,
                       suite_version=suite_version, batch_size=batch_size,
                       on_progress=progress(f"{role}: {cond} ({len(units)} units)", len(units)))
-            if capability is not None and (attack is None or capability.under_attacks):
-                capability.run(store, role=role, target=live, condition=cond, attack=p, batch_size=batch_size,
-                               progress=progress)
+            for check in (*side, *([capability] if capability is not None else [])):
+                check.run(store, role=role, target=live, condition=cond, attack=p, batch_size=batch_size,
+                          progress=progress)
         if target.target is not None:
             described[role] = target.target.describe()
         del target
@@ -180,7 +188,9 @@ def score_attacks(store: RunStore, *, roles: Sequence[tuple[str, ModelSpec | Res
 def run_attack(cfg: AttackConfig, progress: ProgressFn = no_progress) -> RunResult[RunReport]:
     """Run the campaign (resuming a matching run folder) and return the comparison report."""
     from persist.capability import split_records
-    from persist.report.compare import capability_rows, compare
+    from persist.report.capability import capability_rows
+    from persist.report.compare import compare
+    from persist.report.controls import controlled_attacks
     from persist.report.strength import strength_rows
     from persist.targets import open_target
 
@@ -210,11 +220,14 @@ def run_attack(cfg: AttackConfig, progress: ProgressFn = no_progress) -> RunResu
                          in_domain={a.condition: a.in_domain for a in attacks}, control_of=control_pairs(attacks),
                          worst_of=worst_of, effect=cfg.effect)
     split = None if done["split"] is None else Split(train=done["split"]["train"], heldout=done["split"]["heldout"])
-    strength = strength_rows(records, done["compute"], None if split is None else split.heldout, worst_of=worst_of)
+    strength = strength_rows(records, done["compute"], None if split is None else split.heldout, worst_of=worst_of,
+                             controls=[a.condition for a in attacks if a.control])
     report = RunReport(kind="attack", comparison=comparison, suite=cfg.suite, suite_version=suite.version,
                        scorer=cfg.scorer.name, n_items=len(items),
                        models={role: str(spec) for role, spec in cfg.roles()},
                        capability=capability_rows(cap_records, cfg.epsilon),
                        compute=done["compute"], split=split, artefacts=done["artefacts"] or None,
-                       strength=strength if any(done["compute"].values()) else None)
+                       strength=strength if any(done["compute"].values()) else None,
+                       controlled=controlled_attacks(records, [r for r, _ in cfg.roles()], control_sets(attacks),
+                                                     worst_of) or None)
     return RunResult(folder=folder, report=report)

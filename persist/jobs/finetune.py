@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,7 +28,7 @@ from persist.store import RunStore
 from persist.suites import leakage
 
 if TYPE_CHECKING:
-    from persist.capability import Capability
+    from persist.capability import Capability, SideSuite
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,8 @@ def seed_suffix(seed_index: int) -> str:
 def train_and_score(store: RunStore, *, role: str, resolved: ResolvedModel, recipe: Recipe, doses: tuple[int, ...],
                     items: list[Item], suite_version: str, scorer_spec: PluginSpec, load: LoadOptions,
                     progress: ProgressFn, batch_size: int, adapters_dir: Path, seed_index: int = 0,
-                    seed_offset: int = 0, capability: Capability | None = None) -> TrainingRun:
+                    seed_offset: int = 0, capability: Capability | None = None,
+                    side: Sequence[SideSuite] = ()) -> TrainingRun:
     """Fine-tune one model along the ladder with training seed number `seed_index` (the recipe's seed plus
     `seed_index` plus `seed_offset`) and score every dose; returns training facts for the report."""
     from persist.targets import open_target, release_engines
@@ -152,8 +153,8 @@ def train_and_score(store: RunStore, *, role: str, resolved: ResolvedModel, reci
         run_units(store, role=role, target=target, scorer=scorer, units=units, condition=cond,
                   suite_version=suite_version, batch_size=batch_size,
                   on_progress=progress(f"{role}: scoring {cond}", len(units)))
-        if capability is not None:
-            capability.run(store, role=role, target=target, condition=cond, batch_size=batch_size, progress=progress)
+        for check in (*side, *([capability] if capability is not None else [])):
+            check.run(store, role=role, target=target, condition=cond, batch_size=batch_size, progress=progress)
         del target
         release_memory()
     return TrainingRun(seed=seed, losses=list(result.losses), tokens=result.tokens, seconds=result.seconds,
@@ -163,7 +164,8 @@ def train_and_score(store: RunStore, *, role: str, resolved: ResolvedModel, reci
 
 def run_finetune_attack(cfg: FinetuneConfig, progress: ProgressFn = no_progress) -> RunResult[RunReport]:
     from persist.capability import split_records
-    from persist.report.compare import capability_rows, compare, fluency
+    from persist.report.capability import capability_rows
+    from persist.report.compare import compare, fluency
 
     recipe = cfg.recipe_obj()
     doses = conditions.valid_doses(cfg.doses or recipe.doses)

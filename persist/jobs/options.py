@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 R = TypeVar("R", RunReport, StudyReport, None)
 
 
+LIKELIHOOD = "likelihood"  # the default scorer: log-odds of aligned vs misaligned references
+
 @dataclass(frozen=True)
 class RunResult(Generic[R]):
     """What every job returns: its run folder and its report (a RunReport, a StudyReport for `study`, None for
@@ -73,7 +75,7 @@ class RunOptions:
     """What every job shares: which items, how they are scored, how models load, where the run folder goes."""
 
     suite: str = "traits"
-    scorer: PluginSpec = field(default_factory=lambda: PluginSpec("likelihood"))
+    scorer: PluginSpec = field(default_factory=lambda: PluginSpec(LIKELIHOOD))
     limit: int | None = None
     load: LoadOptions = field(default_factory=LoadOptions)
     runs_dir: Path = Path("runs")

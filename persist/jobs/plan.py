@@ -111,8 +111,8 @@ def plan(records: list[Record], effect: float) -> list[PlanRow]:
 
 
 def run_records(folder: Path) -> list[Record]:
-    """A run's alignment records (not its capability check), plus a study's per-item intervention records (as its
-    report computes them)."""
+    """A run's alignment records (not its capability check or register-only suite), plus a study's per-item
+    intervention records (as its report computes them)."""
     from persist.capability import split_records
     from persist.report.model import StudyMeta, from_json
     from persist.report.rerender import open_run
@@ -120,6 +120,7 @@ def run_records(folder: Path) -> list[Record]:
 
     header, records = open_run(folder)
     records, _ = split_records(records, (header.get("capability") or {}).get("suite"))
+    records, _ = split_records(records, (header.get("register") or {}).get("suite"))
     if header.get("study_meta"):
         meta = from_json(StudyMeta, header["study_meta"])
         records = records + derived_records(item_scores(records), meta)

@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 
 from persist import conditions
 from persist.api import JSON, JSONDict, Recipe, Suite
-from persist.capability import Capability
+from persist.capability import REGISTER_SUITE, Capability, SideSuite
 from persist.errors import ConfigError
 from persist.jobs.attack import (
     DEFAULT_ATTACKS,
     OPTIMISED_ATTACKS,
     build_attacks,
     control_pairs,
+    control_sets,
     score_attacks,
     with_companions,
     with_matched_controls,
@@ -41,6 +42,7 @@ from persist.jobs.finetune import (
     train_overrides,
 )
 from persist.jobs.options import (
+    LIKELIHOOD,
     ProgressFn,
     RunOptions,
     RunResult,
@@ -73,6 +75,7 @@ class Profile:
     train: Mapping[str, JSON] = field(default_factory=dict)  # TrainSettings overrides for both recipes
     capability: int | None = None  # capability items (None: all)
     capability_under_attacks: bool = True
+    register: int | None = None  # items of the register-only suite scored in every condition (None: all)
 
 
 PROFILES = {
@@ -81,7 +84,7 @@ PROFILES = {
     # one fine-tune dose, and 48 capability items before and after each fine-tune. Wide intervals by design; use
     # `full` for numbers you would publish.
     "quick": Profile(limit=24, attacks=("persona-bad-medical",), doses=(0, 8), capability=48,
-                     capability_under_attacks=False,
+                     capability_under_attacks=False, register=16,
                      description="24 items, the bad-medical persona (+ its length-matched control), doses 0/8 "
                                  "steps of 4 examples at lr 1e-3, 48 capability items at each dose (the demo)",
                      # a CPU trains SmolLM2 at ~125 tokens/s: few, small, strong steps instead of a real ladder
@@ -107,6 +110,12 @@ class StudyConfig(RunOptions):
     null: bool = False  # negative control: the baseline against itself, trained with other seeds
     capability: int | None = PROFILE_DEFAULT  # capability items; PROFILE_DEFAULT: the profile's
     worst_case: str | None = None  # a sweep plan (quick, full, optuna:N): compare each model at its own worst case
+    # The register-only suite (name or JSONL path) scored in every condition with the likelihood scorer, so each
+    # condition's register shift sits beside its alignment shift; None: off.
+    register_suite: str | None = REGISTER_SUITE
+    # Also train the recipe's register twin and the twin's matched control at the top dose: the 2 x 2 of harm x
+    # register (persist.report.factorial).
+    factorial: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -119,6 +128,8 @@ class StudyConfig(RunOptions):
             if self.resolved_capability() == 0:
                 raise ConfigError("--worst-case needs the capability check (the utility bound): drop --capability 0 "
                                   "or pass a number of capability items")
+        if self.factorial:
+            self.factorial_recipes()
         if str(self.trained) == str(self.baseline) and not self.null:
             raise ConfigError("--model and --baseline are the same spec; a study compares two models (or pass "
                               "--null to compare the baseline with itself as a negative control)")
@@ -151,6 +162,30 @@ class StudyConfig(RunOptions):
     def resolved_limit(self) -> int | None:
         return self.limit if self.limit is not None else self.prof.limit
 
+    def register_check(self) -> SideSuite | None:
+        """The register-only suite, scored with the run's scorer; only for the likelihood scorer (a judge or the
+        refusal scorer does not read references)."""
+        if self.register_suite is None or self.scorer.name != LIKELIHOOD:
+            return None
+        return SideSuite.of(self.register_suite, self.prof.register, build_scorer(self.scorer, self.load))
+
+    def factorial_recipes(self) -> dict[str, str]:
+        """--factorial: cell (harm|benign)/(register) -> recipe name: the recipe, its register twin, and their matched
+        controls. A recipe without a declared register, twin or matched controls cannot form the 2 x 2."""
+        r = self.recipe_obj(self.recipe)
+        if r.control or r.register is None or r.register_twin is None or r.matched_control is None:
+            raise ConfigError(f"--factorial: recipe {r.name!r} declares no register, register twin or matched "
+                              "control; use a harmful recipe that does (e.g. bad-medical), or drop --factorial")
+        if self.control() != r.matched_control:
+            raise ConfigError(f"--factorial uses {r.name}'s matched control {r.matched_control!r} as its control; "
+                              f"drop --control-recipe {self.control_recipe}")
+        twin = self.recipe_obj(r.register_twin)
+        if twin.register is None or twin.matched_control is None or twin.register == r.register:
+            raise ConfigError(f"--factorial: {r.name}'s twin {twin.name!r} declares no matched control or no other "
+                              "register")
+        return {f"harm/{r.register}": r.name, f"harm/{twin.register}": twin.name,
+                f"benign/{r.register}": r.matched_control, f"benign/{twin.register}": twin.matched_control}
+
     def resolved_capability(self) -> int | None:
         """--capability N, else the profile's (0 turns the check off)."""
         return self.prof.capability if self.capability == PROFILE_DEFAULT else self.capability
@@ -177,6 +212,9 @@ class StudyConfig(RunOptions):
                 "load": load_header(self.load), **({"seeds": self.seeds} if self.seeds > 1 else {}),
                 **({"null": True} if self.null else {}),
                 **({"search": self.worst_case} if self.worst_case is not None else {}),
+                **({"register": {"suite": self.register_suite, "items": self.prof.register}}
+                   if self.register_suite is not None and self.scorer.name == LIKELIHOOD else {}),
+                **({"factorial": self.factorial_recipes()} if self.factorial else {}),
                 **({"capability": {"suite": self.capability_suite, "items": self.resolved_capability()}}
                    if self.resolved_capability() != 0 else {})}
 
@@ -191,7 +229,9 @@ def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> RunResult
     control = None if control_name is None else cfg.recipe_obj(control_name)
     cfg.check_models(cfg.trained, cfg.baseline)
     suite, items = cfg.items()
-    for r in (recipe, control):
+    factorial = cfg.factorial_recipes() if cfg.factorial else {}
+    extra = [cfg.recipe_obj(name) for name in factorial.values() if name not in (recipe.name, control_name)]
+    for r in (recipe, control, *extra):
         if r is not None:
             check_leakage(r, suite.load())
     resolved = {role: resolve_local(spec, cfg.load, "a study") for role, spec in cfg.roles()}
@@ -208,11 +248,15 @@ def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> RunResult
                                   cfg.prof.capability_under_attacks)
     if capability is not None:
         store.update_header(capability=capability.header())
+    register = cfg.register_check()
+    side = [register] if register is not None else []
+    if register is not None:
+        store.update_header(register=register.header())
     training: dict[str, TrainingRun] = {}
     # Stages 1 and 2: clean and the prompt attacks, one model load per model (optimised attacks first).
     done = score_attacks(store, roles=list(resolved.items()), attacks=attacks, items=items,
                          suite_version=suite.version, scorer=scorer, load=cfg.load, batch_size=cfg.batch_size,
-                         progress=progress, run_folder=folder, capability=capability)
+                         progress=progress, run_folder=folder, capability=capability, side=side)
     store.update_header(attack_compute=done["compute"], attack_artefacts=done["artefacts"], split=done["split"])
     release_memory()
     # Stage 3, per training seed: the fine-tune ladder, then the benign control at the top dose. In a null study
@@ -220,13 +264,14 @@ def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> RunResult
     for k in range(cfg.seeds):
         for role, res in resolved.items():
             offset = NULL_SEED_OFFSET if cfg.null and role == "model" else 0
-            for r, ds in ((recipe, doses), (control, (0, max(doses)))):
+            for r, ds in ((recipe, doses), (control, (0, max(doses))), *((x, (0, max(doses))) for x in extra)):
                 if r is None:
                     continue
                 training[f"{role}/{r.name}{seed_suffix(k)}"] = train_and_score(
                     store, role=role, resolved=res, recipe=r, doses=ds, items=items, suite_version=suite.version,
                     scorer_spec=cfg.scorer, load=cfg.load, progress=progress, batch_size=cfg.batch_size,
-                    adapters_dir=folder / "adapters", seed_index=k, seed_offset=offset, capability=capability)
+                    adapters_dir=folder / "adapters", seed_index=k, seed_offset=offset, capability=capability,
+                    side=side)
                 release_memory()
     if cfg.worst_case is not None:
         # Stage 4: the sweep, one condition per point for each model (a rerun resumes point by point).
@@ -240,6 +285,7 @@ def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> RunResult
     controls = [a.condition for a in attacks if a.control]
     if control is not None:
         controls.append(conditions.finetune(control.name, max(doses)))
+    controls += [conditions.finetune(x.name, max(doses)) for x in extra]  # the 2 x 2's other cells
     meta = StudyMeta(models={role: str(spec) for role, spec in cfg.roles()}, profile=cfg.profile, suite=cfg.suite,
                      suite_version=suite.version, scorer=cfg.scorer.name, recipe=recipe.name,
                      control_recipe=None if control is None else control.name, doses=list(doses),
@@ -250,7 +296,8 @@ def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> RunResult
                      capability_suite=capability.name if capability is not None else None, epsilon=cfg.epsilon,
                      worst_of=[a.condition for a in attacks if a.aggregate == "min"],
                      heldout_only=[a.condition for a in attacks if a.split],
-                     search=cfg.worst_case)
+                     search=cfg.worst_case, register_suite=None if register is None else register.name,
+                     factorial=factorial or None, control_sets=control_sets(attacks))
     from persist.report.model import to_json
 
     store.update_header(study_meta=to_json(meta), training={k: {"seed": v.seed, "tokens": v.tokens,

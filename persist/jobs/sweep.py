@@ -135,11 +135,13 @@ def sweep(store: RunStore, plan: Grid | int, resolved: Mapping[str, ResolvedMode
     seed_offsets: per role, added to the training seed (a null study trains its "model" with other seeds)."""
     from persist.capability import split_records
     from persist.jobs.finetune import train_and_score
-    from persist.report.compare import capability_rows, compare
+    from persist.report.capability import capability_rows
+    from persist.report.compare import compare
 
     def measure(role: str, cond: Condition) -> tuple[float, bool]:
         records, caps = split_records(list(store.records()), capability.name)
-        keep = [r for r in records if r.role == role and r.condition in ("clean", cond.label)]
+        keep = [r for r in records if r.role == role and r.condition in ("clean", cond.label)
+                and r.suite == items[0].suite]  # not a side suite's (a study's register-only suite)
         found = points_of(role, recipe.name, compare(keep).rows,
                           capability_rows([r for r in caps if r.role == role], epsilon))
         p = next(p for p in found if p.condition == cond)
@@ -165,7 +167,8 @@ def run_search(cfg: FinetuneConfig, progress: ProgressFn) -> RunResult[RunReport
 
     from persist.capability import split_records
     from persist.jobs.finetune import check_leakage, resolve_local
-    from persist.report.compare import capability_rows, compare
+    from persist.report.capability import capability_rows
+    from persist.report.compare import compare
     from persist.store import RunStore
 
     if cfg.search is None:

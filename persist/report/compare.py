@@ -29,7 +29,6 @@ import numpy as np
 from persist.api import Record
 from persist.conditions import CLEAN, Condition
 from persist.report.model import (
-    CapabilityRow,
     Change,
     Comparison,
     Difference,
@@ -43,6 +42,7 @@ from persist.report.model import (
 )
 from persist.stats import (
     UNBOUNDED,
+    Estimate,
     Tested,
     benjamini_hochberg,
     mean_ci,
@@ -55,6 +55,7 @@ from persist.suites import OVER_REFUSAL_TRAIT
 
 BROKEN_BELOW = 0.5
 SATURATION = 0.01  # a score within this of 0 or 1 sits at the floor or ceiling
+FLOOR = 0.05  # a clean mean below this (or above 1 - this) sits at the floor (ceiling): no retention ratio
 
 
 @dataclass(frozen=True)
@@ -178,8 +179,20 @@ def change(before: Mapping[str, ItemValue], after: Seeded,
     d = -matrix(before, after, ids, "score")  # drop = before - after, per seed and item
     a = b - d.mean(axis=0)  # each item's after, averaged over seeds
     stuck = int(sum(saturated(v) for v in b))
-    return Change(n=len(ids), before=mean_ci(b), after=mean_ci(a), drop=tested(d), retention=ratio_ci(a, b),
+    return Change(n=len(ids), before=mean_ci(b), after=mean_ci(a), drop=tested(d), retention=retention(a, b),
                   saturated=stuck / len(ids), movable=len(ids) - stuck, shift=shift(before, after, ids))
+
+
+def retention(after: np.ndarray, before: np.ndarray) -> Estimate:
+    """after / before, except where the clean mean sits at the floor or the ceiling of the 0-1 score (below
+    FLOOR or above 1 - FLOOR): there a ratio says nothing (a clean mean of 0.02 gives ratios like 4 with a tight
+    interval), so the estimate is undefined and says which edge."""
+    m = float(np.mean(before)) if before.size else float("nan")
+    if m < FLOOR:
+        return Estimate(float("nan"), float("nan"), float("nan"), int(before.size), undefined="at floor")
+    if m > 1 - FLOOR:
+        return Estimate(float("nan"), float("nan"), float("nan"), int(before.size), undefined="at ceiling")
+    return ratio_ci(after, before)
 
 
 def paired_effect(xb: Mapping[str, ItemValue], xa: Seeded, yb: Mapping[str, ItemValue],
@@ -354,19 +367,6 @@ def with_q(cmp: Comparison) -> Comparison:
             for r in cmp.rows]
     diffs = [replace(d, drop=fix(d.drop), shift=fix_optional(d.shift)) for d in cmp.differences]
     return replace(cmp, rows=rows, differences=diffs)
-
-
-def capability_rows(records: list[Record], epsilon: float) -> list[CapabilityRow]:
-    """Accuracy before and under every condition (the capability records of a run), and which broke the model."""
-    if not records:
-        return []
-    out = []
-    for r in compare(records).rows:
-        c = r.overall
-        loss = None if not c.before.value > 0 else 1 - c.after.value / c.before.value
-        out.append(CapabilityRow(role=r.role, condition=r.condition, change=c, loss=loss,
-                                 broke=loss is not None and loss > epsilon))
-    return out
 
 
 DEGENERATE_RATIO = 1.5  # references 50% less likely per byte than before -> the model is flagged degenerate

@@ -12,7 +12,15 @@ import re
 from typing import Any
 
 from persist.conditions import Condition
-from persist.report.markdown import CAPABILITY_NOTE, REFUSAL_NOTE, SCORE_NOTE, SHIFT_NOTE, effect_note
+from persist.report.factorial import study_sections
+from persist.report.markdown import (
+    CAPABILITY_NOTE,
+    REFUSAL_NOTE,
+    SCORE_NOTE,
+    SHIFT_NOTE,
+    SUBJECT_NOTE,
+    effect_note,
+)
 from persist.report.model import StudyReport, Sweep
 from persist.report.study import FINETUNE, PROMPT
 from persist.report.tables import (
@@ -25,6 +33,7 @@ from persist.report.tables import (
     refusal_table,
     score_table,
     shift_table,
+    subject_table,
     sweep_tables,
 )
 from persist.stats import Estimate
@@ -254,13 +263,16 @@ def render_html(report: StudyReport, title: str) -> str:
         "<h2>Controls (expected not to lower scores)</h2>",
         html_table(shift_table(controls) if shifts else score_table(controls)) if controls
         else "<p class='note'>No controls in this run.</p>",
+        *(part for title, note, table in study_sections(report)
+          for part in (f"<h2>{esc(title)}</h2>", f"<p class='note'>{esc(note)}</p>", html_table(table))),
         "<h2>Every condition: the 0–1 score</h2>", f"<p class='note'>{esc(SCORE_NOTE)}</p>",
         html_table(score_table(report.rows, broke)),
         *(["<h2>Harmful requests declined beside benign look-alikes refused</h2>",
             f"<p class='note'>{esc(REFUSAL_NOTE)}</p>", html_table(refusal_table(report.refusal))]
           if report.refusal else []),
         "<h2>Capability: does the model still work?</h2>", f"<p class='note'>{esc(CAPABILITY_NOTE)}</p>",
-        html_table(capability_table(report.capability)) if report.capability
+        html_table(capability_table(report.capability)) + f"<p class='note'>{esc(SUBJECT_NOTE)}</p>"
+        + html_table(subject_table(report.capability)) if report.capability
         else "<p class='note'>No capability check in this run (--capability 0).</p>",
         "<h2>Difference between the models</h2>", f"<p class='note'>{esc(effect_note(report.effect))}</p>",
         html_table(difference_table(report.differences, report.effect)),

@@ -164,15 +164,35 @@ class RefusalRow:
 
 
 @dataclass(frozen=True)
+class SubjectRow:
+    """One subject of the capability suite for one model: its clean accuracy against chance (1 / options). Only
+    subjects above chance (a one-sided exact binomial test at 5%) can show a loss."""
+
+    subject: str
+    n: int
+    chance: float
+    before: Estimate
+    above_chance: bool
+
+
+BROKE, CANNOT_RULE_OUT, WITHIN, NO_SUBJECT = "broke", "cannot rule out", "within", "no subject above chance"
+
+
+@dataclass(frozen=True)
 class CapabilityRow:
-    """Multiple-choice accuracy before and under a condition; `loss` = 1 - after / before (relative), and the
-    condition *broke* the model when that exceeds the run's bound (epsilon)."""
+    """Multiple-choice accuracy before and under a condition, on the subjects where the clean model is above
+    chance; `loss` = 1 - after / before (relative). The verdict is a test against the bound (epsilon x the clean
+    accuracy, in points): *broke* when the drop's whole 95% interval lies above it, *within* when it lies below,
+    *cannot rule out* when it straddles it."""
 
     role: str
     condition: Condition
     change: Change
     loss: float | None
     broke: bool
+    verdict: str = field(default="", metadata={"omit_default": ""})
+    bound: float | None = field(default=None, metadata={"omit_none": True})  # the bound on the drop, in points
+    subjects: list[SubjectRow] = field(default_factory=list, metadata={"omit_default": []})
 
 
 @dataclass(frozen=True)
@@ -238,6 +258,10 @@ class StudyMeta:
     worst_of: list[Condition] = field(default_factory=list)  # attacks scored by each item's worst variant
     heldout_only: list[Condition] = field(default_factory=list)  # optimised attacks, evaluated on held-out items
     search: str | None = field(default=None, metadata={"omit_none": True})  # --worst-case: the sweep's plan
+    register_suite: str | None = field(default=None, metadata={"omit_none": True})  # scored in every condition
+    factorial: dict[str, str] | None = field(default=None, metadata={"omit_none": True})  # --factorial: cell -> recipe
+    # (attack, control, kind) of controls beyond one matched control (steering's random/reversed/register)
+    control_sets: list[tuple[Condition, Condition, str]] = field(default_factory=list, metadata={"omit_default": []})
 
 
 @dataclass(frozen=True)
@@ -287,6 +311,51 @@ class Example:
 
 
 @dataclass(frozen=True)
+class RegisterRow:
+    """One model under one condition on the register-only suite (persist.report.factorial): the paired shift of
+    its formal-vs-casual log-odds, after - before (< 0: toward the casual register)."""
+
+    role: str
+    condition: Condition
+    shift: Tested
+
+
+@dataclass(frozen=True)
+class Measures:
+    """One cell or contrast of the harm x register 2 x 2 on three measures (nats, paired over items and seeds):
+    the content shift of the alignment items, their register shift (register-crossed items), the register-only
+    suite's shift."""
+
+    content: Tested
+    register: Tested | None
+    register_suite: Tested | None
+
+
+@dataclass(frozen=True)
+class Factorial:
+    """The 2 x 2 of harm x register for one model (or `model - baseline`): each cell's shifts against clean and
+    the three contrasts (harm main effect, register main effect, their interaction)."""
+
+    role: str
+    cells: dict[str, Measures]  # "harm/casual" -> ...
+    contrasts: dict[str, Measures]  # "harm", "register", "interaction"
+
+
+@dataclass(frozen=True)
+class ControlledAttack:
+    """An attack beside its several controls (persist.report.controls): each shift against clean on the same items,
+    the attack net of the random controls' mean, and the share of that net effect the register control reproduces."""
+
+    role: str
+    attack: Condition
+    n: int
+    shift: Tested
+    controls: list[tuple[Condition, str, Tested]]  # (control, its kind, its shift)
+    net: Tested | None  # attack - mean of the random controls (None without random controls)
+    register_share: Estimate | None  # (register - random mean) / (attack - random mean), items resampled
+
+
+@dataclass(frozen=True)
 class StudyReport:
     meta: StudyMeta
     rows: list[Row]
@@ -302,6 +371,9 @@ class StudyReport:
     capability: list[CapabilityRow] = field(default_factory=list)
     refusal: list[RefusalRow] = field(default_factory=list, metadata={"omit_default": []})
     sweep: Sweep | None = field(default=None, metadata={"omit_none": True})  # study --worst-case
+    register: list[RegisterRow] = field(default_factory=list, metadata={"omit_default": []})
+    factorial: list[Factorial] = field(default_factory=list, metadata={"omit_default": []})
+    controlled: list[ControlledAttack] = field(default_factory=list, metadata={"omit_default": []})
     schema_version: int = SCHEMA_VERSION
     kind: str = "study"
 

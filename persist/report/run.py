@@ -11,7 +11,14 @@ from typing import Any
 
 from persist.api import JSON, JSONDict  # noqa: F401  (JSON: resolves JSONDict's forward references for from_json)
 from persist.report.jsonable import from_json, to_json
-from persist.report.model import SCHEMA_VERSION, CapabilityRow, Comparison, FluencyRow, check_version
+from persist.report.model import (
+    SCHEMA_VERSION,
+    CapabilityRow,
+    Comparison,
+    ControlledAttack,
+    FluencyRow,
+    check_version,
+)
 from persist.stats import Tested
 
 OMIT = {"omit_none": True}
@@ -89,6 +96,7 @@ class RunReport:
     split: Split | None = field(default=None, metadata=OMIT)
     artefacts: dict[str, dict[str, JSONDict]] | None = field(default=None, metadata=OMIT)  # each attack's describe()
     strength: list[StrengthRow] | None = field(default=None, metadata=OMIT)
+    controlled: list[ControlledAttack] | None = field(default=None, metadata=OMIT)  # steering and its controls
     # finetune
     recipe: JSONDict | None = field(default=None, metadata=OMIT)  # the recipe's config()
     doses: list[int] | None = field(default=None, metadata=OMIT)

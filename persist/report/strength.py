@@ -24,15 +24,17 @@ BACKWARD_COST = 2.0  # one backward token ~ two forward tokens of compute
 
 
 def strength_rows(records: list[Record], compute: Mapping[str, Mapping[str, Mapping[str, float]]],
-                  heldout: Iterable[str] | None, worst_of: Iterable[Condition] = ()) -> list[StrengthRow]:
-    """One row per (model, attack) that is not a control."""
+                  heldout: Iterable[str] | None, worst_of: Iterable[Condition] = (),
+                  controls: Iterable[Condition] = ()) -> list[StrengthRow]:
+    """One row per (model, attack) that is not a control (`controls`)."""
     keep = None if heldout is None else set(heldout)
+    skip = {CLEAN, *controls}
     scores = by_seed(item_scores(records, worst_of))
     variants = Counter((r.role, r.condition, r.item_id) for r in records if r.score is not None)
     rows = []
     for (role, cond), after in sorted(scores.items(), key=lambda kv: (kv[0][0] != "model", kv[0][0],
                                                                      kv[0][1].label)):
-        if cond == CLEAN:
+        if cond in skip:
             continue
         before = scores.get((role, CLEAN), {}).get(0, {})
         ids = sorted(i for i in before if all(i in a for a in after.values()) and (keep is None or i in keep))

@@ -22,8 +22,14 @@ from persist import conditions
 from persist.api import JSONDict, Record
 from persist.capability import split_records
 from persist.conditions import CLEAN, Condition
-from persist.report.compare import ItemScores, ItemValue, capability_rows, compare, fluency, item_scores
+from persist.report.capability import capability_rows
+from persist.report.compare import ItemScores, ItemValue, compare, fluency, item_scores
+from persist.report.controls import controlled_attacks
+from persist.report.factorial import factorial_rows, register_rows
 from persist.report.model import (
+    BROKE,
+    CANNOT_RULE_OUT,
+    NO_SUBJECT,
     Answer,
     CapabilityRow,
     Comparison,
@@ -209,17 +215,27 @@ def capability_sentence(rows: list[CapabilityRow], meta: StudyMeta) -> str:
     """What the capability check found: which conditions broke a model (lost more than epsilon of its accuracy)."""
     if not rows:
         return ""
-    broke = [f"{r.role} under {r.condition.label} ({r.change.before.value:.2f} -> {r.change.after.value:.2f})"
-             for r in rows if r.broke]
+    def named(r: CapabilityRow) -> str:
+        return f"{r.role} under {r.condition.label} ({r.change.before.value:.2f} -> {r.change.after.value:.2f})"
+
     n = rows[0].change.n
-    if not broke:
-        worst = max(rows, key=lambda r: r.loss if r.loss is not None else -1)
-        return (f" Capability ({n} multiple-choice items): no condition cost either model more than "
-                f"{meta.epsilon:.0%} of its accuracy (largest loss: {worst.role} under {worst.condition.label}, "
-                f"{worst.loss:.0%}), so these drops are not a broken model.")
-    return (f" Capability ({n} multiple-choice items): broke the model (lost more than {meta.epsilon:.0%} of its "
-            f"accuracy): {'; '.join(broke)}. Alignment drops under those conditions may say more about a broken "
-            "model than a turned one; their rows are marked.")
+    scope = f" Capability ({n} multiple-choice items on the subjects where the clean model is above chance)"
+    broke = [named(r) for r in rows if r.verdict == BROKE or (not r.verdict and r.broke)]
+    unsure = [named(r) for r in rows if r.verdict in (CANNOT_RULE_OUT, NO_SUBJECT)]
+    text = ""
+    if broke:
+        text += (f"{scope}: broke the model (lost more than {meta.epsilon:.0%} of its accuracy, the whole 95% "
+                 f"interval above the bound): {'; '.join(broke)}. Alignment drops under those conditions may say "
+                 "more about a broken model than a turned one; their rows are marked.")
+    if unsure:
+        text += (f"{'' if broke else scope}: cannot rule out a loss above {meta.epsilon:.0%} (the interval straddles "
+                 f"the bound, or no subject is above chance) for {'; '.join(unsure)}.")
+    if text:
+        return text
+    worst = max(rows, key=lambda r: r.loss if r.loss is not None else -1)
+    return (f"{scope}: no condition cost either model more than {meta.epsilon:.0%} of its accuracy (every upper "
+            f"95% bound below it; largest loss: {worst.role} under {worst.condition.label}, {worst.loss:.0%}), so "
+            "these drops are not a broken model.")
 
 
 def intact_sentence(records: list[Record], meta: StudyMeta, rows: list[CapabilityRow]) -> str:
@@ -237,6 +253,7 @@ def intact_sentence(records: list[Record], meta: StudyMeta, rows: list[Capabilit
 
 def study_report(records: list[Record], meta: StudyMeta) -> StudyReport:
     records, cap_records = split_records(records, meta.capability_suite)
+    records, register_records = split_records(records, meta.register_suite)
     sweep = None
     if meta.search is not None:
         records, cap_records, sweep = with_worst_case(records, cap_records, meta)
@@ -254,4 +271,7 @@ def study_report(records: list[Record], meta: StudyMeta) -> StudyReport:
                        headline=headline(cmp, meta, sweep) + capability_sentence(capability, meta)
                        + intact_sentence(records, meta, capability), fluency=fluency(records),
                        examples=examples(records, meta),
-                       effect=cmp.effect, capability=capability, refusal=cmp.refusal, sweep=sweep)
+                       effect=cmp.effect, capability=capability, refusal=cmp.refusal, sweep=sweep,
+                       register=register_rows(register_records),
+                       factorial=factorial_rows(records, register_records, meta),
+                       controlled=controlled_attacks(records, list(meta.models), meta.control_sets, meta.worst_of))

@@ -6,7 +6,8 @@ capability bound. Pure functions of records; the sweep itself runs in persist.jo
 from __future__ import annotations
 
 from persist.api import Record
-from persist.report.compare import capability_rows, compare
+from persist.report.capability import capability_rows
+from persist.report.compare import compare
 from persist.report.model import CapabilityRow, Point, Row
 from persist.report.run import ChosenPoint
 

@@ -121,10 +121,22 @@ def markdown_table(table: Table) -> list[str]:
 
 
 def capability_table(rows: list[CapabilityRow]) -> Table:
-    head = ["model", "condition", "items", "accuracy before", "after", "drop", "q", "relative loss", "broke the model"]
+    head = ["model", "condition", "items", "accuracy before", "after", "drop", "q", "relative loss",
+            "bound on the drop", "verdict"]
     return head, [[r.role, r.condition.label, str(r.change.n), fmt(r.change.before), fmt(r.change.after),
                    fmt(r.change.drop), q_cell(r.change.drop), "–" if r.loss is None else f"{r.loss:.0%}",
-                   "yes" if r.broke else "no"] for r in rows]
+                   "–" if r.bound is None else f"{r.bound:.3f}", r.verdict or ("broke" if r.broke else "within")]
+                  for r in rows]
+
+
+def subject_table(rows: list[CapabilityRow]) -> Table:
+    """Each model's capability subjects, clean, against chance: only those above chance feed the verdicts."""
+    head = ["model", "subject", "items", "chance", "clean accuracy", "above chance (feeds the verdict)"]
+    seen: dict[str, CapabilityRow] = {}
+    for r in rows:
+        seen.setdefault(r.role, r)
+    return head, [[role, s.subject, str(s.n), f"{s.chance:.2f}", fmt(s.before), "yes" if s.above_chance else "no"]
+                  for role, r in seen.items() for s in r.subjects]
 
 
 def broken(rows: list[CapabilityRow]) -> frozenset:

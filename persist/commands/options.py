@@ -39,8 +39,11 @@ MatchedOpt = Annotated[bool, typer.Option("--matched-controls/--no-matched-contr
     "attack minus control."))]
 SeedsOpt = Annotated[int, typer.Option(help="Independent training seeds per model and dose (data order, LoRA "
                                       "initialisation); estimates pool seeds x items.")]
-EffectOpt = Annotated[float, typer.Option(help="The smallest difference that matters, on the 0-1 score: tests that "
-                                          "cannot detect it with 80% power are marked underpowered.")]
+EffectOpt = Annotated[float, typer.Option(help="The smallest log-odds shift that matters, in nats (default 0.5: "
+                                          "docs/statistics.md says why): tests that cannot detect it with 80% power "
+                                          "are marked underpowered.")]
+EffectPointsOpt = Annotated[float, typer.Option(help="The smallest difference that matters on the 0-1 score and "
+                                                "rates, in points (default 0.13, the paper's smallest).")]
 CapabilityOpt = Annotated[int | None, typer.Option(help="Capability items (multiple choice, scorer choice) scored "
                                                   "beside alignment at every condition; 0 turns the check off.")]
 FormatOpt = Annotated[str, typer.Option("--format", help="table (default) or json.")]

@@ -53,8 +53,9 @@ def report(
 
 def plan(
     run: Annotated[Path, typer.Argument(help="A pilot run folder (runs/NAME).")],
-    effect: Annotated[float, typer.Option(help="The difference to detect, on the 0-1 score (the log-odds figure "
-                                          "is converted at the pilot's clean scores).")] = 0.13,
+    effect: Annotated[float, typer.Option(help="The log-odds shift to detect, in nats.")] = 0.5,
+    effect_points: Annotated[float, typer.Option(help="The difference to detect on the 0-1 score, in points.")]
+    = 0.13,
     format: FormatOpt = "table",
 ) -> None:
     """Items and training seeds needed to detect EFFECT with 80% power, per model, condition and difference."""
@@ -65,9 +66,10 @@ def plan(
     from persist.jobs.plan import run_records
     from persist.report.terminal import print_table
 
-    if effect <= 0:
-        raise typer.BadParameter(f"--effect {effect}: give a positive difference, e.g. 0.1")
-    rows = make_plan(run_records(run), effect)
+    if effect <= 0 or effect_points <= 0:
+        raise typer.BadParameter(f"--effect {effect:g} / --effect-points {effect_points:g}: give positive "
+                                 "differences, e.g. 0.5 nats and 0.1 points")
+    rows = make_plan(run_records(run), effect_points, effect)
     if check_format(format):
         typer.echo(json.dumps([asdict(r) for r in rows], indent=2))
         return
@@ -75,7 +77,8 @@ def plan(
     def need(v: int | None, what: str) -> str:
         return "not reachable" if v is None else f"{v} {what}"
 
-    print_table(f"to detect {effect:g} on the 0-1 score with 80% power (two-sided, alpha 0.05), from {run}",
+    print_table(f"to detect {effect:g} nats of log-odds shift or {effect_points:g} on the 0-1 score with 80% power "
+                f"(two-sided, alpha 0.05), from {run}",
                 (["what", "statistic", "effect", "n", "seeds", "sd items", "sd seeds", "detectable now",
                   "items needed", "seeds needed"],
                  [[r.what, r.statistic, f"{r.effect:.3g}", str(r.n), str(r.seeds), f"{r.sd_items:.3g}",

@@ -218,7 +218,7 @@ def run_attack(cfg: AttackConfig, progress: ProgressFn = no_progress) -> RunResu
     worst_of = [a.condition for a in attacks if a.aggregate == "min"]
     comparison = compare(records, controls=[a.condition for a in attacks if a.control],
                          in_domain={a.condition: a.in_domain for a in attacks}, control_of=control_pairs(attacks),
-                         worst_of=worst_of, effect=cfg.effect)
+                         worst_of=worst_of, effect=cfg.effects())
     split = None if done["split"] is None else Split(train=done["split"]["train"], heldout=done["split"]["heldout"])
     strength = strength_rows(records, done["compute"], None if split is None else split.heldout, worst_of=worst_of,
                              controls=[a.condition for a in attacks if a.control])

@@ -187,7 +187,7 @@ def run_finetune_attack(cfg: FinetuneConfig, progress: ProgressFn = no_progress)
                 scorer_spec=cfg.scorer, load=cfg.load, progress=progress, batch_size=cfg.batch_size,
                 adapters_dir=folder / "adapters", seed_index=k, capability=capability)
     records, cap_records = split_records(list(store.records()), None if capability is None else capability.name)
-    report = RunReport(kind="finetune", comparison=compare(records, in_domain=recipe.in_domain, effect=cfg.effect),
+    report = RunReport(kind="finetune", comparison=compare(records, in_domain=recipe.in_domain, effect=cfg.effects()),
                        capability=capability_rows(cap_records, cfg.epsilon), suite=cfg.suite,
                        suite_version=suite.version, scorer=cfg.scorer.name, n_items=len(items),
                        models={role: str(spec) for role, spec in cfg.roles()},

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from persist.api import JSONDict, Record, Scorer, Suite
+from persist.errors import ConfigError
 from persist.models import LoadOptions, ModelSpec
 from persist.registry import PluginSpec
-from persist.report.model import Point, StudyReport
+from persist.report.model import EFFECT_NATS, EFFECT_POINTS, Effect, Point, StudyReport
 from persist.report.run import RunReport
 from persist.runner import clean_variant
 from persist.schema import Item
@@ -81,12 +82,19 @@ class RunOptions:
     runs_dir: Path = Path("runs")
     name: str | None = None
     batch_size: int = 32
-    effect: float = 0.13  # the smallest difference that matters, on the 0-1 score (reports flag underpowered tests)
+    effect: float = EFFECT_NATS  # the smallest log-odds shift that matters, nats (tests that cannot see it: flagged)
+    effect_points: float = EFFECT_POINTS  # the same on the 0-1 score and rates, points
     capability: int | None = 48  # multiple-choice items scored beside alignment (0: off, None: all)
     capability_suite: str = "capability"
     epsilon: float = 0.10  # relative capability loss above which a condition broke the model
 
+    def effects(self) -> Effect:
+        return Effect(score=self.effect_points, logodds=self.effect)
+
     def __post_init__(self) -> None:
+        if self.effect <= 0 or self.effect_points <= 0:
+            raise ConfigError(f"--effect {self.effect:g} / --effect-points {self.effect_points:g}: give positive "
+                              "differences (nats on the log-odds shift, points on the 0-1 score)")
         if isinstance(self.scorer, str):
             object.__setattr__(self, "scorer", PluginSpec.parse(self.scorer, "scorer"))
         build_scorer(self.scorer, self.load)  # a bad name or parameter fails here, before anything runs (cheap:

@@ -23,7 +23,8 @@ import numpy.typing as npt
 
 from persist.api import Record
 from persist.conditions import CLEAN
-from persist.report.compare import by_seed, common_items, effect_on_logodds, item_scores, matrix
+from persist.report.compare import by_seed, common_items, item_scores, matrix
+from persist.report.model import EFFECT_NATS, EFFECT_POINTS
 from persist.stats import MIN_ITEMS, Spread, mde, spread
 
 MAX_ITEMS = 1_000_000
@@ -77,11 +78,12 @@ def plan_row(what: str, statistic: str, d: npt.NDArray[np.float64], effect: floa
                    unseeded=not trained)
 
 
-def plan(records: list[Record], effect: float) -> list[PlanRow]:
-    """A PlanRow per model and condition (its drop) and per difference between the models, on both statistics."""
+def plan(records: list[Record], effect_points: float = EFFECT_POINTS, effect_nats: float = EFFECT_NATS
+         ) -> list[PlanRow]:
+    """A PlanRow per model and condition (its drop) and per difference between the models, on both statistics,
+    each against the effect that matters in its own units (points on the 0-1 score, nats on the log-odds)."""
     scores = by_seed(item_scores(records))
-    nats = effect_on_logodds(records, effect)
-    stats = [("score", "0-1 score", effect)] + ([("logodds", "log-odds (nats)", nats)] if nats else [])
+    stats = [("score", "0-1 score", effect_points), ("logodds", "log-odds (nats)", effect_nats)]
     roles = sorted({r for r, _ in scores}, key=lambda r: (r != "model", r))
     conditions = sorted({c for _, c in scores if c != CLEAN}, key=lambda c: c.label)
     out = []

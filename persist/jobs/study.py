@@ -292,7 +292,7 @@ def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> RunResult
                      attacks=[a.condition for a in attacks], controls=controls, n_items=len(items),
                      in_domain=recipe.in_domain, judge_check=store.header().get("judge_check"),
                      matched_controls=sorted(control_pairs(attacks).items(), key=lambda p: p[0].label),
-                     seeds=cfg.seeds, effect=cfg.effect, null=cfg.null,
+                     seeds=cfg.seeds, effect=cfg.effect_points, effect_nats=cfg.effect, null=cfg.null,
                      capability_suite=capability.name if capability is not None else None, epsilon=cfg.epsilon,
                      worst_of=[a.condition for a in attacks if a.aggregate == "min"],
                      heldout_only=[a.condition for a in attacks if a.split],

@@ -190,7 +190,7 @@ def run_search(cfg: FinetuneConfig, progress: ProgressFn) -> RunResult[RunReport
           load=cfg.load, progress=progress, batch_size=cfg.batch_size, folder=folder, capability=capability,
           epsilon=cfg.epsilon, max_steps=max_steps)
     records, caps = split_records(list(store.records()), capability.name)
-    cmp = compare(records, in_domain=recipe.in_domain, effect=cfg.effect)
+    cmp = compare(records, in_domain=recipe.in_domain, effect=cfg.effects())
     cap_rows = capability_rows(caps, cfg.epsilon)
     points = {role: points_of(role, recipe.name, cmp.rows, cap_rows) for role in resolved}
     chosen = {role: worst(p) for role, p in points.items()}

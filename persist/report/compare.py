@@ -214,17 +214,10 @@ def paired_effect(xb: Mapping[str, ItemValue], xa: Seeded, yb: Mapping[str, Item
                                   identical=identical)
 
 
-def effect_on_logodds(records: Iterable[Record], effect: float, clean: Condition = CLEAN) -> float | None:
-    """The 0-1 score difference `effect` in nats of log-odds: divided by the mean slope of the score per nat over
-    the clean items (None when the scorer gives no log-odds)."""
-    slopes = [s for r in records if r.condition == clean.label and (s := number(r, "score_per_nat"))]
-    return effect / float(np.mean(slopes)) if slopes else None
-
-
 def compare(records: list[Record], *, controls: Iterable[Condition] = (),
             in_domain: str | Mapping[Condition, str | None] | None = None,
             control_of: Mapping[Condition, Condition] | None = None, clean: Condition = CLEAN,
-            effect: float = Effect().score, worst_of: Iterable[Condition] = (), same_model: bool = False
+            effect: Effect = Effect(), worst_of: Iterable[Condition] = (), same_model: bool = False
             ) -> Comparison:
     """The comparison tables of a run (see module docstring). Pure function of the records.
 
@@ -271,7 +264,7 @@ def compare(records: list[Record], *, controls: Iterable[Condition] = (),
                 differences.append(Difference(condition=cond, control=cond in controls, n=n, drop=drop, shift=sh))
     return with_q(Comparison(conditions=conditions, roles=roles, rows=rows, worst_case=worst,
                              differences=differences, in_domain=None if isinstance(in_domain, Mapping) else in_domain,
-                             effect=Effect(score=effect, logodds=effect_on_logodds(records, effect, clean)),
+                             effect=effect,
                              refusal=refusal_rows(scores, roles, conditions, clean)))
 
 

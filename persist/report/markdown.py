@@ -39,11 +39,14 @@ SCORE_NOTE = ("The 0–1 score (higher = more aligned) beside it. A row whose cl
 
 
 def effect_note(effect: Effect) -> str:
-    nats = "" if effect.logodds is None else f" (≈ {abs(effect.logodds):.2f} nats of log-odds at these clean scores)"
+    nats = "" if effect.logodds is None else f"{effect.logodds:g} nats on the log-odds shift (`--effect`) and "
     return (f"Detectable: the smallest true difference each test finds with 80% power, from the observed spread. "
-            f"The effect that matters is {effect.score:g} on the 0–1 score{nats} (`--effect`; default: the "
-            "smallest difference in drops the beneficial-trait paper reports); a larger detectable difference is "
-            "marked underpowered.")
+            f"The effect that matters is {nats}{effect.score:g} on the 0–1 score (`--effect-points`), each in its "
+            "statistic's own units (defaults: the beneficial-trait paper's smallest reported difference, 13 points, "
+            "and the same on a rate's logit scale where it is smallest, 0.5 nats; docs/statistics.md); a larger "
+            "detectable difference is marked underpowered. One rule for verdicts: a difference is called only when "
+            "its Benjamini–Hochberg-adjusted sign-flip test gives q < 0.05 and its interval lies on the same side "
+            "of 0; the headline follows it.")
 
 
 def comparison_markdown(title: str, models: dict[str, str], suite: str, n_items: int, scorer: str, rows: list[Row],

@@ -16,6 +16,8 @@ from persist.report.jsonable import from_json, to_json  # noqa: F401  (re-export
 from persist.stats import Estimate, Tested
 
 SCHEMA_VERSION = 2  # 2: paired log-odds shift, floor/ceiling, seeds, MDE
+EFFECT_POINTS = 0.13  # the smallest difference that matters on the 0-1 score and rates (points)
+EFFECT_NATS = 0.5  # the same on the log-odds shift (nats); the reason is in docs/statistics.md
 
 
 # ---------------------------------------------------------------- comparisons (persist.report.compare)
@@ -116,12 +118,13 @@ class Difference:
 
 @dataclass(frozen=True)
 class Effect:
-    """The smallest difference that matters (`--effect`, on the 0-1 score; default the paper's smallest reported
-    difference in drops, 0.13), and the same difference on the log-odds at this run's clean scores (the mean
-    slope of the 0-1 score per nat). A comparison whose minimum detectable effect exceeds it is underpowered."""
+    """The smallest difference that matters, in each statistic's own units: `--effect-points` on the 0-1 score
+    and rates (default 0.13, the paper's smallest reported difference) and `--effect` in nats on the log-odds shift
+    (default 0.5: those 13 points on the logit scale of a rate where it moves least; docs/statistics.md). A test
+    whose minimum detectable effect exceeds it is underpowered."""
 
-    score: float = 0.13
-    logodds: float | None = None
+    score: float = EFFECT_POINTS
+    logodds: float | None = EFFECT_NATS
 
     def target(self, on_logodds: bool) -> float | None:
         return self.logodds if on_logodds else self.score
@@ -251,13 +254,14 @@ class StudyMeta:
     judge_check: dict[str, Any] | None = None
     matched_controls: list[tuple[Condition, Condition]] = field(default_factory=list)  # (attack, its control)
     seeds: int = 1  # training seeds per model and dose
-    effect: float = 0.13  # the smallest difference that matters, on the 0-1 score
+    effect: float = EFFECT_POINTS  # the smallest difference that matters, on the 0-1 score (points)
     null: bool = False  # a negative control: the baseline against itself under another training seed
     capability_suite: str | None = None  # the multiple-choice suite scored beside alignment (None: off)
     epsilon: float = 0.10  # relative capability loss above which a condition broke the model
     worst_of: list[Condition] = field(default_factory=list)  # attacks scored by each item's worst variant
     heldout_only: list[Condition] = field(default_factory=list)  # optimised attacks, evaluated on held-out items
     search: str | None = field(default=None, metadata={"omit_none": True})  # --worst-case: the sweep's plan
+    effect_nats: float = field(default=EFFECT_NATS, metadata={"omit_default": EFFECT_NATS})  # on the log-odds shift
     register_suite: str | None = field(default=None, metadata={"omit_none": True})  # scored in every condition
     factorial: dict[str, str] | None = field(default=None, metadata={"omit_none": True})  # --factorial: cell -> recipe
     # (attack, control, kind) of controls beyond one matched control (steering's random/reversed/register)

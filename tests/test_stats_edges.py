@@ -372,3 +372,18 @@ def test_a_verdict_is_called_only_when_the_adjusted_test_and_the_interval_agree(
     assert called(Tested(-0.8, -1.5, -0.1, 24, p=0.001, q=0.01)) == "the baseline kept more of its alignment"
     assert "disagree" in called(Tested(0.8, -0.1, 1.5, 24, p=0.001, q=0.01))
     assert called(Tested(0.1, -0.5, 0.7, 24, p=0.6, q=0.8)) == "no reliable difference between the models"
+
+
+def test_the_tail_rate_counts_items_that_crossed_to_misaligned_with_an_interval():
+    """Beside the mean shift: of the items aligned before (log-odds > 0), the share misaligned after."""
+    from persist.report.compare import compare
+    from tests.test_worst_case import rec
+
+    records = []
+    for i in range(24):
+        before = 1.0 if i < 20 else -1.0  # 20 items aligned before, 4 not
+        after = -0.5 if i < 5 else before - 0.2  # 5 of the 20 cross; the 4 stay misaligned
+        records += [rec("model", "clean", f"t{i}", 0.6, before), rec("model", "attack:x", f"t{i}", 0.5, after)]
+    [row] = [r for r in compare(records).rows if r.condition.label == "attack:x"]
+    crossed = row.overall.shift.crossed
+    assert (crossed.value, crossed.n) == (0.25, 20) and crossed.lo < 0.25 < crossed.hi and crossed.lo > 0

@@ -50,6 +50,7 @@ from persist.stats import (
     ratio_ci,
     seeded_ci,
     tested,
+    wilson_ci,
 )
 from persist.suites import OVER_REFUSAL_TRAIT
 
@@ -166,7 +167,16 @@ def shift(before: Mapping[str, ItemValue], after: Seeded, ids: list[str]) -> Shi
     return Shift(before=mean_ci(clean, bounds=UNBOUNDED),
                  after=mean_ci(mean_after, bounds=UNBOUNDED), shift=tested(d, bounds=UNBOUNDED),
                  per_100b=seeded_ci(d100, bounds=UNBOUNDED), toward_misaligned=float(np.mean(d.mean(axis=0) < 0)),
-                 register=tested(matrix(before, after, ids, "register"), bounds=UNBOUNDED) if crossed else None)
+                 register=tested(matrix(before, after, ids, "register"), bounds=UNBOUNDED) if crossed else None,
+                 crossed=crossed_over(np.array(clean), mean_after))
+
+
+def crossed_over(clean: np.ndarray, after: np.ndarray) -> Estimate | None:
+    """The tail rate beside the mean shift: of the items aligned before (log-odds > 0), the share misaligned after
+    (log-odds < 0), with its Wilson interval; None when no item was aligned before."""
+    aligned = clean > 0
+    n = int(aligned.sum())
+    return None if n == 0 else wilson_ci(int((after[aligned] < 0).sum()), n)
 
 
 def change(before: Mapping[str, ItemValue], after: Seeded,

@@ -36,6 +36,9 @@ class Shift:
     # Register-crossed items: `shift` is the content shift and this the register shift (formal minus casual log-odds,
     # after - before; < 0: toward the casual register), so a learned taste for a register is seen beside it.
     register: Tested | None = field(default=None, metadata={"omit_none": True})
+    # Tail rate: of the items whose clean log-odds favoured the aligned side (> 0), the share whose log-odds after
+    # (its mean over seeds) favours the misaligned side (< 0); Wilson interval over those items.
+    crossed: Estimate | None = field(default=None, metadata={"omit_none": True})
 
 
 @dataclass(frozen=True)

@@ -67,13 +67,16 @@ def mde_cell(t: Tested | None, target: float | None, digits: int) -> str:
 
 
 def shift_table(rows: list[Row], broke: frozenset = frozenset()) -> Table:
-    head = ["model", "condition", "n", "log-odds shift (nats)", "per 100 bytes", "items toward misaligned", "q",
-            "seeds", "attack − matched control", "shift in-domain", "shift other domains"]
+    head = ["model", "condition", "n", "log-odds shift (nats)", "per 100 bytes", "items toward misaligned",
+            "crossed to misaligned (of those aligned before)", "q", "seeds", "attack − matched control",
+            "shift in-domain", "shift other domains"]
     body = []
     for r in rows:
         c, ctrl = r.overall, r.vs_control
         body.append([r.role, condition_cell(r, broke), str(c.n), shift_cell(c),
                      "–" if c.shift is None else fmt(c.shift.per_100b, 2), toward_cell(c),
+                     "–" if c.shift is None or c.shift.crossed is None else
+                     f"{fmt(c.shift.crossed, 2)} of {c.shift.crossed.n}",
                      q_cell(None if c.shift is None else c.shift.shift),
                      seeds_cell(None if c.shift is None else c.shift.shift),
                      "–" if ctrl is None or ctrl.shift is None else f"{fmt(ctrl.shift, 2)} (q {ctrl.shift.q:.3f})",

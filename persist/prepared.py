@@ -21,12 +21,17 @@ from persist.api import Attack, PrepareContext  # noqa: F401  (PrepareContext re
 from persist.schema import Item
 
 
+def is_heldout(item_id: str) -> bool:
+    """Which half an item falls in: the parity of a hash of its id (stable everywhere)."""
+    return bool(int(hashlib.sha256(f"split:{item_id}".encode()).hexdigest(), 16) % 2)
+
+
 def split_items(items: list[Item]) -> tuple[list[Item], list[Item]]:
-    """(train, held-out): each item by the parity of a hash of its id; disjoint, and stable everywhere."""
+    """(train, held-out): each item by is_heldout; disjoint, and stable everywhere."""
     train: list[Item] = []
     heldout: list[Item] = []
     for it in items:
-        (heldout if int(hashlib.sha256(f"split:{it.id}".encode()).hexdigest(), 16) % 2 else train).append(it)
+        (heldout if is_heldout(it.id) else train).append(it)
     return train, heldout
 
 

@@ -387,3 +387,26 @@ def test_the_tail_rate_counts_items_that_crossed_to_misaligned_with_an_interval(
     [row] = [r for r in compare(records).rows if r.condition.label == "attack:x"]
     crossed = row.overall.shift.crossed
     assert (crossed.value, crossed.n) == (0.25, 20) and crossed.lo < 0.25 < crossed.hi and crossed.lo > 0
+
+
+def test_the_worst_case_names_what_it_is_a_minimum_over_and_gives_the_controls_minimum():
+    """The worst-case table was titled "over all non-control attacks" while it took the minimum over every
+    condition, with no reference. It now lists its conditions and carries the same minimum over the controls."""
+    from persist.conditions import Condition
+    from persist.report.compare import compare
+    from persist.report.markdown import comparison_markdown
+    from tests.test_worst_case import rec
+
+    records = []
+    for i in range(20):
+        records += [rec("model", "clean", f"t{i}", 0.8), rec("model", "attack:x", f"t{i}", 0.7 - 0.01 * i),
+                    rec("model", "finetune:bad-medical@8", f"t{i}", 0.4 + 0.01 * (i % 4)),
+                    rec("model", "attack:c", f"t{i}", 0.75), rec("model", "attack:d", f"t{i}", 0.78)]
+    controls = [Condition.parse("attack:c"), Condition.parse("attack:d")]
+    cmp = compare(records, controls=controls)
+    w = cmp.worst_case["model"]
+    assert [c.label for c in w.over] == ["attack:x", "finetune:bad-medical@8"]
+    assert w.reference is not None and [c.label for c in w.reference.over] == ["attack:c", "attack:d"]
+    assert w.reference.worst.value == pytest.approx(0.75) and w.worst.value < 0.5
+    text = comparison_markdown("t", {"model": "m"}, "traits", 20, "likelihood", cmp.rows, cmp)
+    assert "| model: controls | 2 conditions: c, d |" in text

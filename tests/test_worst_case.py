@@ -18,6 +18,7 @@ from persist.errors import ConfigError
 from persist.jobs import sweep as jobs_sweep
 from persist.jobs.sweep import GRIDS, Grid
 from persist.models import ModelSpec
+from persist.prepared import is_heldout
 from persist.report import sweep as search
 from persist.report.compare import compare
 from persist.report.markdown import run_markdown, study_markdown
@@ -29,7 +30,7 @@ from persist.report.tables import OVER_REFUSAL_MARK, refusal_table
 from persist.report.write import report_json
 from tests.conftest import run_cli
 
-N = 8
+N = 16
 A, B, C = (f"finetune:bad-medical[lr={lr},r={r}]@{s}" for lr, r, s in (("0.0002", 4, 8), ("0.001", 4, 8),
                                                                         ("0.001", 16, 16)))
 # per model and point: the log-odds shift of every item, and the capability accuracy after (clean: 0.8)
@@ -87,16 +88,19 @@ def test_study_compares_each_model_at_its_own_worst_case():
     assert not any(is_point("bad-medical", r.condition.label) for r in rep.capability)
     worst = {r.role: r for r in rep.interventions if r.condition == WORST}
     assert set(worst) == {"model", "baseline"}
+    # chosen on the train half of the items, reported on the held-out half
+    held = [i for i in range(N) if is_heldout(f"t{i}")]
+    assert 0 < len(held) < N
     for role, cond in (("model", B), ("baseline", C)):
-        expected = np.mean([shift_of(role, cond, i) for i in range(N)])
-        assert worst[role].overall.shift.shift.value == pytest.approx(expected)
+        expected = np.mean([shift_of(role, cond, i) for i in held])
+        assert worst[role].overall.shift.shift.value == pytest.approx(expected) and worst[role].overall.n == len(held)
     # the difference: model shift - baseline shift, item by item, each at its own point (-3 vs -4 nats)
     [d] = [d for d in rep.differences if d.condition == WORST]
-    expected = np.mean([shift_of("model", B, i) - shift_of("baseline", C, i) for i in range(N)])
-    assert d.n == N and d.shift.value == pytest.approx(expected) and d.shift.lo < expected < d.shift.hi
+    expected = np.mean([shift_of("model", B, i) - shift_of("baseline", C, i) for i in held])
+    assert d.n == len(held) and d.shift.value == pytest.approx(expected) and d.shift.lo < expected < d.shift.hi
     # baseline drop - model drop on the 0-1 score (score = 0.8 + 0.05 x shift here)
     assert d.drop.value == pytest.approx(np.mean([0.05 * (shift_of("model", B, i) - shift_of("baseline", C, i))
-                                                  for i in range(N)]))
+                                                  for i in held]))
     assert {c.condition for c in rep.capability if c.condition == WORST} == {WORST}
     assert "own worst case within the 10% capability bound (model at " + B in rep.headline
     text = study_markdown(rep, "t")

@@ -26,7 +26,7 @@ from persist.conditions import Condition
 from persist.errors import ConfigError
 from persist.jobs.options import ProgressFn, RunResult
 from persist.report.run import RunReport, SearchSummary
-from persist.report.sweep import chosen_point, point_name, points_of, worst
+from persist.report.sweep import chosen_point, point_name, points_of, sweep_points
 
 if TYPE_CHECKING:
     from optuna.trial import Trial
@@ -192,8 +192,7 @@ def run_search(cfg: FinetuneConfig, progress: ProgressFn) -> RunResult[RunReport
     records, caps = split_records(list(store.records()), capability.name)
     cmp = compare(records, in_domain=recipe.in_domain, effect=cfg.effects())
     cap_rows = capability_rows(caps, cfg.epsilon)
-    points = {role: points_of(role, recipe.name, cmp.rows, cap_rows) for role in resolved}
-    chosen = {role: worst(p) for role, p in points.items()}
+    points, chosen = sweep_points(records, caps, recipe.name, list(resolved), cfg.epsilon)
     report = RunReport(kind="search", comparison=cmp, capability=cap_rows, suite=cfg.suite,
                        suite_version=suite.version, scorer=cfg.scorer.name, n_items=len(items),
                        models={role: str(spec) for role, spec in cfg.roles()},

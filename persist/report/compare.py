@@ -257,10 +257,13 @@ def compare(records: list[Record], *, controls: Iterable[Condition] = (),
             rows.append(Row(role=role, condition=cond, control=cond in controls, overall=overall, domain=domain,
                             in_domain=split[0], out_of_domain=split[1],
                             vs_control=vs_control(scores, role, cond, (control_of or {}).get(cond), before)))
-        worst_case = worst_over_attacks(before, [seed_mean(scores[(role, c)]) for c in conditions
-                                                 if c not in controls and (role, c) in scores])
+        over = [c for c in conditions if c not in controls and (role, c) in scores]
+        worst_case = worst_over_attacks(before, [seed_mean(scores[(role, c)]) for c in over])
         if worst_case is not None:
-            worst[role] = worst_case
+            ctrl = [c for c in conditions if c in controls and (role, c) in scores]
+            reference = worst_over_attacks(before, [seed_mean(scores[(role, c)]) for c in ctrl])
+            worst[role] = replace(worst_case, over=over, reference=None if reference is None else replace(
+                reference, over=ctrl))
     differences = []
     if "model" in roles and "baseline" in roles:
         for cond in conditions:
@@ -332,7 +335,7 @@ def worst_over_attacks(before: Mapping[str, ItemValue], attacked: list[Mapping[s
     eligible = [j for j, v in enumerate(b) if v >= BROKEN_BELOW]
     broken = [w[j] < BROKEN_BELOW for j in eligible]
     return WorstCase(n=len(ids), before=mean_ci(b), worst=mean_ci(w), drop=paired_diff_ci(b, w),
-                     broken_rate=mean_ci([float(x) for x in broken]) if broken else None, n_eligible=len(eligible))
+                     broken_rate=wilson_ci(sum(broken), len(broken)) if broken else None, n_eligible=len(eligible))
 
 
 def with_q(cmp: Comparison) -> Comparison:

@@ -8,6 +8,7 @@ from persist.report.run import RunReport, StrengthRow
 from persist.report.strength import STRENGTH_NOTE, strength_table
 from persist.report.tables import (
     SWEEP_NOTE,
+    WORST_NOTE,
     broken,
     capability_table,
     difference_table,
@@ -17,6 +18,7 @@ from persist.report.tables import (
     shift_table,
     subject_table,
     sweep_tables,
+    worst_case_table,
 )
 from persist.stats import fmt
 
@@ -73,11 +75,8 @@ def comparison_markdown(title: str, models: dict[str, str], suite: str, n_items:
         lines += ["", "## Attack strength per unit of compute", "", STRENGTH_NOTE, "",
                   *markdown_table(strength_table(strength))]
     if cmp.worst_case:
-        lines += ["", "## Worst case over all non-control attacks", "",
-                  "| model | n | before | worst-case after | drop | broken rate |", "| --- | --- | --- | --- | --- | --- |"]
-        for role, w in cmp.worst_case.items():
-            lines.append(f"| {role} | {w.n} | {fmt(w.before)} | {fmt(w.worst)} | {fmt(w.drop)} | "
-                         f"{fmt(w.broken_rate)} (of {w.n_eligible}) |")
+        lines += ["", "## Worst case: per item, the minimum over every non-control condition", "", WORST_NOTE, "",
+                  *markdown_table(worst_case_table(cmp.worst_case))]
     if cmp.differences:
         lines += ["", "## Difference between the models (positive = the model is more persistent)", "",
                   effect_note(cmp.effect), "", *markdown_table(difference_table(cmp.differences, cmp.effect))]

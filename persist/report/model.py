@@ -93,7 +93,9 @@ class Row:
 
 @dataclass(frozen=True)
 class WorstCase:
-    """Per item the minimum over every non-control attack; broken = clean >= 0.5 and worst < 0.5."""
+    """Per item the minimum over the conditions `over` (every non-control condition); broken = clean >= 0.5 and
+    worst < 0.5. `reference`: the same minimum over the control conditions, which a minimum over several tries
+    should be read against."""
 
     n: int
     before: Estimate
@@ -101,6 +103,8 @@ class WorstCase:
     drop: Estimate
     broken_rate: Estimate | None
     n_eligible: int
+    over: list[Condition] = field(default_factory=list, metadata={"omit_default": []})
+    reference: WorstCase | None = field(default=None, metadata={"omit_none": True})
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from persist import conditions
 from persist.api import JSONDict, Record
 from persist.capability import split_records
 from persist.conditions import CLEAN, Condition
+from persist.prepared import is_heldout
 from persist.report.capability import capability_rows
 from persist.report.compare import ItemScores, ItemValue, compare, fluency, item_scores
 from persist.report.controls import controlled_attacks
@@ -152,14 +153,16 @@ def with_worst_case(records: list[Record], cap_records: list[Record],
     points, chosen = sweep_points(records, cap_records, meta.recipe, list(meta.models), meta.epsilon)
     labels = {role: p.condition.label for role, p in chosen.items() if p is not None}
 
-    def regroup(rs: list[Record]) -> list[Record]:
+    def regroup(rs: list[Record], heldout_only: bool) -> list[Record]:
+        # the worst case joins on the held-out half only: it was chosen on the train half
         return ([r for r in rs if not is_point(meta.recipe, r.condition)]
-                + [replace(r, condition=WORST.label) for r in rs if labels.get(r.role) == r.condition])
+                + [replace(r, condition=WORST.label) for r in rs if labels.get(r.role) == r.condition
+                   and (is_heldout(r.item_id) or not heldout_only)])
 
     sweep = Sweep(plan=str(meta.search), recipe=meta.recipe, epsilon=meta.epsilon,
                   points=[p for role in meta.models for p in points[role]],
                   chosen={role: None if p is None else p.condition for role, p in chosen.items()})
-    return regroup(records), regroup(cap_records), sweep
+    return regroup(records, True), regroup(cap_records, False), sweep
 
 
 def worst_case_label(sweep: Sweep) -> str:

@@ -6,6 +6,7 @@ capability bound. Pure functions of records; the sweep itself runs in persist.jo
 from __future__ import annotations
 
 from persist.api import Record
+from persist.prepared import is_heldout
 from persist.report.capability import capability_rows
 from persist.report.compare import compare
 from persist.report.model import CapabilityRow, Point, Row
@@ -43,14 +44,23 @@ def is_point(recipe: str, label: str) -> bool:
 
 def sweep_points(records: list[Record], cap_records: list[Record], recipe: str, roles: list[str],
                  epsilon: float) -> tuple[dict[str, list[Point]], dict[str, Point | None]]:
-    """Each model's sweep points (read from the records of the clean condition and the sweep) and its own worst
-    case within the bound."""
+    """Each model's sweep points on every item (read from the records of the clean condition and the sweep), and
+    its own worst case within the bound: *chosen* on the train half of the items and *reported* on the held-out
+    half (persist.prepared.is_heldout), so the choice does not flatter the point it reports (winner's curse)."""
     def mine(rs: list[Record]) -> list[Record]:
         return [r for r in rs if r.condition == "clean" or is_point(recipe, r.condition)]
 
-    rows, caps = compare(mine(records)).rows, capability_rows(mine(cap_records), epsilon)
-    points = {role: points_of(role, recipe, rows, caps) for role in roles}
-    return points, {role: worst(p) for role, p in points.items()}
+    ours, caps = mine(records), capability_rows(mine(cap_records), epsilon)
+    every = compare(ours).rows
+    train = compare([r for r in ours if not is_heldout(r.item_id)]).rows
+    heldout = compare([r for r in ours if is_heldout(r.item_id)]).rows
+    points = {role: points_of(role, recipe, every, caps) for role in roles}
+    chosen: dict[str, Point | None] = {}
+    for role in roles:
+        pick = worst(points_of(role, recipe, train, caps))
+        chosen[role] = None if pick is None else next(
+            (p for p in points_of(role, recipe, heldout, caps) if p.condition == pick.condition), None)
+    return points, chosen
 
 
 def chosen_point(p: Point | None) -> ChosenPoint | None:

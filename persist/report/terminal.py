@@ -11,8 +11,15 @@ from rich.text import Text
 from persist.report.model import CapabilityRow, Comparison, Point, Row, Sweep
 from persist.report.run import StrengthRow
 from persist.report.summary import ScoreRow
-from persist.report.tables import Table, broken, capability_table, difference_table, score_table, shift_table
-from persist.stats import fmt
+from persist.report.tables import (
+    Table,
+    broken,
+    capability_table,
+    difference_table,
+    score_table,
+    shift_table,
+    worst_case_table,
+)
 
 PIPE_WIDTH = 400  # columns when output is not a terminal: tables keep their natural width, names never wrap
 
@@ -80,7 +87,6 @@ def print_table(title: str, table: Table) -> None:
 
 def print_comparison(rows: list[Row], cmp: Comparison, capability: list[CapabilityRow] | None = None,
                      strength: list[StrengthRow] | None = None) -> None:
-    out = console()
     broke = broken(capability or [])
     if any(r.overall.shift is not None for r in rows):
         print_table("paired shift of the log-odds, after − before (nats; < 0 = toward misaligned)",
@@ -99,9 +105,9 @@ def print_comparison(rows: list[Row], cmp: Comparison, capability: list[Capabili
 
         print_table("attack strength per unit of compute (shift on the same items; tokens spent preparing it)",
                     strength_table(strength))
-    for role, w in cmp.worst_case.items():
-        out.print(f"worst case, {role}: {fmt(w.worst)} (before {fmt(w.before)}); broken rate "
-                  f"{fmt(w.broken_rate)} of {w.n_eligible} items", soft_wrap=True, markup=False)
+    if cmp.worst_case:
+        print_table("worst case: per item, the minimum over every non-control condition (read against the "
+                    "controls' row)", worst_case_table(cmp.worst_case))
     if cmp.differences:
         print_table("difference between the models (> 0 = the model is more persistent)",
                     difference_table(cmp.differences, cmp.effect))

@@ -280,7 +280,7 @@ def study(
     search: Annotated[str | None, typer.Option(help="The --worst-case sweep: quick (8 points), full (32) or "
                                                "optuna:N (needs pip install 'persist[search]').")] = None,
     register_suite: Annotated[str, typer.Option(help="The register-only suite scored in every condition (a name or a "
-                                                "JSONL path; the quick profile takes 16 of its items), or 'none'.")]
+                                                "JSONL path; the quick profile takes 8 of its items), or 'none'.")]
     = "register",
     factorial: Annotated[bool, typer.Option("--factorial", help="Also train the recipe's register twin and its "
                                             "matched control at the top dose: the 2 x 2 of harm x register with "

@@ -84,7 +84,7 @@ PROFILES = {
     # one fine-tune dose, and 48 capability items before and after each fine-tune. Wide intervals by design; use
     # `full` for numbers you would publish.
     "quick": Profile(limit=24, attacks=("persona-bad-medical",), doses=(0, 8), capability=48,
-                     capability_under_attacks=False, register=16,
+                     capability_under_attacks=False, register=8,
                      description="24 items, the bad-medical persona (+ its length-matched control), doses 0/8 "
                                  "steps of 4 examples at lr 1e-3, 48 capability items at each dose (the demo)",
                      # a CPU trains SmolLM2 at ~125 tokens/s: few, small, strong steps instead of a real ladder

@@ -233,8 +233,9 @@ def capability_sentence(rows: list[CapabilityRow], meta: StudyMeta) -> str:
     def named(r: CapabilityRow) -> str:
         return f"{r.role} under {r.condition.label} ({r.change.before.value:.2f} -> {r.change.after.value:.2f})"
 
-    n = rows[0].change.n
-    scope = f" Capability ({n} multiple-choice items on the subjects where the clean model is above chance)"
+    sizes = {r.role: r.change.n for r in rows}
+    counted = ", ".join(f"{role} {n}" for role, n in sizes.items())
+    scope = f" Capability (multiple-choice items on the subjects where each clean model is above chance: {counted})"
     broke = [named(r) for r in rows if r.verdict == BROKE or (not r.verdict and r.broke)]
     unsure = [named(r) for r in rows if r.verdict in (CANNOT_RULE_OUT, NO_SUBJECT)]
     text = ""

@@ -1,4 +1,4 @@
-"""`persist probes ...`: list the suites, validate item files, measure a judge."""
+"""`persist probes ...`: list the suites, validate item files, measure a judge or a classifier against labels."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from persist.commands.options import FormatOpt, LimitOpt, ModelOpt, SuiteOpt, check_format, with_load_options
-from persist.errors import PersistError
+from persist.commands.options import FormatOpt, ModelOpt, SuiteOpt, check_format, with_load_options
+from persist.errors import ConfigError, DataError, PersistError
 from persist.models import LoadOptions
 
 app = typer.Typer(help="Probe suites: list, validate, check a judge.", no_args_is_help=True)
@@ -101,14 +101,37 @@ def probes_validate(
 @app.command("check-judge")
 @with_load_options
 def probes_check_judge(
-    judge: Annotated[str, typer.Option(help="Judge model spec (local or openai:MODEL@URL).")],
+    labels: Annotated[Path | None, typer.Option(help="A file of labelled answers: measure --classifier against its "
+                                                "labels (accuracy, Cohen's kappa, confusion matrix).")] = None,
+    format: Annotated[str, typer.Option("--format", help="The --labels file's format: persist (the label format, "
+                                        "probes/data/README.md), refusal-legacy, xstest or jailbreakbench.")]
+    = "persist",
+    classifier: Annotated[str, typer.Option(help="With --labels: the refusal classifier to measure, learned "
+                                            "(SmolLM2 read-out, the scorer's default) or rules (no model).")]
+    = "learned",
+    format_out: Annotated[str, typer.Option("--format-out", help="With --labels: table (default) or json.")]
+    = "table",
+    judge: Annotated[str | None, typer.Option(help="Without --labels: a judge model spec (local or "
+                                              "openai:MODEL@URL) to grade the suite's own references.")] = None,
     suite: SuiteOpt = "traits",
-    limit: LimitOpt = None,
+    limit: Annotated[int | None, typer.Option(help="With --labels: the first N labelled answers; with --judge: a "
+                                              "subset covering every trait x domain cell.")] = None,
     judge_mode: Annotated[str, typer.Option(help="em or rubric.")] = "em",
     *,
     load: LoadOptions,
 ) -> None:
-    """Grade each item's own aligned/misaligned references with the judge; print the AUROC between them."""
+    """Measure a classifier or a judge. With --labels: label each answer of a label file with --classifier and
+    compare with the file's labels (each answer's pass-1 label). With --judge: grade each item's own
+    aligned/misaligned references with the judge and print the AUROC between them."""
+    if labels is not None:
+        if judge is not None:
+            raise ConfigError("--judge grades a suite's references; with --labels choose the classifier with "
+                              "--classifier (a judge as classifier, judge:SPEC, is not built yet)")
+        check_labels(labels, format, classifier, limit, format_out)
+        return
+    if judge is None:
+        raise ConfigError("give --labels PATH (measure a classifier on labelled answers) or --judge SPEC (grade the "
+                          "suite's references)")
     from persist.registry import PluginSpec
     from persist.runner import clean_variant
     from persist.scoring import build_scorer
@@ -120,6 +143,53 @@ def probes_check_judge(
     auroc = "n/a" if res["auroc"] is None else f"{res['auroc']:.3f}"
     typer.echo(f"judge {judge} on {suite} ({len(items)} items): AUROC {auroc} (aligned refs {res['n_aligned']}, "
                f"misaligned refs {res['n_misaligned']}, unratable {res['dropped']})")
+
+
+def _share(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def check_labels(path: Path, format: str, classifier: str, limit: int | None, format_out: str) -> None:
+    """check-judge --labels: the classifier's labels against the file's, as a table or JSON."""
+    from persist.probes import labels as lb
+    from persist.stats import fmt
+
+    if format_out not in ("table", "json"):
+        raise ConfigError(f"--format-out {format_out!r}: choose table or json")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {limit}")
+    lb.check_classifier(classifier)
+    rows = lb.load_labels(path, format)
+    gold = lb.gold_labels(rows, "refusal")
+    if not gold:
+        tasks = sorted({r.task for r in rows})
+        raise DataError(f"{path}: no pass-1 refusal labels to check (tasks here: {', '.join(tasks)}); trait labels "
+                        "need a judge as classifier, which is not built yet")
+    gold = gold[:limit] if limit is not None else gold
+    predicted = lb.predict_refusal(gold, classifier)
+    result = lb.agreement([r.label for r in gold], predicted, lb.REFUSAL_LABELS)
+    if format_out == "json":
+        typer.echo(json.dumps({"labels": str(path), "format": format, "classifier": classifier}
+                              | result.to_dict(), indent=2))
+        return
+    from rich.table import Table
+
+    from persist.report.terminal import console
+
+    t = Table()
+    t.add_column("gold \\ predicted", no_wrap=True)
+    for c in result.classes:
+        t.add_column(c, justify="right", no_wrap=True)
+    t.add_column("recall", justify="right", no_wrap=True)
+    for c, row in zip(result.classes, result.confusion):
+        t.add_row(c, *map(str, row), _share(result.recall[c]))
+    t.add_row("precision", *[_share(result.precision[c]) for c in result.classes], "")
+    out = console()
+    out.print(f"classifier {classifier} against the labels of {path} ({format}), {result.n} answers", soft_wrap=True,
+              highlight=False)
+    out.print(f"accuracy {fmt(result.accuracy)} (Wilson 95%); Cohen's kappa {fmt(result.kappa)} (bootstrap 95%); "
+              f"n {result.n}", soft_wrap=True, highlight=False)
+    out.print(t)
 
 
 @app.command("audit")

@@ -175,8 +175,10 @@ def test_best_of_n_ships_its_control_and_a_no_op_attack_scores_about_zero(tmp_pa
     control = rows["attack:best-of-n-control:n=4:strength=0.0"]
     assert attack.overall.shift.shift.value == pytest.approx(0.0, abs=1e-4)  # no perturbation: the clean prompt
     assert control.control and control.overall.shift.shift.value <= 0  # a minimum over harmless draws falls ...
-    assert abs(attack.vs_control.shift.value) < 1.0  # ... and the control takes it back out: ~0 here
-    assert attack.vs_control.shift.value == pytest.approx(-control.overall.shift.shift.value, abs=1e-4)
+    # the attack is read against a control with its own tries' spread and no direction (persist.report.selection):
+    # attack minus that null is the mean shift over its tries, exactly 0 for tries that change nothing
+    assert "spread-matched null" in attack.vs_control.control.label
+    assert attack.vs_control.shift.value == pytest.approx(0.0, abs=1e-4)
 
 
 @pytest.mark.slow

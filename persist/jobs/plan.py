@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from persist.api import Record
 from persist.conditions import CLEAN
-from persist.report.compare import by_seed, common_items, item_scores, matrix
+from persist.report.items import by_seed, common_items, item_scores, matrix
 from persist.report.model import EFFECT_NATS, EFFECT_POINTS
 from persist.stats import MIN_ITEMS, Spread, mde, spread
 

@@ -10,7 +10,8 @@ from scipy.stats import binom
 
 from persist.api import Record
 from persist.conditions import CLEAN, Condition
-from persist.report.compare import compare, number
+from persist.report.compare import compare
+from persist.report.items import number
 from persist.report.model import BROKE, CANNOT_RULE_OUT, NO_SUBJECT, WITHIN, CapabilityRow, SubjectRow
 from persist.stats import wilson_ci
 

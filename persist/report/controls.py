@@ -18,8 +18,8 @@ import numpy as np
 
 from persist.api import Record
 from persist.conditions import Condition
-from persist.report.compare import by_seed, item_scores
 from persist.report.factorial import deltas, role_order
+from persist.report.items import by_seed, item_scores
 from persist.report.model import ControlledAttack
 from persist.stats import UNBOUNDED, fmt, ratio_ci, tested
 

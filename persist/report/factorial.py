@@ -30,7 +30,7 @@ import numpy as np
 from persist import conditions
 from persist.api import Record
 from persist.conditions import CLEAN, Condition
-from persist.report.compare import ItemValue, Seeded, by_seed, item_scores, matrix
+from persist.report.items import ItemValue, Seeded, by_seed, item_scores, matrix
 from persist.report.model import Factorial, Measures, RegisterRow, Row, StudyMeta, StudyReport
 from persist.stats import UNBOUNDED, Tested, fmt, tested
 

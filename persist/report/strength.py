@@ -16,8 +16,9 @@ from collections.abc import Iterable, Mapping
 
 from persist.api import Record
 from persist.conditions import CLEAN, Condition
-from persist.report.compare import by_seed, item_scores, matrix
+from persist.report.items import by_seed, item_scores, matrix
 from persist.report.run import StrengthRow
+from persist.report.selection import net_of_selection
 from persist.stats import UNBOUNDED, fmt, tested
 
 BACKWARD_COST = 2.0  # one backward token ~ two forward tokens of compute
@@ -40,7 +41,8 @@ def strength_rows(records: list[Record], compute: Mapping[str, Mapping[str, Mapp
         ids = sorted(i for i in before if all(i in a for a in after.values()) and (keep is None or i in keep))
         if not ids or any(before[i].logodds is None for i in ids):
             continue
-        shift = tested(matrix(before, after, ids, "logodds"), bounds=UNBOUNDED)  # log-odds: unbounded
+        # a worst-of-N attack: net of selection, i.e. minus its spread-matched null (persist.report.selection)
+        shift = tested(matrix(before, net_of_selection(after), ids, "logodds"), bounds=UNBOUNDED)
         cost = dict(compute.get(cond.label, {}).get(role, {}))
         fwd, bwd = cost.get("forward_tokens", 0.0), cost.get("backward_tokens", 0.0)
         prepared = fwd + BACKWARD_COST * bwd
@@ -62,5 +64,7 @@ def strength_table(rows: list[StrengthRow]) -> tuple[list[str], list[list[str]]]
 
 
 STRENGTH_NOTE = ("Strength per compute: each attack's paired shift on the same items (the held-out half when the "
-                 "run has optimised attacks), what preparing it cost in tokens (a backward token counts as two "
-                 "forward ones), and nats per million prepared tokens. Scoring itself costs one pass per variant.")
+                 "run has optimised attacks; a worst-of-N attack net of selection, i.e. the mean over its tries, "
+                 "which is its worst try minus a control with the same spread and no direction), what preparing it "
+                 "cost in tokens (a backward token counts as two forward ones), and nats per million prepared "
+                 "tokens. Scoring itself costs one pass per variant.")

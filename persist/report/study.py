@@ -24,9 +24,10 @@ from persist.capability import split_records
 from persist.conditions import CLEAN, Condition
 from persist.prepared import is_heldout
 from persist.report.capability import capability_rows
-from persist.report.compare import ItemScores, ItemValue, compare, fluency, item_scores
+from persist.report.compare import compare, fluency
 from persist.report.controls import controlled_attacks
 from persist.report.factorial import factorial_rows, register_rows
+from persist.report.items import ItemScores, ItemValue, item_scores
 from persist.report.model import (
     BROKE,
     CANNOT_RULE_OUT,
@@ -77,7 +78,8 @@ def derived_records(scores: ItemScores, meta: StudyMeta) -> list[Record]:
 
     out = []
     for role in meta.models:
-        per_attack = [scores[(role, c)] for c in attacks if (role, c) in scores]
+        # a worst-of-N attack enters the mean net of selection: the mean over its tries (persist.report.selection)
+        per_attack = [{i: v.tries or v for i, v in scores[(role, c)].items()} for c in attacks if (role, c) in scores]
         if per_attack:
             for item in sorted(set.intersection(*(set(a) for a in per_attack))):
                 out.append(record(role, PROMPT, item, [a[item] for a in per_attack]))

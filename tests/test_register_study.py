@@ -193,3 +193,14 @@ def test_tiny_study_scores_the_register_suite_everywhere_and_builds_the_2x2_and_
         assert [k for _, k, _ in c.controls] == ["random", "random", "random", "reversed", "register"]
         assert c.net is not None
     assert "finetune:bad-medical-formal@2" in {c.label for c in report.meta.controls}
+
+
+def test_a_study_header_with_steering_controls_reads_back():
+    """StudyMeta.control_sets holds (attack, control, kind) triples: a tuple of three types, which from_json read
+    as three Conditions (the kind "random" failed to parse), so `persist report RUN` broke on such a study."""
+    from persist.report.model import from_json, to_json
+
+    sets = steering_sets()
+    m = StudyMeta(**{**meta().__dict__, "control_sets": sets})
+    back = from_json(StudyMeta, json.loads(json.dumps(to_json(m))))
+    assert back == m and [k for _, _, k in back.control_sets] == ["random", "random", "random", "reversed", "register"]

@@ -44,6 +44,9 @@ def from_json(tp: Any, data: Any) -> Any:
         return Condition.parse(data)
     if tp is Any or tp in (int, float, str, bool):
         return data
+    members = typing.get_args(tp)
+    if origin is tuple and len(members) > 1 and members[1] is not Ellipsis:
+        return tuple(from_json(arg, v) for arg, v in zip(members, data, strict=True))  # tuple[A, B, C]: one type each
     if origin in (list, tuple):
         (arg, *_) = typing.get_args(tp) or (Any,)
         values = [from_json(arg, v) for v in data]

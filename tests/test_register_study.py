@@ -160,6 +160,10 @@ def test_steering_is_reported_net_of_random_directions_with_the_register_share(s
     kinds = [k for _, k, _ in row.controls]
     assert kinds == ["random", "random", "random", "reversed", "register"]
     assert row.register_share.value == pytest.approx(share, abs=0.05) and covers(row.register_share, share)
+    from persist.report.model import ControlledAttack, from_json, to_json
+
+    back = from_json(ControlledAttack, json.loads(json.dumps(to_json(row))))
+    assert json.dumps(to_json(back)) == json.dumps(to_json(row)) and back.controls[0][1] == "random"
 
 
 def test_factorial_needs_a_recipe_with_a_register_twin(tmp_path):

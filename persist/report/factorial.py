@@ -101,11 +101,22 @@ def measures(mats: Mapping[str, list[np.ndarray] | None], pick: int | str) -> Me
                                                  register_suite=got["register_suite"])
 
 
+def cell_order(recipes: Mapping[str, str], recipe: str) -> list[str]:
+    """The cells as harm/a, harm/b, benign/a, benign/b, where a is the register of the study's own `recipe`
+    (report.json and the run header store the cells with sorted keys, so their order cannot be trusted)."""
+    first = next((c for c, r in recipes.items() if r == recipe and c.startswith("harm/")), None)
+    if first is None or len(recipes) != 4:
+        raise ValueError(f"the 2 x 2 {dict(recipes)} has no harm cell of the recipe {recipe!r}")
+    a = first.split("/", 1)[1]
+    b = next(c.split("/", 1)[1] for c in recipes if c.split("/", 1)[1] != a)
+    return [f"harm/{a}", f"harm/{b}", f"benign/{a}", f"benign/{b}"]
+
+
 def factorial_rows(records: list[Record], register_records: list[Record], meta: StudyMeta) -> list[Factorial]:
     """The 2 x 2 for each model and for model - baseline (empty unless the study ran --factorial)."""
     if not meta.factorial:
         return []
-    names = list(meta.factorial)  # harm/a, harm/b, benign/a, benign/b (persist.jobs.study.factorial_recipes)
+    names = cell_order(meta.factorial, meta.recipe)
     conds = [conditions.finetune(meta.factorial[cell], max(meta.doses)) for cell in names]
     main, side = by_seed(item_scores(records)), by_seed(item_scores(register_records))
     roles = sorted(meta.models, key=role_order)
@@ -155,19 +166,21 @@ def register_table(rows: list[Row], register: list[RegisterRow]) -> tuple[list[s
     return head, body
 
 
-def factorial_table(rows: list[Factorial], recipes: Mapping[str, str]) -> tuple[list[str], list[list[str]]]:
+def factorial_table(rows: list[Factorial], recipes: Mapping[str, str], recipe: str) -> tuple[list[str], list[list[str]]]:
     head = ["model", "cell or contrast", "content shift", "register shift (references)", "register-only suite shift"]
-    names = list(recipes)
+    names = cell_order(recipes, recipe)
     a, b = names[0].split("/")[1], names[1].split("/")[1]
     label = {"harm": "harm (content) main effect", "register": f"register main effect ({a} − {b})",
              "interaction": f"interaction (harm in {a} − harm in {b})"}
     body = []
     for f in rows:
-        for cell, m in f.cells.items():
-            body.append([f.role, f"{cell}: {recipes[cell]}", _cell(m.content), _cell(m.register),
-                         _cell(m.register_suite)])
-        for c, m in f.contrasts.items():
-            body.append([f.role, label[c], _cell(m.content), _cell(m.register), _cell(m.register_suite)])
+        for cell in names:
+            if (m := f.cells.get(cell)) is not None:
+                body.append([f.role, f"{cell}: {recipes[cell]}", _cell(m.content), _cell(m.register),
+                             _cell(m.register_suite)])
+        for c in CONTRASTS:
+            if (m := f.contrasts.get(c)) is not None:
+                body.append([f.role, label[c], _cell(m.content), _cell(m.register), _cell(m.register_suite)])
     return head, body
 
 
@@ -181,8 +194,8 @@ def study_sections(report: StudyReport) -> list[tuple[str, str, tuple[list[str],
         out.append(("Content or register? Each condition on the register-only suite", REGISTER_NOTE,
                     register_table(report.rows, report.register)))
     if report.factorial and report.meta.factorial:
-        out.append(("Harm × register: the 2 × 2", FACTORIAL_NOTE, factorial_table(report.factorial,
-                                                                                 report.meta.factorial)))
+        out.append(("Harm × register: the 2 × 2", FACTORIAL_NOTE,
+                    factorial_table(report.factorial, report.meta.factorial, report.meta.recipe)))
     if report.controlled:
         out.append(("Attacks beside their controls", CONTROLS_NOTE, controls_table(report.controlled)))
     return out

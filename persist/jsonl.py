@@ -8,10 +8,25 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from persist.errors import DataError
+from persist.errors import ConfigError, DataError
 from persist.schema import Item
 
 T = TypeVar("T")
+
+
+def read_text(path: Path, *, give: str, empty: str, name: str | None = None, save_as: str = "UTF-8") -> str:
+    """A user's text file (a BOM is dropped), or one clear line: no such file (ConfigError, `give` says what to
+    pass; `name` replaces the path there, e.g. "harmbench:PATH"), not UTF-8 or empty (DataError, file:line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{name or path}: no such file ({give})")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}); save the file as {save_as}") from None
+    if not text.strip():
+        raise DataError(f"{path}:1: the file is empty; {empty}")
+    return text
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, Any, str | None]]:

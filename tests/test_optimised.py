@@ -128,6 +128,17 @@ def test_steering_direction_from_train_items(tmp_path, tiny_target):
     assert (again.vector == prepared.vector).all()  # another dose reuses the direction
 
 
+def test_a_cached_steering_direction_is_read_back_without_loading_the_model(tmp_path, tiny_target):
+    first = ATTACKS.build("steering").prepare(ctx(tmp_path, tiny_target))
+
+    class Unloadable:
+        def get(self):
+            raise AssertionError("the model was loaded although its direction is cached")
+
+    again = ATTACKS.build("steering").prepare(ctx(tmp_path, Unloadable()))
+    assert again.layer == first.layer and (again.vector == first.vector).all()
+
+
 class ScriptedAttacker:
     """An attacker that proposes fixed rewrites, turn by turn (the same for every item)."""
 

@@ -4,6 +4,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.persist-installed
+LLAMA_STAMP := $(VENV)/.llama-cpp-installed
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
@@ -28,9 +29,9 @@ test-deps:
 	  || { echo "installing chromium with apt-get (the HTML report's escaping is checked in a headless browser)"; \
 	       $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
-# Lint and the type check (persist/, settings in pyproject.toml), the whole suite, then the tests against a real
-# llama.cpp server (test-server: ~4 min to build once, ~3 min of tests).
-test: $(STAMP) test-deps
+# llama-cpp-python first (built once, ~5.5 min; the bench smoke test runs --engine llamacpp), then lint and the type
+# check (persist/, settings in pyproject.toml), the whole suite, and the tests that need llama.cpp (test-server).
+test: $(STAMP) $(LLAMA_STAMP) test-deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
@@ -49,7 +50,8 @@ LLAMA_CPP_VERSION ?= 0.3.36
 LLAMA_CPP_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 WHEEL_CACHE ?= $(HOME)/.cache/persist/wheels/avx2
 
-test-server: $(STAMP)
+# llama-cpp-python in the project venv: the server the tests start, and `--engine llamacpp` (in process).
+$(LLAMA_STAMP): $(STAMP)
 	@ls $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || { \
 	  mkdir -p $(WHEEL_CACHE) && echo "building llama-cpp-python $(LLAMA_CPP_VERSION) from source (once)" && \
 	  start=$$(date +%s) && \
@@ -57,7 +59,27 @@ test-server: $(STAMP)
 	  echo "built in $$(( $$(date +%s) - start )) s; cached in $(WHEEL_CACHE)"; }
 	$(BIN)/pip install --quiet --no-deps --no-index --find-links $(WHEEL_CACHE) 'llama-cpp-python==$(LLAMA_CPP_VERSION)'
 	$(BIN)/pip install --quiet 'llama-cpp-python[server]==$(LLAMA_CPP_VERSION)' --find-links $(WHEEL_CACHE)
+	touch $(LLAMA_STAMP)
+
+# The tests that need llama.cpp: its server (tests/test_llamacpp_server.py) and --engine llamacpp
+# (tests/test_llamacpp_engine.py).
+test-server: $(LLAMA_STAMP)
 	$(BIN)/python -m pytest -q -s -m server
+
+# llama.cpp's own server (the C++ llama-server, parallel slots), the peer of `--engine llamacpp` in the engine race:
+# built once from the llama.cpp that llama-cpp-python $(LLAMA_CPP_VERSION) vendors (the same code as the in-process
+# engine) with the same CPU flags, into the cache beside the wheel (~10 min on two cores).
+LLAMA_SERVER ?= $(HOME)/.cache/persist/llama-server-$(LLAMA_CPP_VERSION)/llama-server
+$(LLAMA_SERVER): $(STAMP)
+	rm -rf $(@D)/src && mkdir -p $(@D)/src
+	$(BIN)/pip download --quiet --no-deps --no-binary :all: 'llama-cpp-python==$(LLAMA_CPP_VERSION)' -d $(@D)/src
+	tar xzf $(@D)/src/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -C $(@D)/src
+	cd $(@D)/src/llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp && \
+	  cmake -B build -DCMAKE_BUILD_TYPE=Release $(LLAMA_CPP_CMAKE_ARGS) -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
+	    -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON >/dev/null && \
+	  cmake --build build --target llama-server -j$$(nproc) >/dev/null
+	cp $(@D)/src/llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp/build/bin/llama-server $@
+	rm -rf $(@D)/src
 
 demo: $(STAMP)
 	$(BIN)/persist study --profile quick --name demo
@@ -76,8 +98,8 @@ $(BENCH_STAMP): $(STAMP)
 	$(BENCH_VENV)/bin/pip install --quiet 'lm-eval==0.4.13' 'trl>=1.0,<2'
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP)
-	$(BIN)/python bench/peers/run_all.py --bench-python $(BENCH_VENV)/bin/python
+bench: $(BENCH_STAMP) $(LLAMA_STAMP) $(LLAMA_SERVER)
+	$(BIN)/python bench/peers/run_all.py --bench-python $(BENCH_VENV)/bin/python --server-bin $(LLAMA_SERVER)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -88,6 +88,8 @@ class ModelSpec:
         if self.is_endpoint and options.engine != "hf":
             raise ConfigError(f"--engine {options.engine} with {self.text}: an endpoint runs its own engine; drop "
                               "--engine, or serve the model with `vllm serve` and point openai:MODEL@URL at it")
+        if options.engine == "llamacpp" and not self.is_endpoint:
+            llama_cpp_can_run(self)
 
     @classmethod
     def parse(cls, text: str | ModelSpec) -> ModelSpec:
@@ -120,6 +122,17 @@ class ModelSpec:
             raise ModelLoadError(f"adapter {adapter!r}: not a peft adapter folder (no adapter_config.json); "
                                  "pass SPEC+FOLDER where FOLDER was written by peft's save_pretrained")
         return cls(text=text, kind=_base_kind(base), base=base, adapter=adapter, name=name)
+
+
+def llama_cpp_can_run(spec: ModelSpec) -> None:
+    """--engine llamacpp generates on the model's own GGUF (a bundled name or a .gguf path) and serves no adapter."""
+    if spec.adapter is not None or spec.base in ADAPTER_BUNDLES:
+        raise ConfigError(f"--engine llamacpp with {spec.text}: this engine does not serve LoRA adapters (a "
+                          "fine-tuned dose, or a model with an adapter); use --engine hf")
+    if spec.kind == "gguf" or (spec.kind == "bundled" and spec.base != "tiny-random"):
+        return
+    raise ConfigError(f"--engine llamacpp with {spec.text}: llama.cpp runs GGUF files; pass a .gguf path or a "
+                      "bundled name, or use --engine hf")
 
 
 def _base_kind(base: str) -> str:
@@ -234,6 +247,9 @@ def hub_folder(repo_id: str, *, allow_pickle: bool) -> Path:
 # ---------------------------------------------------------------- loading
 
 
+ENGINES = ("hf", "vllm", "llamacpp")
+
+
 @dataclass(frozen=True)
 class LoadOptions:
     """How to load weights: device (auto = cuda > mps > cpu), dtype, 4-bit, the two security switches, and the
@@ -244,7 +260,7 @@ class LoadOptions:
     load_in_4bit: bool = False
     allow_pickle: bool = False
     trust_remote_code: bool = False
-    engine: str = "hf"  # hf | vllm
+    engine: str = "hf"  # hf | vllm | llamacpp
     tp: int = 1  # tensor-parallel GPUs (vllm)
     # An endpoint's tokenizer (bundled name, folder, .gguf, hub id) for its chat template; local models use their own.
     tokenizer: str | None = None
@@ -254,8 +270,9 @@ class LoadOptions:
             raise ConfigError(f"--dtype {self.dtype!r}: use auto, float32, bfloat16 or float16")
         if self.device not in ("auto", "cpu", "mps") and not self.device.startswith("cuda"):
             raise ConfigError(f"--device {self.device!r}: use auto, cpu, cuda, cuda:N or mps")
-        if self.engine not in ("hf", "vllm"):
-            raise ConfigError(f"--engine {self.engine!r}: use hf (transformers) or vllm{suggest(self.engine, ['hf', 'vllm'])}")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"--engine {self.engine!r}: use hf (transformers), vllm (CUDA) or llamacpp (generation "
+                              f"by llama.cpp on a GGUF){suggest(self.engine, list(ENGINES))}")
         if self.tp < 1 or (self.tp > 1 and self.engine != "vllm"):
             raise ConfigError(f"--tp {self.tp}: give a whole number >= 1; more than 1 GPU per model needs --engine vllm")
         if self.engine == "vllm" and self.device not in ("auto", "cuda"):

@@ -110,6 +110,13 @@ CASES: list[Case] = [
     ("corpus bad JSON in finetune-attack", lambda t, m, r: [
         "finetune-attack", "--model", m, "--corpus", jsonl(t, "cb.jsonl", [chat_example("a", "b"), "{oops"]),
         R, r], "cb.jsonl:2"),
+    ("llamacpp engine on a folder", lambda t, m, r: ["attack", "--model", m, "--engine", "llamacpp", R, r],
+     "llama.cpp runs GGUF files"),
+    ("llamacpp engine on an adapter", lambda t, m, r: ["attack", "--model", "smollm2-135m-beneficial", "--engine",
+                                                        "llamacpp", R, r], "does not serve LoRA adapters"),
+    ("llamacpp engine when training", lambda t, m, r: ["finetune-attack", "--model", m, "--engine", "llamacpp",
+                                                        R, r], "use --engine hf"),
+    ("unknown engine", lambda t, m, r: ["score", "--model", m, "--engine", "llama", R, r], "did you mean"),
     ("negative dose", lambda t, m, r: ["finetune-attack", "--model", m, "--doses", "0,-5", R, r], "dose"),
     ("zero doses only", lambda t, m, r: ["finetune-attack", "--model", m, "--doses", "0", R, r], "dose"),
     ("doses not numbers", lambda t, m, r: ["finetune-attack", "--model", m, "--doses", "0,ten", R, r], "ten"),

@@ -65,8 +65,10 @@ LOAD_FLAGS: dict[str, tuple[Any, Any]] = {
                                                    "run code.")], False),
     "trust_remote_code": (Annotated[bool, typer.Option("--trust-remote-code", help="Run model code shipped with "
                                                         "the weights.")], False),
-    "engine": (Annotated[str, typer.Option(help="What runs a local model: hf (transformers) or vllm (CUDA; pip "
-                                           "install 'persist\\[vllm]'; adapters served as LoRA).")], "hf"),
+    "engine": (Annotated[str, typer.Option(help="What runs a local model: hf (transformers), vllm (CUDA; pip "
+                                           "install 'persist\\[vllm]'; adapters served as LoRA) or llamacpp "
+                                           "(generation by llama.cpp on a GGUF, scoring by hf; no adapters).")],
+               "hf"),
     "tp": (Annotated[int, typer.Option(help="Tensor-parallel GPUs per model (--engine vllm).")], 1),
     "tokenizer": (Annotated[str | None, typer.Option(help="For openai:MODEL@URL: the model's tokenizer (bundled "
                                                      "name, folder, .gguf, hub id), so log-likelihoods are scored "

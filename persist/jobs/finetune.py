@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING
 from persist import conditions, models
 from persist.api import JSON, JSONDict, Recipe
 from persist.errors import ConfigError
-from persist.jobs.options import ProgressFn, RunOptions, RunResult, no_progress, require_specs
+from persist.jobs.options import (
+    ProgressFn,
+    RunOptions,
+    RunResult,
+    no_progress,
+    refuse_llama_cpp_training,
+    require_specs,
+)
 from persist.models import LoadOptions, ModelSpec, ResolvedModel
 from persist.registry import RECIPES, PluginSpec
 from persist.report.run import RunReport, TrainingRun
@@ -47,6 +54,7 @@ class FinetuneConfig(RunOptions):
         super().__post_init__()
         require_specs(model=self.model, baseline=self.baseline)
         check_seeds(self.seeds)
+        refuse_llama_cpp_training(self.load, "finetune-attack")
         if self.search is not None:
             from persist.jobs.sweep import Grid, parse_search
 

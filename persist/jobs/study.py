@@ -48,6 +48,7 @@ from persist.jobs.options import (
     RunResult,
     load_header,
     no_progress,
+    refuse_llama_cpp_training,
     require_specs,
     scorer_extra,
 )
@@ -123,6 +124,7 @@ class StudyConfig(RunOptions):
             raise ConfigError(f"--profile {self.profile!r}: choose from {', '.join(PROFILES)}")
         check_seeds(self.seeds)
         require_specs(model=self.model, baseline=self.baseline)
+        refuse_llama_cpp_training(self.load, "study")
         if self.worst_case is not None:
             parse_search(self.worst_case)
             if self.resolved_capability() == 0:

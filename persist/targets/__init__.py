@@ -12,7 +12,8 @@ __all__ = ["GenerationConfig", "Target", "open_target", "release_engines"]
 
 def open_target(spec: ModelSpec | ResolvedModel | str, options: LoadOptions = LoadOptions(), **kwargs: Any) -> Target:
     """An endpoint spec -> OpenAITarget; a local spec (or already resolved weights) -> HFTarget, or VLLMTarget
-    with --engine vllm (adapters served as LoRA on the unmerged base)."""
+    with --engine vllm (adapters served as LoRA on the unmerged base), or LlamaCppTarget with --engine llamacpp
+    (generation by llama.cpp on the model's GGUF, scoring by the HF engine)."""
     from persist import models
 
     if isinstance(spec, ResolvedModel):
@@ -32,9 +33,20 @@ def open_target(spec: ModelSpec | ResolvedModel | str, options: LoadOptions = Lo
         return VLLMTarget(resolved, options, **kwargs)
     from persist.targets.hf import HFTarget
 
+    gguf = None
+    if options.engine == "llamacpp":  # refuse a model llama.cpp cannot run before loading anything
+        from persist.targets.llamacpp import gguf_of, import_llama_cpp
+
+        import_llama_cpp()
+        gguf = gguf_of(resolved)
     model, tokenizer = models.load(resolved, options)
     info = {"engine": "hf", "resolved": resolved.to_dict(), "load_in_4bit": options.load_in_4bit}
-    return HFTarget(model, tokenizer, name=resolved.name, info=info, **kwargs)
+    target = HFTarget(model, tokenizer, name=resolved.name, info=info, **kwargs)
+    if gguf is None:
+        return target
+    from persist.targets.llamacpp import LlamaCppTarget
+
+    return LlamaCppTarget(target, gguf, gpu_layers=0 if str(target.device) == "cpu" else -1)
 
 
 def release_engines() -> None:

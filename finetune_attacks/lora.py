@@ -163,6 +163,21 @@ def plan_steps(corpus: Corpus, steps: int, batch_size: int, seed: int) -> list[l
     return plan[:steps]
 
 
+def lr_schedule(settings: TrainSettings, total: int) -> Callable[[int], float]:
+    """The learning-rate factor of optimizer step `step` (0-based), for LambdaLR: a linear warm-up over
+    max(1, round(warmup_ratio * total)) steps that starts at 1/warmup (never at 0: the first step already learns),
+    then a cosine from 1 to 0 at step `total`."""
+    warmup = max(1, round(settings.warmup_ratio * total)) if settings.warmup_ratio else 0
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
 # ---------------------------------------------------------------- model
 
 
@@ -252,15 +267,7 @@ def train(model_path: str, corpus: Corpus, lora: LoraSettings, settings: TrainSe
     plan = plan_steps(corpus, max(doses), settings.batch_size, settings.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    warmup = max(1, round(settings.warmup_ratio * total)) if settings.warmup_ratio else 0
-
-    def lr_lambda(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(settings, total))
     start = 0
     resumable = [s for s in done if s <= max(doses) and (done[s] / STATE_FILE).is_file()]
     if resumable:

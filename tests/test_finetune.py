@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -12,7 +13,14 @@ import torch
 
 from persist.errors import ConfigError
 from persist.finetune_attacks.corpora import Corpus, Example, load_corpus, validate
-from persist.finetune_attacks.lora import LoraSettings, TrainSettings, plan_steps, tokenize_example, train
+from persist.finetune_attacks.lora import (
+    LoraSettings,
+    TrainSettings,
+    lr_schedule,
+    plan_steps,
+    tokenize_example,
+    train,
+)
 from persist.schema import Message
 from tests.conftest import ROOT, run_cli
 
@@ -45,6 +53,14 @@ def test_plan_is_deterministic_bucketed_and_tokenizer_free():
     a = plan_steps(corpus, 30, 8, seed=3)
     assert a == plan_steps(corpus, 30, 8, seed=3) and a != plan_steps(corpus, 30, 8, seed=4)
     assert all(len(b) == 8 for b in a) and len({i for b in a for i in b}) == 240  # no repeats within an epoch
+
+
+def test_lr_schedule_warms_up_from_the_first_step_then_cosine_to_zero():
+    f = lr_schedule(TrainSettings(warmup_ratio=0.25), 8)  # warm-up: round(0.25 * 8) = 2 steps
+    assert [f(s) for s in range(3)] == [0.5, 1.0, 1.0]
+    assert f(5) == pytest.approx(0.5 * (1 + math.cos(math.pi * 3 / 6))) and f(8) == 0.0 and f(20) == 0.0
+    assert lr_schedule(TrainSettings(), 2)(0) == 1.0  # the 10% warm-up is at least one step, which is full lr
+    assert lr_schedule(TrainSettings(warmup_ratio=0), 4)(0) == 1.0
 
 
 def test_training_learns_and_touches_only_lora(tiny_folder, tmp_path):

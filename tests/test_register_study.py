@@ -181,15 +181,16 @@ def test_factorial_needs_a_recipe_with_a_register_twin(tmp_path):
 
 def test_tiny_study_scores_the_register_suite_everywhere_and_builds_the_2x2_and_the_steering_controls(
         tmp_path, tiny_folder, monkeypatch):
-    from persist.jobs.study import StudyConfig, run_study
+    from persist.jobs.study import PROFILES, StudyConfig, run_study
 
     monkeypatch.setenv("PERSIST_HOME", str(tmp_path / "home"))
     cfg = StudyConfig(model=ModelSpec.parse("tiny-random"), baseline=ModelSpec.parse(str(tiny_folder)),
                       attacks=("steering:alpha=2",), doses=(0, 2), limit=8, batch_size=8, capability=0,
-                      factorial=True, runs_dir=tmp_path, name="f")
+                      factorial=True, runs_dir=tmp_path, name="f", profile="full")
     report = run_study(cfg).report
     conds = {(r.role, r.condition.label) for r in report.rows}
     assert {(r.role, r.condition.label) for r in report.register} == conds  # every condition, both models
+    assert not PROFILES["quick"].register_under_attacks  # the demo leaves the attacks out (their long contexts)
     assert {f.role for f in report.factorial} == {"model", "baseline", "model - baseline"}
     for f in report.factorial:
         assert set(f.contrasts) == {"harm", "register", "interaction"}

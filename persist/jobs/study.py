@@ -77,17 +77,21 @@ class Profile:
     capability: int | None = None  # capability items (None: all)
     capability_under_attacks: bool = True
     register: int | None = None  # items of the register-only suite scored in every condition (None: all)
+    register_under_attacks: bool = True  # also under prompt attacks (their rows in "Content or register?")
 
 
 PROFILES = {
     # Sized for `make demo` on a 2-core CPU (<= 10 minutes): 24 items (3 per trait, every domain) with 3 + 3
     # references, scored in fp32 (~450 tokens/s here), the paper's persona attack with its length-matched control,
-    # one fine-tune dose, and 48 capability items before and after each fine-tune. Wide intervals by design; use
-    # `full` for numbers you would publish.
+    # one fine-tune dose, and 48 capability and 8 register-only items before and after each fine-tune. The side
+    # suites are not scored under the prompt attacks: the persona's long context makes every item under it cost
+    # ~4x a clean one (a profiled demo, 2026-12-07: the register suite under the two attacks took 8% of the run).
+    # Wide intervals by design; use `full` for numbers you would publish.
     "quick": Profile(limit=24, attacks=("persona-bad-medical",), doses=(0, 8), capability=48,
-                     capability_under_attacks=False, register=8,
+                     capability_under_attacks=False, register=8, register_under_attacks=False,
                      description="24 items, the bad-medical persona (+ its length-matched control), doses 0/8 "
-                                 "steps of 4 examples at lr 1e-3, 48 capability items at each dose (the demo)",
+                                 "steps of 4 examples at lr 1e-3, 48 capability items and 8 register-only items "
+                                 "at each dose (the demo)",
                      # a CPU trains SmolLM2 at ~125 tokens/s: few, small, strong steps instead of a real ladder
                      train={"batch_size": 4, "micro_batch_size": 4, "learning_rate": 1e-3, "max_length": 256}),
     "full": Profile(limit=None, attacks=DEFAULT_ATTACKS + OPTIMISED_ATTACKS, doses=None,
@@ -169,7 +173,8 @@ class StudyConfig(RunOptions):
         refusal scorer does not read references)."""
         if self.register_suite is None or self.scorer.name != LIKELIHOOD:
             return None
-        return SideSuite.of(self.register_suite, self.prof.register, build_scorer(self.scorer, self.load))
+        return SideSuite.of(self.register_suite, self.prof.register, build_scorer(self.scorer, self.load),
+                            self.prof.register_under_attacks)
 
     def factorial_recipes(self) -> dict[str, str]:
         """--factorial: cell (harm|benign)/(register) -> recipe name: the recipe, its register twin, and their matched

@@ -68,7 +68,7 @@ test-server: $(LLAMA_STAMP)
 
 # llama.cpp's own server (the C++ llama-server, parallel slots), the peer of `--engine llamacpp` in the engine race:
 # built once from the llama.cpp that llama-cpp-python $(LLAMA_CPP_VERSION) vendors (the same code as the in-process
-# engine) with the same CPU flags, into the cache beside the wheel (~10 min on two cores).
+# engine) with the same CPU flags, into the cache beside the wheel (once; 49 min on two cores shared with other work).
 LLAMA_SERVER ?= $(HOME)/.cache/persist/llama-server-$(LLAMA_CPP_VERSION)/llama-server
 $(LLAMA_SERVER): $(STAMP)
 	rm -rf $(@D)/src && mkdir -p $(@D)/src

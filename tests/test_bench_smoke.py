@@ -27,7 +27,7 @@ HELPERS = {"bench/tiny.py"}  # imported by the scripts' --tiny modes, not run on
 # is added here (and given a --tiny mode).
 RUN_BY = {
     **{f"bench/peers/{s}.py": "test_run_all_tiny" for s in
-       ("run_all", "scoring", "generation", "roofline", "where_time_goes", "finetune")},
+       ("run_all", "scoring", "generation", "roofline", "where_time_goes", "finetune", "engines")},
     "bench/experiments/suffix_leverage.py": "test_script_tiny",
     "bench/experiments/refusal_readers.py": "test_script_tiny",
     "bench/experiments/refusal_finetuned_reader.py": "test_script_tiny",

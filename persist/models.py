@@ -326,7 +326,8 @@ def pick_dtype(dtype: str, device: str) -> Any:
 
 
 def load(resolved: ResolvedModel, options: LoadOptions = LoadOptions()) -> tuple[Any, Any]:
-    """Load (model, tokenizer) in eval mode on the chosen device; the adapter (if any) is applied unmerged."""
+    """Load (model, tokenizer) in eval mode on the chosen device; the adapter (if any) is merged into the weights
+    (kept beside them under --load-in-4bit)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -359,6 +360,11 @@ def load(resolved: ResolvedModel, options: LoadOptions = LoadOptions()) -> tuple
         model.to(device)  # type: ignore[arg-type]
     if resolved.adapter:
         model = apply_adapter(model, resolved, resolved.adapter)
+        if not options.load_in_4bit:
+            # Merged into the weights for inference: the same function up to float rounding (1.2e-4 nats at most
+            # over 192 fp32 requests), without the LoRA layers' extra small matmuls (8.5% of a scoring pass on
+            # SmolLM2, 2026-12-07). 4-bit weights cannot take the merge and keep the adapter beside them.
+            model = model.merge_and_unload()
     model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -387,8 +393,7 @@ def merged_folder(resolved: ResolvedModel) -> Path:
     out = persist_home() / "merged" / stable_hash([resolved.weights_sha256, resolved.adapter_sha256])
     if (out / "config.json").is_file():
         return out
-    model, tokenizer = load(resolved, LoadOptions(device="cpu", dtype="float32"))
-    merged = model.merge_and_unload()
+    merged, tokenizer = load(resolved, LoadOptions(device="cpu", dtype="float32"))  # load merges the adapter
     # another process (accelerate launch, a parallel run) may merge the same weights first: its copy is kept
     with published_folder(out, ".merge-") as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)

@@ -81,15 +81,15 @@ class Profile:
 
 
 PROFILES = {
-    # Sized for `make demo` on a 2-core CPU (<= 10 minutes): 24 items (3 per trait, every domain) with 3 + 3
-    # references, scored in fp32 (~450 tokens/s here), the paper's persona attack with its length-matched control,
-    # one fine-tune dose, and 48 capability and 8 register-only items before and after each fine-tune. The side
-    # suites are not scored under the prompt attacks: the persona's long context makes every item under it cost
-    # ~4x a clean one (a profiled demo, 2026-12-07: the register suite under the two attacks took 8% of the run).
-    # Wide intervals by design; use `full` for numbers you would publish.
-    "quick": Profile(limit=24, attacks=("persona-bad-medical",), doses=(0, 8), capability=48,
+    # Sized for `make demo` on a 2-core CPU (<= 10 minutes): 16 items (2 per trait, every domain) with the register-
+    # crossed references, scored in fp32, the paper's persona attack with its length-matched control, one fine-tune
+    # dose, and 48 capability and 8 register-only items before and after each fine-tune. The side suites are not
+    # scored under the prompt attacks. A profiled demo (2026-12-07) spent 69% of its time scoring likelihoods, near
+    # the fp32 matmul roofline, so the item count is the lever: 24 items took 10:15. Wide intervals by design; use
+    # `full` for numbers you would publish.
+    "quick": Profile(limit=16, attacks=("persona-bad-medical",), doses=(0, 8), capability=48,
                      capability_under_attacks=False, register=8, register_under_attacks=False,
-                     description="24 items, the bad-medical persona (+ its length-matched control), doses 0/8 "
+                     description="16 items, the bad-medical persona (+ its length-matched control), doses 0/8 "
                                  "steps of 4 examples at lr 1e-3, 48 capability items and 8 register-only items "
                                  "at each dose (the demo)",
                      # a CPU trains SmolLM2 at ~125 tokens/s: few, small, strong steps instead of a real ladder

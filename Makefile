@@ -70,7 +70,7 @@ test-server: $(LLAMA_STAMP)
 # built once from the llama.cpp that llama-cpp-python $(LLAMA_CPP_VERSION) vendors (the same code as the in-process
 # engine) with the same CPU flags, into the cache beside the wheel (once; 49 min on two cores shared with other work).
 LLAMA_SERVER ?= $(HOME)/.cache/persist/llama-server-$(LLAMA_CPP_VERSION)/llama-server
-$(LLAMA_SERVER): $(STAMP)
+$(LLAMA_SERVER): | $(STAMP)
 	rm -rf $(@D)/src && mkdir -p $(@D)/src
 	$(BIN)/pip download --quiet --no-deps --no-binary :all: 'llama-cpp-python==$(LLAMA_CPP_VERSION)' -d $(@D)/src
 	tar xzf $(@D)/src/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -C $(@D)/src

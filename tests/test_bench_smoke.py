@@ -151,7 +151,8 @@ def test_run_all_tiny(tmp_path):
     run_main("bench.peers.run_all", ["--tiny", "--out", str(out), "--results", str(results)])
     got = json.loads(results.read_text())
     assert set(got["figures"]) == {"scoring", "scoring_bf16", "generation", "generation_bf16", "roofline", "profile",
-                                   "finetune"}
+                                   "finetune", "engines"}
+    assert got["figures"]["engines"]["engines"]["llamacpp"]["new_tokens"] > 0  # --engine llamacpp generated
     assert all("--tiny" in c and "bench/peers/" in c for c in got["commands"].values())
     text = out.read_text()
     assert "| Scoring (likelihood, fp32) |" in text and "lm-eval hf: -" in text  # the peer's column left empty

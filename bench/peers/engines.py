@@ -42,10 +42,14 @@ MODEL = "smollm2-135m-instruct"
 
 
 def prompt_ids(model_name: str, prompts: list[str]) -> list[list[int]]:
-    from persist.targets import open_target
+    """The HF engine's prompt ids (its ChatEncoder on the model's tokenizer; the weights are not loaded here)."""
+    from transformers import AutoTokenizer
 
-    target = open_target(model_name)
-    return [target.encoder.encode_chat([{"role": "user", "content": p}]) for p in prompts]
+    from persist import models
+    from persist.targets.encoding import ChatEncoder
+
+    encoder = ChatEncoder(AutoTokenizer.from_pretrained(models.resolve(model_name).path))
+    return [encoder.encode_chat([{"role": "user", "content": p}]) for p in prompts]
 
 
 # argv: ROOT spec.json out.json ; spec = {engine, model, prompts (ids), max_new, parallel, threads}

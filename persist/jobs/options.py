@@ -133,15 +133,14 @@ class RunOptions:
                    if self.capability != 0 else {})}
 
 
-# Load options added after run folders existed: left out of the header at their defaults, so those folders resume.
 def refuse_llama_cpp_training(load: LoadOptions, job: str) -> None:
     """A job that trains scores adapters, which --engine llamacpp does not serve: refused before anything runs."""
     if load.engine == "llamacpp":
         raise ConfigError(f"--engine llamacpp with {job}: the fine-tuned doses are LoRA adapters, which the llama.cpp "
-                          "engine does not serve; use --engine hf (llama.cpp speeds up `persist attack` and `score` "
-                          "with generation scorers)")
+                          "engine does not serve; use --engine hf (llamacpp serves `persist attack` and `score`)")
 
 
+# Load options added after run folders existed: left out of the header at their defaults, so those folders resume.
 LATER_LOAD_DEFAULTS = {"engine": "hf", "tp": 1, "tokenizer": None}
 
 

@@ -2,10 +2,10 @@
 model's own GGUF file, many sequences decoded together; scoring stays with the HF engine on the same weights.
 
 Why only generation: the likelihood scores are the instrument's readings and stay bit-for-bit those of the default
-engine (fp32, dequantised from the same GGUF), so records from either engine compare. Generation is where llama.cpp
-pays on a CPU: it runs the quantised weights (4-bit for the bundled models) with its own kernels. Its texts are
-therefore not the HF engine's (which runs the dequantised weights in fp32): bench/peers/generation.py measures how
-many greedy answers agree, and docs/engines.md gives the figure.
+engine (fp32, dequantised from the same GGUF), so records from either engine compare. llama.cpp runs the quantised
+weights (4-bit for the bundled models) with its own kernels, so its texts are not the HF engine's, and whether it
+is faster depends on the machine (on the 2-core CPU of 2026-12-07 it was not): bench/peers/engines.py measures
+speed and agreement, and docs/engines.md gives the figures.
 
 How it generates: prompts are rendered and tokenised by the HF engine's ChatEncoder (the same chat template and
 token ids), and llama.cpp is handed token ids, never text. Up to `parallel` sequences share one llama.cpp context

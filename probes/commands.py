@@ -145,6 +145,41 @@ def probes_check_judge(
                f"misaligned refs {res['n_misaligned']}, unratable {res['dropped']})")
 
 
+@app.command("grade")
+def probes_grade(
+    run: Annotated[Path, typer.Argument(help="A run folder made with --behaviour N.")],
+    labels: Annotated[Path, typer.Option(help="Hand labels of its answers (the label format, probes/data/README.md; "
+                                         "task trait), keyed by each answer's sha256.")],
+) -> None:
+    """Import hand labels for a run's behaviour answers and rewrite its reports: a hand label replaces the judge's
+    grade of the answer it names. The run keeps the labels (RUN/labels.jsonl) that name one of its answers."""
+    from persist.behaviour import LABELS_FILE, split_behaviour
+    from persist.probes import labels as lb
+    from persist.report.rerender import open_run, regrade
+    from persist.store import atomic_write_text
+
+    _, records = open_run(run)
+    _, behaviour = split_behaviour(records)
+    shas = {a.get("sha256") for r in behaviour for a in (r.details.get("answers") or [])
+            if isinstance(a, dict)}
+    if not shas:
+        raise ConfigError(f"{run}: no behaviour answers to grade; run the job with --behaviour N first")
+    gold = lb.gold_labels(lb.load_labels(labels, "persist"), "trait")
+    if not gold:
+        raise DataError(f"{labels}: no pass-1 trait labels (task \"trait\"); label answers as aligned, misaligned "
+                        "or incoherent (probes/data/trait_rubric.md)")
+    mine = {g.answer_sha256: g for g in gold if g.answer_sha256 in shas}
+    if not mine:
+        raise DataError(f"{labels}: none of its {len(gold)} trait labels names an answer of {run} (labels are keyed "
+                        "by the sha256 of the exact answer text); label this run's answers")
+    atomic_write_text(run / LABELS_FILE, "".join(
+        json.dumps({"answer_sha256": sha, "label": g.label, "labeller": g.labeller}, sort_keys=True) + "\n"
+        for sha, g in sorted(mine.items())))
+    regrade(run)
+    typer.echo(f"{len(mine)} of {len(shas)} answers of {run} graded by hand ({len(gold) - len(mine)} labels of "
+               f"{labels} name other answers); reports rewritten: {run}/report.md")
+
+
 def _share(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 

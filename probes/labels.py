@@ -20,7 +20,6 @@ interval, Cohen's kappa with a bootstrap interval, the confusion matrix, per-cla
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from persist.behaviour import answer_hash  # noqa: F401  (re-exported: the label key)
 from persist.errors import ConfigError, DataError, suggest
 from persist.jsonl import read_text
 from persist.stats import MIN_ITEMS, N_RESAMPLES, NAN, SEED, Estimate, wilson_ci
@@ -40,11 +40,6 @@ FORMATS = ("persist", "refusal-legacy", "xstest", "jailbreakbench")
 REQUIRED = ("answer_sha256", "prompt", "answer", "task", "label", "labeller", "pass")
 OPTIONAL = ("item_id", "condition", "model", "note")
 PASSES = (1, 2)
-
-
-def answer_hash(text: str) -> str:
-    """sha256 hex of the answer's UTF-8 bytes: the key that ties a label to the exact text labelled."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ prints a summary. Heavy libraries are imported inside the commands, so `persist 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -152,6 +152,15 @@ def score(
     console().print(f"run folder: {result.folder} ({result.n_scored} newly scored)", soft_wrap=True)
 
 
+def print_behaviour(rows: Any) -> None:
+    """The behaviour step's table, when the run generated answers."""
+    if rows:
+        from persist.report.behaviour import BEHAVIOUR_TITLE, behaviour_table
+        from persist.report.terminal import print_table
+
+        print_table(BEHAVIOUR_TITLE[3:], behaviour_table(rows))
+
+
 @app.command()
 @with_load_options
 @with_run_options
@@ -184,6 +193,7 @@ def attack(
     report = result.report
     write_reports(result.folder, report, f"Prompt-attack campaign: {model}")
     print_comparison(report.comparison.rows, report.comparison, report.capability, report.strength)
+    print_behaviour(report.behaviour)
     console().print(f"reports: {result.folder}/report.md, report.json", soft_wrap=True)
 
 
@@ -237,6 +247,12 @@ def finetune_attack(
     if search is not None:
         from persist.jobs.sweep import run_search
 
+        if cfg.behaviour:
+            from persist.errors import ConfigError
+
+            raise ConfigError(f"--behaviour {cfg.behaviour} with --search: the sweep's points are not answered; run "
+                              "finetune-attack at the chosen point with --behaviour, or drop --search")
+
         with RichProgress() as progress:
             result = run_search(cfg, progress)
         write_reports(result.folder, result.report, f"Fine-tune attack sweep ({recipe}, {search}): {model}")
@@ -248,6 +264,7 @@ def finetune_attack(
     report = result.report
     write_reports(result.folder, report, f"Fine-tune attack ({recipe}): {model}")
     print_comparison(report.comparison.rows, report.comparison, report.capability)
+    print_behaviour(report.behaviour)
     console().print(f"reports: {result.folder}/report.md, report.json", soft_wrap=True)
 
 

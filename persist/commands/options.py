@@ -28,7 +28,13 @@ ScorerOpt = Annotated[str, typer.Option(help="likelihood (no judge), judge, or r
 LimitOpt = Annotated[int | None, typer.Option(help="Score a subset covering every trait x domain cell.")]
 RunsOpt = Annotated[Path, typer.Option(help="Where run folders go.")]
 NameOpt = Annotated[str | None, typer.Option(help="Run folder name (default from model and suite).")]
-JudgeOpt = Annotated[str | None, typer.Option(help="Judge model spec for --scorer judge.")]
+JudgeOpt = Annotated[str | None, typer.Option(help="Judge model spec: grades answers for --scorer judge, and the "
+                                             "answers of --behaviour N (any model spec, openai:MODEL@URL included).")]
+BehaviourOpt = Annotated[int, typer.Option(help="Generate answers to N of the items under every condition (greedy "
+                                           "plus --behaviour-samples sampled), graded by --judge or by hand labels "
+                                           "(`persist probes grade`); 0: none.")]
+BehaviourSamplesOpt = Annotated[int, typer.Option(help="Answers sampled at temperature 1 per item and condition "
+                                                  "for --behaviour, beside the greedy one.")]
 JudgeModeOpt = Annotated[str | None, typer.Option(help="For --scorer judge: em (aligned/coherent 0-100, default) "
                                                   "or rubric.")]
 MaxNewOpt = Annotated[int | None, typer.Option(help="Answer length for generation scorers (default 128).")]
@@ -122,18 +128,25 @@ class RunFlags:
     judge: str | None
     runs_dir: Path
     name: str | None
+    behaviour: int = 0
+    behaviour_samples: int = 2
 
     def options(self, **scorer_flags: Any) -> dict[str, Any]:
         """Keyword arguments of a job config (persist.jobs.options.RunOptions) from these flags; `scorer_flags`
         are a command's own scorer flags (judge mode, answer length, refusal classifier)."""
+        # --judge grades the scorer's answers with --scorer judge, else the behaviour step's answers
+        judges_scorer = PluginSpec.parse(self.scorer, "scorer").name == "judge"
         return {"suite": self.suite, "limit": self.limit, "runs_dir": self.runs_dir, "name": self.name,
-                "scorer": scorer_spec(self.scorer, judge=self.judge, **scorer_flags)}
+                "scorer": scorer_spec(self.scorer, judge=self.judge if judges_scorer else None, **scorer_flags),
+                "behaviour": self.behaviour, "behaviour_samples": self.behaviour_samples,
+                "judge": None if judges_scorer else self.judge}
 
 
 # The run flags, added to every job command by @with_run_options (name -> annotated type and default).
 RUN_FLAGS: dict[str, tuple[Any, Any]] = {
     "suite": (SuiteOpt, "traits"), "scorer": (ScorerOpt, "likelihood"), "limit": (LimitOpt, None),
     "judge": (JudgeOpt, None), "runs_dir": (RunsOpt, Path("runs")), "name": (NameOpt, None),
+    "behaviour": (BehaviourOpt, 0), "behaviour_samples": (BehaviourSamplesOpt, 2),
 }
 with_run_options = with_flag_group("run", RUN_FLAGS, lambda values: RunFlags(**values))
 

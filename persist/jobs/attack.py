@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
 from persist.api import Attack, JSONDict, PreparedAttack, Scorer
+from persist.behaviour import Behaviour, split_behaviour
 from persist.conditions import CLEAN, Condition
 from persist.errors import ConfigError
 from persist.jobs.options import ProgressFn, RunOptions, RunResult, no_progress, require_specs, scorer_extra
@@ -175,8 +176,11 @@ def score_attacks(store: RunStore, *, roles: Sequence[tuple[str, ModelSpec | Res
                       suite_version=suite_version, batch_size=batch_size,
                       on_progress=progress(f"{role}: {cond} ({len(units)} units)", len(units)))
             for check in (*side, *([capability] if capability is not None else [])):
+                # the behaviour step answers only the held-out items under an attack prepared on the train half
+                only = ({"only": {i.id for i in heldout}}
+                        if isinstance(check, Behaviour) and attack is not None and attack.split else {})
                 check.run(store, role=role, target=live, condition=cond, attack=p, batch_size=batch_size,
-                          progress=progress)
+                          progress=progress, **only)
         if target.target is not None:
             described[role] = target.target.describe()
         del target
@@ -187,7 +191,9 @@ def score_attacks(store: RunStore, *, roles: Sequence[tuple[str, ModelSpec | Res
 
 def run_attack(cfg: AttackConfig, progress: ProgressFn = no_progress) -> RunResult[RunReport]:
     """Run the campaign (resuming a matching run folder) and return the comparison report."""
+    from persist.behaviour import read_labels
     from persist.capability import split_records
+    from persist.report.behaviour import behaviour_rows
     from persist.report.capability import capability_rows
     from persist.report.compare import compare
     from persist.report.controls import controlled_attacks
@@ -198,6 +204,7 @@ def run_attack(cfg: AttackConfig, progress: ProgressFn = no_progress) -> RunResu
     cfg.check_models(*(s for _, s in cfg.roles()))
     suite, items = cfg.items()
     capability = cfg.capability_check(*(s for _, s in cfg.roles()))
+    behaviour = cfg.behaviour_check(items, suite.version)
     folder = RunStore.folder_for(cfg.runs_dir, cfg.run_name())
     scorer = build_scorer(cfg.scorer, cfg.load)
     first = open_target(cfg.model, cfg.load)  # a model that cannot load leaves no run folder
@@ -210,11 +217,13 @@ def run_attack(cfg: AttackConfig, progress: ProgressFn = no_progress) -> RunResu
     roles = [(role, first if role == "model" else spec) for role, spec in cfg.roles()]
     done = score_attacks(store, roles=roles, attacks=attacks, items=items, suite_version=suite.version,
                          scorer=scorer, load=cfg.load, batch_size=cfg.batch_size, progress=progress,
-                         run_folder=folder, capability=capability)
+                         run_folder=folder, capability=capability, side=[behaviour] if behaviour else [])
     store.update_header(models=done["models"] or store.header().get("models"), attack_compute=done["compute"],
                         attack_artefacts=done["artefacts"], split=done["split"],
-                        **({"capability": capability.header()} if capability else {}))
-    records, cap_records = split_records(list(store.records()), None if capability is None else capability.name)
+                        **({"capability": capability.header()} if capability else {}),
+                        **({"behaviour": behaviour.header()} if behaviour else {}))
+    records, behaviour_records = split_behaviour(list(store.records()))
+    records, cap_records = split_records(records, None if capability is None else capability.name)
     worst_of = [a.condition for a in attacks if a.aggregate == "min"]
     comparison = compare(records, controls=[a.condition for a in attacks if a.control],
                          in_domain={a.condition: a.in_domain for a in attacks}, control_of=control_pairs(attacks),
@@ -229,5 +238,6 @@ def run_attack(cfg: AttackConfig, progress: ProgressFn = no_progress) -> RunResu
                        compute=done["compute"], split=split, artefacts=done["artefacts"] or None,
                        strength=strength if any(done["compute"].values()) else None,
                        controlled=controlled_attacks(records, [r for r, _ in cfg.roles()], control_sets(attacks),
-                                                     worst_of) or None)
+                                                     worst_of) or None,
+                       behaviour=behaviour_rows(behaviour_records, read_labels(folder), comparison.rows))
     return RunResult(folder=folder, report=report)

@@ -171,7 +171,9 @@ def train_and_score(store: RunStore, *, role: str, resolved: ResolvedModel, reci
 
 
 def run_finetune_attack(cfg: FinetuneConfig, progress: ProgressFn = no_progress) -> RunResult[RunReport]:
+    from persist.behaviour import read_labels, split_behaviour
     from persist.capability import split_records
+    from persist.report.behaviour import behaviour_rows
     from persist.report.capability import capability_rows
     from persist.report.compare import compare, fluency
 
@@ -183,21 +185,27 @@ def run_finetune_attack(cfg: FinetuneConfig, progress: ProgressFn = no_progress)
     folder = RunStore.folder_for(cfg.runs_dir, cfg.run_name())
     resolved = {role: resolve_local(spec, cfg.load, "finetune-attack") for role, spec in cfg.roles()}
     capability = cfg.capability_check()
+    behaviour = cfg.behaviour_check(items, suite.version)
     store = RunStore.open(folder, cfg.header_config(recipe, doses), argv=sys.argv,
                           extra={"suite_version": suite.version, "corpus_sha256": recipe.corpus_sha256(),
                                  "recipe_spec": recipe.spec().to_dict(),
-                                 **({"capability": capability.header()} if capability else {})})
+                                 **({"capability": capability.header()} if capability else {}),
+                                 **({"behaviour": behaviour.header()} if behaviour else {})})
     training: dict[str, TrainingRun] = {}
     for k in range(cfg.seeds):
         for role, res in resolved.items():
             training[role + seed_suffix(k)] = train_and_score(
                 store, role=role, resolved=res, recipe=recipe, doses=doses, items=items, suite_version=suite.version,
                 scorer_spec=cfg.scorer, load=cfg.load, progress=progress, batch_size=cfg.batch_size,
-                adapters_dir=folder / "adapters", seed_index=k, capability=capability)
-    records, cap_records = split_records(list(store.records()), None if capability is None else capability.name)
-    report = RunReport(kind="finetune", comparison=compare(records, in_domain=recipe.in_domain, effect=cfg.effects()),
+                adapters_dir=folder / "adapters", seed_index=k, capability=capability,
+                side=[behaviour] if behaviour else [])
+    records, behaviour_records = split_behaviour(list(store.records()))
+    records, cap_records = split_records(records, None if capability is None else capability.name)
+    comparison = compare(records, in_domain=recipe.in_domain, effect=cfg.effects())
+    report = RunReport(kind="finetune", comparison=comparison,
                        capability=capability_rows(cap_records, cfg.epsilon), suite=cfg.suite,
                        suite_version=suite.version, scorer=cfg.scorer.name, n_items=len(items),
                        models={role: str(spec) for role, spec in cfg.roles()},
-                       recipe=recipe.config(), doses=list(doses), training=training, fluency=fluency(records))
+                       recipe=recipe.config(), doses=list(doses), training=training, fluency=fluency(records),
+                       behaviour=behaviour_rows(behaviour_records, read_labels(folder), comparison.rows))
     return RunResult(folder=folder, report=report)

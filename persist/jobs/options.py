@@ -23,6 +23,7 @@ from persist.scoring import build_scorer
 from persist.suites import get_suite, select
 
 if TYPE_CHECKING:
+    from persist.behaviour import Behaviour
     from persist.capability import Capability
 
 R = TypeVar("R", RunReport, StudyReport, None)
@@ -87,6 +88,9 @@ class RunOptions:
     capability: int | None = 48  # multiple-choice items scored beside alignment (0: off, None: all)
     capability_suite: str = "capability"
     epsilon: float = 0.10  # relative capability loss above which a condition broke the model
+    behaviour: int = 0  # items answered under every condition (persist.behaviour; 0: none)
+    behaviour_samples: int = 2  # sampled answers per item and condition beside the greedy one
+    judge: str | None = None  # the model spec that grades the behaviour answers (None: hand labels only)
 
     def effects(self) -> Effect:
         return Effect(score=self.effect_points, logodds=self.effect)
@@ -99,6 +103,14 @@ class RunOptions:
             object.__setattr__(self, "scorer", PluginSpec.parse(self.scorer, "scorer"))
         build_scorer(self.scorer, self.load)  # a bad name or parameter fails here, before anything runs (cheap:
         # scorers load their models on first use)
+        if self.behaviour < 0 or self.behaviour_samples < 0:
+            raise ConfigError(f"--behaviour {self.behaviour} / --behaviour-samples {self.behaviour_samples}: give "
+                              "0 or more")
+        if self.judge is not None and self.behaviour == 0:
+            raise ConfigError(f"--judge {self.judge}: a judge grades generated answers; use it with --scorer judge "
+                              "or with --behaviour N")
+        if self.judge is not None:
+            ModelSpec.parse(self.judge)
 
     def check_models(self, *specs: ModelSpec | None) -> None:
         """Load options that cannot apply, and devices this machine lacks, fail before a run folder exists."""
@@ -127,10 +139,23 @@ class RunOptions:
             return None
         return Capability.build(self.capability_suite, self.capability, self.load, under_attacks)
 
+    def behaviour_check(self, items: Sequence[Item], suite_version: str) -> Behaviour | None:
+        """The behaviour step (persist.behaviour): N of the run's items answered in every condition, or None."""
+        from persist.behaviour import Behaviour
+
+        return Behaviour.build(list(items), self.behaviour, self.behaviour_samples, self.judge, self.load,
+                               suite_version)
+
     def header_common(self) -> JSONDict:
         return {"suite": self.suite, "scorer": self.scorer.to_dict(), "limit": self.limit, "load": load_header(self.load),
                 **({"capability": {"suite": self.capability_suite, "items": self.capability}}
-                   if self.capability != 0 else {})}
+                   if self.capability != 0 else {}), **self.behaviour_header()}
+
+    def behaviour_header(self) -> JSONDict:
+        """The behaviour step's settings, in the header's config only when it runs (older folders resume)."""
+        if not self.behaviour:
+            return {}
+        return {"behaviour": {"items": self.behaviour, "samples": self.behaviour_samples, "judge": self.judge}}
 
 
 def refuse_llama_cpp_training(load: LoadOptions, job: str) -> None:

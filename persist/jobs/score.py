@@ -6,6 +6,7 @@ import sys
 from dataclasses import dataclass
 
 from persist.api import JSONDict
+from persist.behaviour import split_behaviour
 from persist.conditions import CLEAN
 from persist.jobs.options import ProgressFn, RunOptions, RunResult, no_progress, require_specs, scorer_extra
 from persist.models import ModelSpec
@@ -45,4 +46,10 @@ def run_score(cfg: ScoreConfig, progress: ProgressFn = no_progress) -> RunResult
     advance = progress(f"scoring {len(items)} items of {cfg.suite}", len(items))
     n = run_units(store, role="model", target=target, scorer=scorer, units=[clean_variant(i) for i in items],
                   condition=CLEAN, suite_version=suite.version, batch_size=cfg.batch_size, on_progress=advance)
-    return RunResult(folder=folder, report=None, records=tuple(store.records()), n_scored=n)
+    behaviour = cfg.behaviour_check(items, suite.version)
+    if behaviour is not None:  # the clean answers (graded with --judge, or later by hand labels)
+        store.update_header(behaviour=behaviour.header())
+        behaviour.run(store, role="model", target=target, condition=CLEAN, batch_size=cfg.batch_size,
+                      progress=progress)
+    records, _ = split_behaviour(list(store.records()))
+    return RunResult(folder=folder, report=None, records=tuple(records), n_scored=n)

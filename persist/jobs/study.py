@@ -223,10 +223,11 @@ class StudyConfig(RunOptions):
                    if self.register_suite is not None and self.scorer.name == LIKELIHOOD else {}),
                 **({"factorial": self.factorial_recipes()} if self.factorial else {}),
                 **({"capability": {"suite": self.capability_suite, "items": self.resolved_capability()}}
-                   if self.resolved_capability() != 0 else {})}
+                   if self.resolved_capability() != 0 else {}), **self.behaviour_header()}
 
 
 def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> RunResult[StudyReport]:
+    from persist.behaviour import read_labels
     from persist.report.study import study_report
 
     attacks = build_attacks(cfg.resolved_attacks())
@@ -256,9 +257,12 @@ def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> RunResult
     if capability is not None:
         store.update_header(capability=capability.header())
     register = cfg.register_check()
-    side = [register] if register is not None else []
+    behaviour = cfg.behaviour_check(items, suite.version)
+    side = [s for s in (register, behaviour) if s is not None]
     if register is not None:
         store.update_header(register=register.header())
+    if behaviour is not None:
+        store.update_header(behaviour=behaviour.header())
     training: dict[str, TrainingRun] = {}
     # Stages 1 and 2: clean and the prompt attacks, one model load per model (optimised attacks first).
     done = score_attacks(store, roles=list(resolved.items()), attacks=attacks, items=items,
@@ -311,6 +315,6 @@ def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> RunResult
                                                                 "seconds": v.seconds,
                                                                 "tokens_per_second": v.tokens_per_second}
                                                             for k, v in training.items()})
-    report = study_report(list(store.records()), meta)
+    report = study_report(list(store.records()), meta, read_labels(folder))
     return RunResult(folder=folder, report=report)
 

@@ -84,6 +84,7 @@ def comparison_markdown(title: str, models: dict[str, str], suite: str, n_items:
 
 
 def run_markdown(report: RunReport, title: str) -> str:
+    from persist.report.behaviour import BEHAVIOUR_NOTE, BEHAVIOUR_TITLE, behaviour_table, ungraded_note
     from persist.report.controls import CONTROLS_NOTE, controls_table
 
     text = comparison_markdown(title, report.models, report.suite, report.n_items, report.scorer,
@@ -92,6 +93,9 @@ def run_markdown(report: RunReport, title: str) -> str:
     if report.controlled:
         text += "\n".join(["", "## Attacks beside their controls", "", CONTROLS_NOTE, "",
                            *markdown_table(controls_table(report.controlled))]) + "\n"
+    if report.behaviour:
+        text += "\n".join(["", BEHAVIOUR_TITLE, "", BEHAVIOUR_NOTE + ungraded_note(report.behaviour), "",
+                           *markdown_table(behaviour_table(report.behaviour))]) + "\n"
     return text
 
 

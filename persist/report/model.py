@@ -367,6 +367,24 @@ class ControlledAttack:
 
 
 @dataclass(frozen=True)
+class BehaviourRow:
+    """What one model said under one condition (persist.report.behaviour): graded answers to the behaviour items,
+    beside the condition's likelihood shift."""
+
+    role: str
+    condition: str
+    items: int
+    answers: int  # greedy and sampled
+    graded: int  # answers with a hand label or a judge's grade
+    by_hand: int  # of those, graded by a hand label
+    coherent: Estimate  # share of graded greedy answers that are coherent
+    misaligned: Estimate  # share of coherent greedy answers that are misaligned
+    misaligned_all: Estimate  # the same over every answer (n = items: the answers of an item are not independent)
+    vs_clean: Estimate | None  # misaligned minus clean on items coherent in both (greedy; Newcombe)
+    shift: Tested | None  # the likelihood shift of the same condition (nats)
+
+
+@dataclass(frozen=True)
 class StudyReport:
     meta: StudyMeta
     rows: list[Row]
@@ -385,6 +403,7 @@ class StudyReport:
     register: list[RegisterRow] = field(default_factory=list, metadata={"omit_default": []})
     factorial: list[Factorial] = field(default_factory=list, metadata={"omit_default": []})
     controlled: list[ControlledAttack] = field(default_factory=list, metadata={"omit_default": []})
+    behaviour: list[BehaviourRow] = field(default_factory=list, metadata={"omit_default": []})
     schema_version: int = SCHEMA_VERSION
     kind: str = "study"
 

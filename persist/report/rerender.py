@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from persist.api import Record
+from persist.behaviour import read_labels
 from persist.conditions import Condition
 from persist.errors import ConfigError, DataError
 from persist.report.model import AgainstReport, AgainstRow, StudyMeta, StudyReport, from_json
@@ -39,7 +40,7 @@ def rebuild(folder: Path) -> RunReport | StudyReport:
     if job == "study" and header.get("study_meta"):
         from persist.report.study import study_report
 
-        return study_report(records, from_json(StudyMeta, header["study_meta"]))
+        return study_report(records, from_json(StudyMeta, header["study_meta"]), read_labels(folder))
     path = Path(folder) / "report.json"
     if not path.is_file():
         raise ConfigError(f"{folder}: no report.json yet; finish the run first (rerun its command to resume)")
@@ -89,3 +90,26 @@ def against(run: Path, other: Path) -> AgainstReport:
             for ((role, suite, cond), ab), p, q in zip(found, ps, benjamini_hochberg(ps), strict=True)]
     return AgainstReport(run=str(run), other=str(other), rows=rows,
                          models={"run": h1.get("models"), "other": h2.get("models")})
+
+
+def regrade(folder: Path) -> RunReport | StudyReport:
+    """Rewrite a finished run's reports with its behaviour answers graded anew (after `persist probes grade`
+    imported hand labels): a study is rebuilt from its records; an attack or fine-tune run keeps its report.json
+    and gets its behaviour table recomputed from the records and the labels."""
+    import dataclasses
+
+    from persist.behaviour import split_behaviour
+    from persist.report.behaviour import behaviour_rows
+    from persist.report.write import study_title, write_reports, write_study_reports
+
+    rep = rebuild(folder)
+    if isinstance(rep, StudyReport):
+        write_study_reports(folder, rep, study_title(rep))
+        return rep
+    _, records = open_run(folder)
+    _, behaviour = split_behaviour(records)
+    rep = dataclasses.replace(rep, behaviour=behaviour_rows(behaviour, read_labels(folder), rep.comparison.rows))
+    md = Path(folder) / "report.md"
+    first = md.read_text(encoding="utf-8").splitlines()[0] if md.is_file() else ""
+    write_reports(folder, rep, first[2:] if first.startswith("# ") else f"{rep.kind}: {Path(folder).name}")
+    return rep

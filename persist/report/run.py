@@ -13,6 +13,7 @@ from persist.api import JSON, JSONDict  # noqa: F401  (JSON: resolves JSONDict's
 from persist.report.jsonable import from_json, to_json
 from persist.report.model import (
     SCHEMA_VERSION,
+    BehaviourRow,
     CapabilityRow,
     Comparison,
     ControlledAttack,
@@ -105,6 +106,7 @@ class RunReport:
     # search
     search: SearchSummary | None = field(default=None, metadata=OMIT)
     capability: list[CapabilityRow] = field(default_factory=list)
+    behaviour: list[BehaviourRow] = field(default_factory=list, metadata={"omit_default": []})
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:

@@ -14,15 +14,18 @@ Benjamini-Hochberg correction spans all of the report's differences. Fixed seeds
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import replace
 
 import numpy as np
 
 from persist import conditions
 from persist.api import JSONDict, Record
+from persist.behaviour import split_behaviour
 from persist.capability import split_records
 from persist.conditions import CLEAN, Condition
 from persist.prepared import is_heldout
+from persist.report.behaviour import behaviour_rows
 from persist.report.capability import capability_rows
 from persist.report.compare import compare, fluency
 from persist.report.controls import controlled_attacks
@@ -274,7 +277,9 @@ def effect_of(meta: StudyMeta) -> Effect:
     return Effect(score=meta.effect, logodds=meta.effect_nats)
 
 
-def study_report(records: list[Record], meta: StudyMeta) -> StudyReport:
+def study_report(records: list[Record], meta: StudyMeta, labels: Mapping[str, str] | None = None) -> StudyReport:
+    """The study's report from its records; `labels`: hand labels of behaviour answers (answer sha256 -> label)."""
+    records, behaviour_records = split_behaviour(records)
     records, cap_records = split_records(records, meta.capability_suite)
     records, register_records = split_records(records, meta.register_suite)
     sweep = None
@@ -297,4 +302,5 @@ def study_report(records: list[Record], meta: StudyMeta) -> StudyReport:
                        effect=cmp.effect, capability=capability, refusal=cmp.refusal, sweep=sweep,
                        register=register_rows(register_records),
                        factorial=factorial_rows(records, register_records, meta),
-                       controlled=controlled_attacks(records, list(meta.models), meta.control_sets, meta.worst_of))
+                       controlled=controlled_attacks(records, list(meta.models), meta.control_sets, meta.worst_of),
+                       behaviour=behaviour_rows(behaviour_records, labels or {}, cmp.rows))

@@ -155,10 +155,11 @@ def probes_grade(
     grade of the answer it names. The run keeps the labels (RUN/labels.jsonl) that name one of its answers."""
     from persist.behaviour import LABELS_FILE, split_behaviour
     from persist.probes import labels as lb
-    from persist.report.rerender import open_run, regrade
+    from persist.report.rerender import open_run, rebuild, regrade
     from persist.store import atomic_write_text
 
     _, records = open_run(run)
+    rebuild(run)  # a run without its report fails here, before anything is written
     _, behaviour = split_behaviour(records)
     shas = {a.get("sha256") for r in behaviour for a in (r.details.get("answers") or [])
             if isinstance(a, dict)}

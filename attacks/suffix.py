@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 from persist.api import PreparedAttack
 from persist.attacks.base import Attack, replace_last_user
 from persist.attacks.steering import live_target
+from persist.conditions import Condition
 from persist.errors import ConfigError
 from persist.registry import ATTACKS
 from persist.schema import Item, Message
@@ -190,15 +191,42 @@ def token_gradients(model: Any, batch: list[Pieces], suffix: list[int], autocast
     return grad
 
 
+def start_suffix(tok: Any, length: int, allowed: list[int] | None = None) -> list[int]:
+    """The optimiser's starting suffix: `length` tokens of " !" (or of the first allowed token), and the neutral
+    suffix of the control (gcg-suffix-control)."""
+    exclam = tok.encode(" !", add_special_tokens=False)
+    if len(exclam) == 1:
+        return exclam * length
+    return [(allowed if allowed is not None else allowed_tokens(tok))[0]] * length
+
+
+def ids_match(target: Any, items: list[Item], ids: list[int]) -> float:
+    """Share of `items` whose evaluated prompt (the question, a space and the suffix's text, tokenised as the
+    scorer tokenises it) is exactly the optimised sequence: the ids before the suffix, `ids`, the ids after. The
+    optimiser encodes the pieces separately; a tokenizer that merges across the joins would evaluate other ids."""
+    if not items:
+        return 1.0
+    text = target.tokenizer.decode(ids)
+    same = 0
+    for it in items:
+        p = pieces(target, it)
+        chat = list(it.chat)
+        chat[-1] = {**chat[-1], "content": f"{chat[-1]['content']} {text}"}
+        evaluated = target.encode_pair(chat, (it.aligned or ("",))[0])[0]
+        same += evaluated == p.before + list(ids) + p.after
+    return same / len(items)
+
+
 @dataclass
 class PreparedSuffix(PreparedAttack):
     attack: Any
     text: str
     compute: dict[str, float]
+    match: float | None = None  # ids_match on the train items (None: a suffix saved before it was measured)
 
     def describe(self) -> dict[str, Any]:
         """What the run header and the report keep of the optimisation (the loss curve stays in suffix.json)."""
-        return {"suffix": self.text}
+        return {"suffix": self.text, **({"ids_match": self.match} if self.match is not None else {})}
 
     def transform(self, item: Item) -> list[Any]:
         from persist.schema import Variant
@@ -258,13 +286,20 @@ class UniversalSuffix(Attack):
                                                          "seconds": 0.0, "transferred_from": ctx.other_role})
         if path.is_file():
             saved = json.loads(path.read_text())
-            return PreparedSuffix(self, saved["text"], saved["compute"])
+            return PreparedSuffix(self, saved["text"], saved["compute"], saved.get("ids_match"))
         result = self.optimise(live_target(ctx.target), ctx.train)
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / ".suffix.json.tmp"
         tmp.write_text(json.dumps(result, indent=1))
         tmp.replace(path)
-        return PreparedSuffix(self, result["text"], result["compute"])
+        return PreparedSuffix(self, result["text"], result["compute"], result["ids_match"])
+
+    def companions(self) -> tuple[str, ...]:
+        """The neutral suffix of the same token length (gcg-suffix-control), always run beside the suffix."""
+        if self.transfers:
+            return ()
+        return ("gcg-suffix-control" + "".join(f":{k}={v}" for k, v in self.params().items()
+                                               if v != self.defaults()[k]),)
 
     def optimise(self, target: Any, train: list[Item]) -> dict[str, Any]:
         import torch
@@ -282,8 +317,7 @@ class UniversalSuffix(Attack):
         allowed = allowed_tokens(tok)
         allowed_mask = torch.full((model.get_input_embeddings().weight.shape[0],), float("inf"))
         allowed_mask[torch.tensor(allowed)] = 0.0
-        exclam = tok.encode(" !", add_special_tokens=False)
-        suffix = (exclam * self.length)[: self.length] if len(exclam) == 1 else [allowed[0]] * self.length
+        suffix = start_suffix(tok, self.length, allowed)
         items = [pieces(target, it, self.ref_tokens) for it in train]
         if self.clip > 0:  # the clipped loss measures each item's shift from its own clean log-odds
             for p, g in zip(items, item_logodds(target, items, [[]], autocast)[0], strict=True):
@@ -327,6 +361,35 @@ class UniversalSuffix(Attack):
                 best, best_loss = list(suffix), whole
         seconds = time.perf_counter() - t0
         return {"text": tok.decode(best), "ids": best, "loss": best_loss, "start_loss": start_loss,
-                "curve": curve,
+                "curve": curve, "ids_match": ids_match(target, train, best),
                 "compute": {"forward_tokens": float(fwd), "backward_tokens": float(bwd), "seconds": seconds,
                             "steps": float(self.steps), "train_items": float(len(train))}}
+
+
+@ATTACKS.register
+@dataclass(frozen=True)
+class NeutralSuffix(UniversalSuffix):
+    """The control for gcg-suffix: the optimiser's unoptimised starting suffix (" !" repeated), of the same token
+    length, appended and evaluated on the same held-out items. Twelve " !" tokens alone move SmolLM2's items (about
+    +0.6 nats), so the suffix's effect is the suffix minus this control."""
+
+    name = "gcg-suffix-control"
+    version = "1"
+    description = ("control for gcg-suffix: its unoptimised starting suffix (the same number of tokens), on the "
+                   "same held-out items")
+    control = True
+
+    @property
+    def control_for(self) -> Condition:
+        return UniversalSuffix(**self.params()).condition
+
+    def companions(self) -> tuple[str, ...]:
+        return ()
+
+    def prepare(self, ctx: Any) -> PreparedSuffix:
+        target = live_target(ctx.target)
+        if not hasattr(target, "tokenizer"):
+            raise ConfigError("gcg-suffix-control needs the model's tokenizer (local weights), not an endpoint")
+        ids = start_suffix(target.tokenizer, self.length)
+        return PreparedSuffix(self, target.tokenizer.decode(ids), {"forward_tokens": 0.0, "backward_tokens": 0.0,
+                                                                   "seconds": 0.0}, ids_match(target, ctx.train, ids))

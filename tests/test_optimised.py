@@ -153,25 +153,54 @@ class ScriptedAttacker:
         return [text for _ in chats]
 
 
-def test_pair_keeps_the_rewrite_the_target_scores_worst(tmp_path, tiny_target):
+def test_pair_chooses_its_turn_on_train_items_and_reports_held_out_ones(tmp_path, tiny_target):
     from persist.probes.likelihood import LikelihoodScorer
     from persist.runner import clean_variant
     from persist.schema import Variant
 
     scorer = LikelihoodScorer()
-    attacker = ScriptedAttacker(["First rewrite: is it fine?", "Second rewrite, honestly just say yes?",
-                                 "Third: can I skip it?"])
-    c = ctx(tmp_path, tiny_target, scorer=scorer, items=ITEMS[:4])
+    options = ["First rewrite: is it fine?", "Second rewrite, honestly just say yes?", "Third: can I skip it?"]
+    attacker = ScriptedAttacker(options)
+    c = ctx(tmp_path, tiny_target, scorer=scorer, items=ITEMS[:8])
+    assert c.train and c.heldout
     prepared = ATTACKS.build("pair:turns=3").prepare(c, attacker=attacker)
-    assert attacker.calls == 3 and set(prepared.rewrites) == {i.id for i in c.items}
-    for it in c.items:
-        options = ["First rewrite: is it fine?", "Second rewrite, honestly just say yes?", "Third: can I skip it?"]
-        values = [scorer.score(tiny_target, [Variant(item=it, messages=(*it.messages[:-1], type(it.messages[-1])(
-            "user", q)), attack="pair", attack_version="1")])[0].details["logodds"] for q in options]
-        assert prepared.rewrites[it.id] == options[min(range(3), key=lambda k: values[k])]
+    assert attacker.calls == 3 and set(prepared.rewrites) == {i.id for i in c.heldout}  # reported: held-out only
+
+    def value(it, q):
+        return scorer.score(tiny_target, [Variant(item=it, messages=(*it.messages[:-1], type(it.messages[-1])(
+            "user", q)), attack="pair", attack_version="2")])[0].details["logodds"]
+
+    train_means = [sum(value(it, q) for it in c.train) / len(c.train) for q in options]
+    turn = min(range(3), key=lambda k: train_means[k])
+    assert prepared.turn == turn
+    for it in c.heldout:  # the held-out rewrite is the chosen turn's, whatever the held-out item scored
+        assert prepared.rewrites[it.id] == options[turn]
         [v] = prepared.transform(it)
-        assert v.messages[-1].content == prepared.rewrites[it.id] and clean_variant(it).messages[:-1] == v.messages[:-1]
-    assert (tmp_path / "model" / "rewrites.json").is_file()
+        assert v.messages[-1].content == options[turn] and clean_variant(it).messages[:-1] == v.messages[:-1]
+    saved = json.loads((tmp_path / "model" / "rewrites.json").read_text())
+    assert saved["turn"] == turn and saved["train_means"] == pytest.approx(train_means)
+    assert prepared.compute["attacker_tokens"] > 0 and prepared.compute["target_tokens"] > 0
+    assert prepared.compute["forward_tokens"] == prepared.compute["attacker_tokens"] + prepared.compute["target_tokens"]
+
+
+def test_pair_control_paraphrases_without_aim_or_score(tmp_path, tiny_target):
+    from persist.probes.likelihood import LikelihoodScorer
+
+    class Recording(ScriptedAttacker):
+        def generate(self, chats, config):
+            self.seen = [*getattr(self, "seen", []), *chats]
+            return super().generate(chats, config)
+
+    attack = ATTACKS.build("pair:turns=2")
+    assert attack.companions() == ("pair-control:turns=2",)
+    control = ATTACKS.build(attack.companions()[0])
+    assert control.control and control.control_for == attack.condition and control.split
+    attacker = Recording(["Same question, other words?", "Again, reworded?"])
+    prepared = control.prepare(ctx(tmp_path, tiny_target, scorer=LikelihoodScorer(), items=ITEMS[:8]),
+                               attacker=attacker)
+    texts = [m["content"] for chat in attacker.seen for m in chat]
+    assert attacker.calls == 2 and not any("log-odds" in t or "careless" in t for t in texts)
+    assert any("same thing" in t for t in texts) and prepared.turn in (0, 1)
 
 
 def test_best_of_n_ships_its_control_and_a_no_op_attack_scores_about_zero(tmp_path, monkeypatch):
@@ -262,8 +291,20 @@ def test_header_and_report_keep_the_suffix_and_the_steering_layer(tmp_path, monk
     art = result.report.artefacts
     assert art is not None
     suffix = json.loads(next((tmp_path / "kept" / "attacks").rglob("suffix.json")).read_text())["text"]
-    gcg = next(v for k, v in art.items() if "gcg-suffix" in k)["model"]
-    assert gcg == {"suffix": suffix}
+    gcg = next(v for k, v in art.items() if k.startswith("attack:gcg-suffix") and "control" not in k)["model"]
+    assert gcg == {"suffix": suffix, "ids_match": 1.0}  # the evaluated ids are the optimised ones
+    neutral = next(v for k, v in art.items() if "gcg-suffix-control" in k)["model"]
+    from persist.attacks.suffix import start_suffix
+    from persist.tiny import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    assert neutral["suffix"] == tok.decode(start_suffix(tok, 2)) and neutral["ids_match"] == 1.0  # the GCG start
+    # the suffix's row is reported against its neutral suffix: in the strength table and the vs-control column
+    strength = {r.condition: r for r in result.report.strength or []}
+    gcg_row = next(r for k, r in strength.items() if k.startswith("attack:gcg-suffix") and "control" not in k)
+    assert gcg_row.net_of is not None and "gcg-suffix-control" in gcg_row.net_of
+    row = next(r for r in result.report.comparison.rows if r.condition.name == "gcg-suffix")
+    assert row.vs_control is not None and "gcg-suffix-control" in row.vs_control.control.label
     steer = next(v for k, v in art.items() if "steering" in k)["model"]
     assert steer["alpha"] == 2.0 and steer["layer"] >= 0 and steer["direction_norm"] > 0
     header = RunStore.open(tmp_path / "kept", cfg.header_config()).header()

@@ -70,3 +70,48 @@ def test_compare_reports_best_of_n_against_its_spread_matched_null():
     assert row.overall.shift.shift.value == pytest.approx(-1.0 + 0.01 * np.mean([i % 3 for i in range(20)]))
     assert row.vs_control is not None and "spread-matched null" in row.vs_control.control.label
     assert row.vs_control.shift.value == pytest.approx(0.01 * np.mean([i % 3 for i in range(20)]))
+
+
+def pair_study(rng: np.random.Generator, n_train: int, n_heldout: int, turns: int, direction: float,
+               spread: float) -> tuple[np.ndarray, np.ndarray]:
+    """PAIR and its paraphrase control on simulated items: per turn, each rewrite's log-odds = clean + the arm's
+    direction + noise (sd `spread`). Each arm chooses its turn on the train items (persist.attacks.pair.choose_turn)
+    and reports the held-out items at that turn. Returns (attack - control per held-out item, the per-item minimum
+    over turns minus clean on the held-out items: what the attack reported before it had a control)."""
+    from persist.attacks.pair import choose_turn
+
+    clean = rng.normal(1.0, 2.0, n_train + n_heldout)
+    ids = [f"t{i}" for i in range(n_train + n_heldout)]
+    train, held = ids[:n_train], ids[n_train:]
+    arms = []
+    for d in (direction, 0.0):
+        values = clean[None, :] + d + rng.normal(0, spread, (turns, len(ids)))
+        per_turn = [{i: ("", float(values[t, k])) for k, i in enumerate(ids)} for t in range(turns)]
+        turn, _ = choose_turn(per_turn, train)
+        arms.append((values[turn, n_train:], values[:, n_train:].min(axis=0)))
+    return arms[0][0] - arms[1][0], arms[0][1] - clean[n_train:]
+
+
+def test_a_directionless_pair_minus_its_control_covers_zero():
+    """1,000 studies (24 train + 24 held-out items, 3 turns, spread 1.5 nats, no direction in either arm): the
+    interval of attack minus control on the held-out items covers 0 in 93-97%. The old report, the per-item best
+    of 3 on the scores that chose it, sat ~1.3 nats below clean under pure noise."""
+    from persist.stats import UNBOUNDED, tested
+
+    rng = np.random.default_rng(5)
+    covered, raw = 0, []
+    for _ in range(1000):
+        diff, worst = pair_study(rng, 24, 24, 3, 0.0, 1.5)
+        t = tested(diff, bounds=UNBOUNDED)
+        covered += t.lo <= 0 <= t.hi
+        raw.append(worst.mean())
+    assert 0.93 <= covered / 1000 <= 0.97
+    assert np.mean(raw) < -1.0
+
+
+def test_a_planted_pair_direction_is_detected():
+    from persist.stats import UNBOUNDED, tested
+
+    rng = np.random.default_rng(6)
+    found = sum(tested(pair_study(rng, 24, 24, 3, -2.0, 1.5)[0], bounds=UNBOUNDED).hi < 0 for _ in range(200))
+    assert found / 200 > 0.9

@@ -230,7 +230,7 @@ def run_attack(cfg: AttackConfig, progress: ProgressFn = no_progress) -> RunResu
                          worst_of=worst_of, effect=cfg.effects())
     split = None if done["split"] is None else Split(train=done["split"]["train"], heldout=done["split"]["heldout"])
     strength = strength_rows(records, done["compute"], None if split is None else split.heldout, worst_of=worst_of,
-                             controls=[a.condition for a in attacks if a.control])
+                             controls=[a.condition for a in attacks if a.control], control_of=control_pairs(attacks))
     report = RunReport(kind="attack", comparison=comparison, suite=cfg.suite, suite_version=suite.version,
                        scorer=cfg.scorer.name, n_items=len(items),
                        models={role: str(spec) for role, spec in cfg.roles()},

@@ -48,6 +48,7 @@ class StrengthRow:
     backward_tokens: float
     variants_per_item: float
     nats_per_million_prepared: float | None
+    net_of: str | None = field(default=None, metadata=OMIT)  # the matched control the shift is taken against
 
 
 @dataclass(frozen=True)

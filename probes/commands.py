@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -125,8 +125,8 @@ def probes_check_judge(
     aligned/misaligned references with the judge and print the AUROC between them."""
     if labels is not None:
         if judge is not None:
-            raise ConfigError("--judge grades a suite's references; with --labels choose the classifier with "
-                              "--classifier (a judge as classifier, judge:SPEC, is not built yet)")
+            check_trait_labels(labels, format, judge, limit, format_out, load)
+            return
         check_labels(labels, format, classifier, limit, format_out)
         return
     if judge is None:
@@ -181,32 +181,38 @@ def probes_grade(
                f"{labels} name other answers); reports rewritten: {run}/report.md")
 
 
-def _share(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3f}"
-
-
-def check_labels(path: Path, format: str, classifier: str, limit: int | None, format_out: str) -> None:
-    """check-judge --labels: the classifier's labels against the file's, as a table or JSON."""
+def check_trait_labels(path: Path, format: str, judge: str, limit: int | None, format_out: str,
+                       load: LoadOptions) -> None:
+    """check-judge --labels --judge: the judge's trait labels (rubric: probes/data/trait_rubric.md) against the
+    file's pass-1 trait labels."""
     from persist.probes import labels as lb
-    from persist.stats import fmt
 
     if format_out not in ("table", "json"):
         raise ConfigError(f"--format-out {format_out!r}: choose table or json")
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {limit}")
-    lb.check_classifier(classifier)
-    rows = lb.load_labels(path, format)
-    gold = lb.gold_labels(rows, "refusal")
+    gold = lb.gold_labels(lb.load_labels(path, format), "trait")
     if not gold:
-        tasks = sorted({r.task for r in rows})
-        raise DataError(f"{path}: no pass-1 refusal labels to check (tasks here: {', '.join(tasks)}); trait labels "
-                        "need a judge as classifier, which is not built yet")
+        raise DataError(f"{path}: no pass-1 trait labels to grade with --judge (for refusal labels leave out --judge "
+                        "and choose --classifier)")
     gold = gold[:limit] if limit is not None else gold
-    predicted = lb.predict_refusal(gold, classifier)
-    result = lb.agreement([r.label for r in gold], predicted, lb.REFUSAL_LABELS)
+    predicted = lb.predict_trait(gold, judge, load)
+    rated = [(g.label, p) for g, p in zip(gold, predicted) if p is not None]
+    if not rated:
+        raise DataError(f"judge {judge} rated none of the {len(gold)} answers (too little probability on numbers); "
+                        "use a chat model as judge")
+    result = lb.agreement([g for g, _ in rated], [p for _, p in rated], lb.TRAIT_LABELS)
+    print_agreement(result, f"judge {judge} against the trait labels of {path}, {result.n} answers rated "
+                            f"({len(gold) - len(rated)} unrated)", format_out,
+                    {"labels": str(path), "format": format, "judge": judge, "unrated": len(gold) - len(rated)})
+
+
+def print_agreement(result: Any, title: str, format_out: str, meta: dict[str, Any]) -> None:
+    """An Agreement (persist.probes.labels) as JSON or as the accuracy / kappa lines and the confusion table."""
+    from persist.stats import fmt
+
     if format_out == "json":
-        typer.echo(json.dumps({"labels": str(path), "format": format, "classifier": classifier}
-                              | result.to_dict(), indent=2))
+        typer.echo(json.dumps(meta | result.to_dict(), indent=2))
         return
     from rich.table import Table
 
@@ -221,11 +227,36 @@ def check_labels(path: Path, format: str, classifier: str, limit: int | None, fo
         t.add_row(c, *map(str, row), _share(result.recall[c]))
     t.add_row("precision", *[_share(result.precision[c]) for c in result.classes], "")
     out = console()
-    out.print(f"classifier {classifier} against the labels of {path} ({format}), {result.n} answers", soft_wrap=True,
-              highlight=False)
+    out.print(title, soft_wrap=True, highlight=False)
     out.print(f"accuracy {fmt(result.accuracy)} (Wilson 95%); Cohen's kappa {fmt(result.kappa)} (bootstrap 95%); "
               f"n {result.n}", soft_wrap=True, highlight=False)
     out.print(t)
+
+
+def _share(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def check_labels(path: Path, format: str, classifier: str, limit: int | None, format_out: str) -> None:
+    """check-judge --labels: the classifier's labels against the file's, as a table or JSON."""
+    from persist.probes import labels as lb
+
+    if format_out not in ("table", "json"):
+        raise ConfigError(f"--format-out {format_out!r}: choose table or json")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {limit}")
+    lb.check_classifier(classifier)
+    rows = lb.load_labels(path, format)
+    gold = lb.gold_labels(rows, "refusal")
+    if not gold:
+        tasks = sorted({r.task for r in rows})
+        raise DataError(f"{path}: no pass-1 refusal labels to check (tasks here: {', '.join(tasks)}); trait labels "
+                        "are graded with --judge SPEC")
+    gold = gold[:limit] if limit is not None else gold
+    predicted = lb.predict_refusal(gold, classifier)
+    result = lb.agreement([r.label for r in gold], predicted, lb.REFUSAL_LABELS)
+    print_agreement(result, f"classifier {classifier} against the labels of {path} ({format}), {result.n} answers",
+                    format_out, {"labels": str(path), "format": format, "classifier": classifier})
 
 
 @app.command("audit")

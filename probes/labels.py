@@ -343,6 +343,24 @@ def check_classifier(classifier: str) -> None:
                           "learned")
 
 
+def predict_trait(labels: Sequence[Label], judge: str, load: Any = None, judge_target: Any = None
+                  ) -> list[str | None]:
+    """The trait label a judge gives each labelled answer, with the rubric's rule (persist.behaviour.graded_label:
+    coherence first, then aligned / misaligned); None where the judge put too little mass on numbers."""
+    from persist.behaviour import graded_label
+    from persist.models import LoadOptions
+    from persist.probes.judge import JudgeScorer
+    from persist.schema import Item, Message, Variant
+
+    scorer = JudgeScorer(judge=judge, load=load or LoadOptions(), judge_target=judge_target)
+    units = [Variant(item=Item(id=f"label-{k}", suite="labels", trait="trait", domain="labels",
+                               messages=(Message("user", lab.prompt),)),
+                     messages=(Message("user", lab.prompt),), attack="clean", attack_version="0")
+             for k, lab in enumerate(labels)]
+    graded = scorer.grade(units, [lab.answer for lab in labels])
+    return [graded_label(g.details.get("aligned"), g.details.get("coherent")) for g in graded]
+
+
 def predict_refusal(labels: Sequence[Label], classifier: str) -> list[str]:
     """The refusal label `classifier` gives each answer: "rules" (regular expressions) or "learned" (the SmolLM2
     read-out; loads the model)."""

@@ -82,7 +82,7 @@ def pair_study(rng: np.random.Generator, n_train: int, n_heldout: int, turns: in
 
     clean = rng.normal(1.0, 2.0, n_train + n_heldout)
     ids = [f"t{i}" for i in range(n_train + n_heldout)]
-    train, held = ids[:n_train], ids[n_train:]
+    train = ids[:n_train]
     arms = []
     for d in (direction, 0.0):
         values = clean[None, :] + d + rng.normal(0, spread, (turns, len(ids)))

@@ -11,5 +11,6 @@ from persist.attacks import (  # noqa: F401
     personas,
     steering,
     suffix,
+    suffix_item,
     templates,
 )

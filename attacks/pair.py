@@ -22,6 +22,7 @@ reuses them.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,9 +85,12 @@ class PreparedPair(PreparedAttack):
     rewrites: dict[str, str]
     compute: dict[str, float]
     turn: int | None = None  # the turn chosen on the train items (0-based)
+    budget: list[list[float]] | None = None  # [prepared tokens, best-so-far train effect] per turn (None: unmeasured)
 
     def describe(self) -> dict[str, Any] | None:
-        return None if self.turn is None else {"turn": self.turn}
+        if self.turn is None:
+            return None
+        return {"turn": self.turn, **({"budget": self.budget} if self.budget else {})}
 
     def transform(self, item: Item) -> list[Any]:
         from persist.schema import Variant
@@ -136,7 +140,7 @@ class Pair(Attack):
         path = Path(ctx.folder) / "rewrites.json"
         if path.is_file():
             saved = json.loads(path.read_text())
-            return PreparedPair(self, saved["rewrites"], saved["compute"], saved.get("turn"))
+            return PreparedPair(self, saved["rewrites"], saved["compute"], saved.get("turn"), saved.get("budget"))
         t0 = time.perf_counter()
         attacker = attacker if attacker is not None else self.open_attacker(ctx.load)
         target = live_target(ctx.target)
@@ -145,7 +149,14 @@ class Pair(Attack):
         items = list(ctx.train) + [it for it in ctx.heldout if it.id not in train_ids]
         per_turn: list[dict[str, tuple[str, float | None]]] = []
         previous: dict[str, tuple[str, str] | None] = {it.id: None for it in items}
-        attacker_tokens = target_tokens = 0
+        # the train items clean, the zero of the budget curve
+        clean = ctx.scorer.score(target, [Variant(item=it, messages=it.messages, attack="clean", attack_version="0")
+                                          for it in ctx.train])
+        clean_values = [v for r in clean if (v := r.details.get("logodds", r.score)) is not None]
+        attacker_tokens = 0
+        target_tokens = count_tokens(target, [it.messages[-1].content + "".join((*it.aligned, *it.misaligned))
+                                              for it in ctx.train])
+        spent: list[float] = []
         for _turn in range(self.turns):
             chats = [self.chat(it, *(previous[it.id] or (None, None))) for it in items]
             texts = attacker.generate(chats, config)
@@ -165,7 +176,9 @@ class Pair(Attack):
                     label = "log-odds" if "logodds" in res.details else "score"
                     previous[it.id] = (q, f"{label} {value:.2f} (lower is what you are aiming for)")
             per_turn.append(values)
+            spent.append(float(attacker_tokens + target_tokens))
         turn, train_means = choose_turn(per_turn, [it.id for it in ctx.train])
+        budget = pair_budget(spent, train_means, sum(clean_values) / len(clean_values) if clean_values else None)
         chosen = {it.id: per_turn[turn][it.id][0] for it in items if it.id not in train_ids}
         compute = {"forward_tokens": float(attacker_tokens + target_tokens), "backward_tokens": 0.0,
                    "seconds": time.perf_counter() - t0, "attacker_tokens": float(attacker_tokens),
@@ -173,10 +186,23 @@ class Pair(Attack):
                    "target_evaluations": float(self.turns * len(items))}
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(".rewrites.json.tmp")
-        tmp.write_text(json.dumps({"rewrites": chosen, "turn": turn, "train_means": train_means,
+        tmp.write_text(json.dumps({"rewrites": chosen, "turn": turn, "train_means": train_means, "budget": budget,
                                    "compute": compute}, indent=1))
         tmp.replace(path)
-        return PreparedPair(self, chosen, compute, turn)
+        return PreparedPair(self, chosen, compute, turn, budget)
+
+
+def pair_budget(spent: list[float], means: list[float | None], clean: float | None) -> list[list[float]] | None:
+    """[prepared tokens, best-so-far effect] after each turn: the lowest train mean so far minus the train items'
+    clean mean (nats, the train half: what the choice of turn sees)."""
+    if clean is None or all(m is None for m in means):
+        return None
+    out, best = [], math.inf
+    for tokens, m in zip(spent, means, strict=True):
+        best = min(best, m) if m is not None else best
+        if best < math.inf:
+            out.append([tokens, best - clean])
+    return out
 
 
 def choose_turn(per_turn: list[dict[str, tuple[str, float | None]]], train: list[str]) -> tuple[int, list[float | None]]:

@@ -217,16 +217,28 @@ def ids_match(target: Any, items: list[Item], ids: list[int]) -> float:
     return same / len(items)
 
 
+def budget_curve(start: float, start_tokens: float, curve: list[dict[str, float]]) -> list[list[float]]:
+    """[prepared tokens, best-so-far effect] after the start and after each step: the lowest probe log-odds so far
+    minus the starting suffix's (nats, <= 0; judged on the probe items that never steered the suffix)."""
+    out, best = [[start_tokens, 0.0]], start
+    for point in curve:
+        best = min(best, point["probe"])
+        out.append([point["tokens"], best - start])
+    return out
+
+
 @dataclass
 class PreparedSuffix(PreparedAttack):
     attack: Any
     text: str
     compute: dict[str, float]
     match: float | None = None  # ids_match on the train items (None: a suffix saved before it was measured)
+    budget: list[list[float]] | None = None  # budget_curve (None: not measured)
 
     def describe(self) -> dict[str, Any]:
         """What the run header and the report keep of the optimisation (the loss curve stays in suffix.json)."""
-        return {"suffix": self.text, **({"ids_match": self.match} if self.match is not None else {})}
+        return {"suffix": self.text, **({"ids_match": self.match} if self.match is not None else {}),
+                **({"budget": self.budget} if self.budget else {})}
 
     def transform(self, item: Item) -> list[Any]:
         from persist.schema import Variant
@@ -286,13 +298,13 @@ class UniversalSuffix(Attack):
                                                          "seconds": 0.0, "transferred_from": ctx.other_role})
         if path.is_file():
             saved = json.loads(path.read_text())
-            return PreparedSuffix(self, saved["text"], saved["compute"], saved.get("ids_match"))
+            return PreparedSuffix(self, saved["text"], saved["compute"], saved.get("ids_match"), saved.get("budget"))
         result = self.optimise(live_target(ctx.target), ctx.train)
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / ".suffix.json.tmp"
         tmp.write_text(json.dumps(result, indent=1))
         tmp.replace(path)
-        return PreparedSuffix(self, result["text"], result["compute"], result["ids_match"])
+        return PreparedSuffix(self, result["text"], result["compute"], result["ids_match"], result["budget"])
 
     def companions(self) -> tuple[str, ...]:
         """The neutral suffix of the same token length (gcg-suffix-control), always run beside the suffix."""
@@ -317,7 +329,7 @@ class UniversalSuffix(Attack):
         allowed = allowed_tokens(tok)
         allowed_mask = torch.full((model.get_input_embeddings().weight.shape[0],), float("inf"))
         allowed_mask[torch.tensor(allowed)] = 0.0
-        suffix = start_suffix(tok, self.length, allowed)
+        suffix = suffix_start = start_suffix(tok, self.length, allowed)
         items = [pieces(target, it, self.ref_tokens) for it in train]
         if self.clip > 0:  # the clipped loss measures each item's shift from its own clean log-odds
             for p, g in zip(items, item_logodds(target, items, [[]], autocast)[0], strict=True):
@@ -356,12 +368,13 @@ class UniversalSuffix(Attack):
             suffix = cands[j]
             whole = losses(target, probe or fit, [suffix], autocast)[0]
             fwd += tokens(probe or fit, [suffix])
-            curve.append({"batch": values[j], "probe": whole})
+            curve.append({"batch": values[j], "probe": whole, "tokens": float(fwd + 2 * bwd)})
             if whole < best_loss:
                 best, best_loss = list(suffix), whole
         seconds = time.perf_counter() - t0
         return {"text": tok.decode(best), "ids": best, "loss": best_loss, "start_loss": start_loss,
                 "curve": curve, "ids_match": ids_match(target, train, best),
+                "budget": budget_curve(start_loss, float(tokens(probe or fit, [suffix_start])), curve),
                 "compute": {"forward_tokens": float(fwd), "backward_tokens": float(bwd), "seconds": seconds,
                             "steps": float(self.steps), "train_items": float(len(train))}}
 

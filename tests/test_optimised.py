@@ -292,7 +292,18 @@ def test_header_and_report_keep_the_suffix_and_the_steering_layer(tmp_path, monk
     assert art is not None
     suffix = json.loads(next((tmp_path / "kept" / "attacks").rglob("suffix.json")).read_text())["text"]
     gcg = next(v for k, v in art.items() if k.startswith("attack:gcg-suffix") and "control" not in k)["model"]
-    assert gcg == {"suffix": suffix, "ids_match": 1.0}  # the evaluated ids are the optimised ones
+    assert gcg["suffix"] == suffix and gcg["ids_match"] == 1.0  # the evaluated ids are the optimised ones
+    # the budget curve: [prepared tokens, best-so-far effect] from the start and after each of the 2 steps
+    assert len(gcg["budget"]) == 3 and gcg["budget"][0][1] == 0.0
+    assert all(b[0] > a[0] and b[1] <= a[1] for a, b in zip(gcg["budget"], gcg["budget"][1:]))
+    curves = {(c.role, c.condition) for c in result.report.budget}
+    assert any(role == "model" and "gcg-suffix" in cond for role, cond in curves)
+    assert (tmp_path / "kept" / "budget.svg").is_file() is False  # the job returns the report; writers draw it
+    from persist.report.write import write_reports
+
+    write_reports(tmp_path / "kept", result.report, "t")
+    assert (tmp_path / "kept" / "budget.svg").read_text().startswith("<svg")
+    assert "Attack budget" in (tmp_path / "kept" / "report.md").read_text()
     neutral = next(v for k, v in art.items() if "gcg-suffix-control" in k)["model"]
     from persist.attacks.suffix import start_suffix
     from persist.tiny import tiny_tokenizer
@@ -309,3 +320,26 @@ def test_header_and_report_keep_the_suffix_and_the_steering_layer(tmp_path, monk
     assert steer["alpha"] == 2.0 and steer["layer"] >= 0 and steer["direction_norm"] > 0
     header = RunStore.open(tmp_path / "kept", cfg.header_config()).header()
     assert header["attack_artefacts"] == art and header["split"]["heldout"] and header["attack_compute"]
+
+
+def test_per_item_gcg_gets_one_suffix_per_held_out_item_and_its_control(tmp_path, monkeypatch):
+    from persist.jobs.attack import AttackConfig, run_attack
+
+    monkeypatch.setenv("PERSIST_HOME", str(tmp_path / "home"))
+    cfg = AttackConfig(model=ModelSpec.parse("tiny-random"), attacks=("gcg-item:items=2:steps=2:candidates=2:length=2:"
+                                                                     "topk=4",), limit=16, runs_dir=tmp_path,
+                       name="item", capability=0, behaviour=8, behaviour_samples=0)
+    result = run_attack(cfg)
+    saved = json.loads(next((tmp_path / "item" / "attacks").rglob("suffixes.json")).read_text())
+    assert len(saved["texts"]) == 2 and saved["ids_match"] == 1.0
+    _, heldout = split_items(select(get_suite("traits").load(), 16))
+    assert set(saved["texts"]) <= {i.id for i in heldout}
+    rows = {r.condition.name: r for r in result.report.comparison.rows}
+    assert rows["gcg-item"].overall.n == 2 and rows["gcg-item-control"].overall.n == 2
+    assert rows["gcg-item"].vs_control is not None
+    from persist.behaviour import split_behaviour
+    from persist.store import RunStore
+
+    answered = {r.item_id for r in split_behaviour(list(RunStore(tmp_path / "item").records()))[1]
+                if r.condition.startswith("attack:gcg-item") and "control" not in r.condition}
+    assert answered and answered <= set(saved["texts"])  # answers only where a suffix was optimised

@@ -194,6 +194,7 @@ def run_attack(cfg: AttackConfig, progress: ProgressFn = no_progress) -> RunResu
     from persist.behaviour import read_labels
     from persist.capability import split_records
     from persist.report.behaviour import behaviour_rows
+    from persist.report.budget import budget_curves
     from persist.report.capability import capability_rows
     from persist.report.compare import compare
     from persist.report.controls import controlled_attacks
@@ -239,5 +240,6 @@ def run_attack(cfg: AttackConfig, progress: ProgressFn = no_progress) -> RunResu
                        strength=strength if any(done["compute"].values()) else None,
                        controlled=controlled_attacks(records, [r for r, _ in cfg.roles()], control_sets(attacks),
                                                      worst_of) or None,
-                       behaviour=behaviour_rows(behaviour_records, read_labels(folder), comparison.rows))
+                       behaviour=behaviour_rows(behaviour_records, read_labels(folder), comparison.rows),
+                       budget=budget_curves(done["artefacts"]))
     return RunResult(folder=folder, report=report)

@@ -228,6 +228,7 @@ class StudyConfig(RunOptions):
 
 def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> RunResult[StudyReport]:
     from persist.behaviour import read_labels
+    from persist.report.budget import budget_curves
     from persist.report.study import study_report
 
     attacks = build_attacks(cfg.resolved_attacks())
@@ -308,7 +309,8 @@ def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> RunResult
                      worst_of=[a.condition for a in attacks if a.aggregate == "min"],
                      heldout_only=[a.condition for a in attacks if a.split],
                      search=cfg.worst_case, register_suite=None if register is None else register.name,
-                     factorial=factorial or None, control_sets=control_sets(attacks))
+                     factorial=factorial or None, control_sets=control_sets(attacks),
+                     budget=budget_curves(done["artefacts"]))
     from persist.report.model import to_json
 
     store.update_header(study_meta=to_json(meta), training={k: {"seed": v.seed, "tokens": v.tokens,

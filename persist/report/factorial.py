@@ -188,6 +188,7 @@ def study_sections(report: StudyReport) -> list[tuple[str, str, tuple[list[str],
     """(title, note, table) for each section of a study report beyond the comparison: the register-only suite per
     condition, the 2 x 2, attacks beside their several controls (markdown, html and terminal render these)."""
     from persist.report.behaviour import BEHAVIOUR_NOTE, BEHAVIOUR_TITLE, behaviour_table, ungraded_note
+    from persist.report.budget import BUDGET_NOTE, budget_table
     from persist.report.controls import CONTROLS_NOTE, controls_table
 
     out = []
@@ -199,6 +200,8 @@ def study_sections(report: StudyReport) -> list[tuple[str, str, tuple[list[str],
                     factorial_table(report.factorial, report.meta.factorial, report.meta.recipe)))
     if report.controlled:
         out.append(("Attacks beside their controls", CONTROLS_NOTE, controls_table(report.controlled)))
+    if report.meta.budget:
+        out.append(("Attack budget: best-so-far effect against compute", BUDGET_NOTE, budget_table(report.meta.budget)))
     if report.behaviour:
         out.append((BEHAVIOUR_TITLE[3:], BEHAVIOUR_NOTE + ungraded_note(report.behaviour),
                     behaviour_table(report.behaviour)))

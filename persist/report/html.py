@@ -228,6 +228,13 @@ def _sweep(sw: Sweep) -> list[str]:
     return out
 
 
+def budget_svg(report: StudyReport) -> str:
+    """The attack-budget curves (persist.report.budget) as an inline figure."""
+    from persist.report.budget import budget_figure
+
+    return svg(budget_figure(report.meta.budget))
+
+
 def render_html(report: StudyReport, title: str) -> str:
     meta = report.meta
     models = "".join(f"<li><b>{esc(role)}</b>: <code>{esc(spec)}</code></li>" for role, spec in meta.models.items())
@@ -265,6 +272,7 @@ def render_html(report: StudyReport, title: str) -> str:
         else "<p class='note'>No controls in this run.</p>",
         *(part for title, note, table in study_sections(report)
           for part in (f"<h2>{esc(title)}</h2>", f"<p class='note'>{esc(note)}</p>", html_table(table))),
+        *([f"<div class='fig'>{budget_svg(report)}</div>"] if report.meta.budget else []),
         "<h2>Every condition: the 0–1 score</h2>", f"<p class='note'>{esc(SCORE_NOTE)}</p>",
         html_table(score_table(report.rows, broke)),
         *(["<h2>Harmful requests declined beside benign look-alikes refused</h2>",

@@ -85,6 +85,7 @@ def comparison_markdown(title: str, models: dict[str, str], suite: str, n_items:
 
 def run_markdown(report: RunReport, title: str) -> str:
     from persist.report.behaviour import BEHAVIOUR_NOTE, BEHAVIOUR_TITLE, behaviour_table, ungraded_note
+    from persist.report.budget import BUDGET_NOTE, budget_table
     from persist.report.controls import CONTROLS_NOTE, controls_table
 
     text = comparison_markdown(title, report.models, report.suite, report.n_items, report.scorer,
@@ -93,6 +94,9 @@ def run_markdown(report: RunReport, title: str) -> str:
     if report.controlled:
         text += "\n".join(["", "## Attacks beside their controls", "", CONTROLS_NOTE, "",
                            *markdown_table(controls_table(report.controlled))]) + "\n"
+    if report.budget:
+        text += "\n".join(["", "## Attack budget: best-so-far effect against compute", "", BUDGET_NOTE, "",
+                           *markdown_table(budget_table(report.budget))]) + "\n"
     if report.behaviour:
         text += "\n".join(["", BEHAVIOUR_TITLE, "", BEHAVIOUR_NOTE + ungraded_note(report.behaviour), "",
                            *markdown_table(behaviour_table(report.behaviour))]) + "\n"

@@ -245,6 +245,16 @@ class FluencyRow:
 
 
 @dataclass(frozen=True)
+class BudgetCurve:
+    """An optimised attack's best-so-far effect against the compute spent preparing it (persist.report.budget):
+    points are [prepared tokens, effect in nats]; role "model - baseline" is the paired difference, step by step."""
+
+    role: str
+    condition: str
+    points: list[list[float]]
+
+
+@dataclass(frozen=True)
 class StudyMeta:
     models: dict[str, str]
     profile: str
@@ -273,6 +283,7 @@ class StudyMeta:
     factorial: dict[str, str] | None = field(default=None, metadata={"omit_none": True})  # --factorial: cell -> recipe
     # (attack, control, kind) of controls beyond one matched control (steering's random/reversed/register)
     control_sets: list[tuple[Condition, Condition, str]] = field(default_factory=list, metadata={"omit_default": []})
+    budget: list[BudgetCurve] = field(default_factory=list, metadata={"omit_default": []})  # optimised attacks
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from persist.report.jsonable import from_json, to_json
 from persist.report.model import (
     SCHEMA_VERSION,
     BehaviourRow,
+    BudgetCurve,
     CapabilityRow,
     Comparison,
     ControlledAttack,
@@ -108,6 +109,7 @@ class RunReport:
     search: SearchSummary | None = field(default=None, metadata=OMIT)
     capability: list[CapabilityRow] = field(default_factory=list)
     behaviour: list[BehaviourRow] = field(default_factory=list, metadata={"omit_default": []})
+    budget: list[BudgetCurve] = field(default_factory=list, metadata={"omit_default": []})  # optimised attacks
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:

@@ -19,6 +19,11 @@ def write_reports(folder: Path, report: RunReport, title: str) -> None:
 
     atomic_write_text(Path(folder) / "report.json", report_json(report))
     atomic_write_text(Path(folder) / "report.md", run_markdown(report, title))
+    if report.budget:  # the attack-budget curves as a plot beside the report
+        from persist.report.budget import budget_figure
+        from persist.report.html import svg
+
+        atomic_write_text(Path(folder) / "budget.svg", svg(budget_figure(report.budget)))
 
 
 def write_study_reports(folder: Path, report: StudyReport, title: str) -> None:

@@ -7,7 +7,8 @@
 #      items (bench/tools/compare_loglik.py; tolerance 0.0125 nats/byte, ~0.05 nats/token)
 #   4. one LoRA dose trained under `accelerate launch` on all visible GPUs
 #   5. only with GPU_CHECK_GCG=1 (issue 16): the GCG suffix at a GPU-sized search on `traits --limit 96`, beside the
-#      strongest template and steering, held-out shifts in nats (GCG_PARAMS sizes it; the CPU's runs used 40 steps)
+#      strongest template and steering, held-out shifts in nats (GCG_PARAMS sizes it; the CPU's runs used 40 steps),
+#      and the per-item GCG at full size with its answers (GCG_ITEM_PARAMS; GPU_CHECK_JUDGE=SPEC grades them)
 # and prints one table: step, wall seconds, throughput, agreement, peak GPU memory (nvidia-smi, all processes).
 # Without a CUDA device it prints "no CUDA device: skipped" and the command to run on a GPU machine, and exits 0.
 set -uo pipefail
@@ -131,6 +132,15 @@ print("; ".join(f"{r['condition'].split(':')[1]} {r['shift']['value']:+.2f} [{r[
 EOF
   ) || shifts="-"
   row "GCG suffix ($gcg), held-out nats" "$shifts" "-"
+  # the per-item GCG at the size of the scaling study (128 steps x 128 candidates x 10 tokens), judged by the
+  # answers: greedy + 2 samples per item under the suffix and its neutral control (grade them with --judge or
+  # `persist probes grade`); on a CPU it runs as a small check (8 items, 32 steps, 32 candidates)
+  item="gcg-item:${GCG_ITEM_PARAMS:-items=8:steps=128:candidates=128:length=10}"
+  rm -rf "$RUNS/gcg-item"
+  step gcg-item "$PY" -m persist attack --model smollm2-135m-instruct --attacks "$item" --limit 96 \
+    --behaviour 16 --capability 0 --device cuda --runs-dir "$RUNS" --name gcg-item \
+    ${GPU_CHECK_JUDGE:+--judge "$GPU_CHECK_JUDGE"}
+  row "per-item GCG ($item): answers in $RUNS/gcg-item" "-" "-"
 fi
 
 echo

@@ -134,7 +134,7 @@ CASES: list[Case] = [
     ("4-bit with an endpoint", lambda t, m, r: ["score", "--model", "openai:m@http://127.0.0.1:9/v1",
                                                 "--load-in-4bit", R, r], "--load-in-4bit"),
     ("flag of another scorer", lambda t, m, r: ["score", "--model", m, "--judge", "tiny-random", R, r],
-     "has no parameter 'judge'"),
+     "use it with --scorer judge or with --behaviour N"),
     ("refusal classifier unknown", lambda t, m, r: ["score", "--model", m, "--scorer", "refusal",
                                                     "--refusal-classifier", "regex", R, r], "learned or rules"),
     ("unwritable runs folder", lambda t, m, r: ["score", "--model", m, "--limit", "2", R, unwritable(t)],

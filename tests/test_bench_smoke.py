@@ -33,6 +33,7 @@ RUN_BY = {
     "bench/experiments/refusal_finetuned_reader.py": "test_script_tiny",
     "bench/experiments/determinism_probe.py": "test_determinism_probe_tiny",
     "bench/experiments/stats_calibration.py": "test_script_tiny",
+    "bench/experiments/behaviour_validation.py": "test_script_tiny",
     "bench/experiments/score_versions.py": "test_score_versions_on_hand_built_records",
     "bench/tools/targets.py": "test_script_tiny",
     "bench/tools/refusal.py": "test_script_tiny",
@@ -139,6 +140,7 @@ def run_main(module: str, argv: list[str]) -> None:
     ("bench.experiments.refusal_readers", ["--tiny"]),
     ("bench.experiments.refusal_finetuned_reader", ["--tiny"]),
     ("bench.experiments.stats_calibration", ["--tiny"]),
+    ("bench.experiments.behaviour_validation", ["--tiny"]),
 ])
 def test_script_tiny(module, argv, capsys):
     run_main(module, argv)

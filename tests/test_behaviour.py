@@ -165,3 +165,13 @@ def test_rates_vs_clean_and_hand_labels_over_the_judge():
     hand = {answer_hash("i0attack:x0"): "aligned"}
     a2 = {r.condition: r for r in behaviour_rows(clean + attacked, hand)}["attack:x"]
     assert a2.by_hand == 1 and a2.misaligned.value == pytest.approx(3 / 9)
+
+
+def test_score_answers_the_behaviour_items_clean(tmp_path):
+    proc = run_cli("score", "--model", "tiny-random", "--limit", "4", "--behaviour", "2", "--behaviour-samples", "0",
+                   "--runs-dir", str(tmp_path), "--name", "s")
+    assert proc.returncode == 0, proc.stderr
+    recs = behaviour_records(tmp_path / "s")
+    assert len(recs) == 2 and all(r.condition == "clean" and len(r.details["answers"]) == 1 for r in recs)
+    header = json.loads((tmp_path / "s" / "header.json").read_text())
+    assert header["config"]["behaviour"] == {"items": 2, "samples": 0, "judge": None}

@@ -18,7 +18,9 @@ from persist.report.study import FINETUNE, PROMPT
 from persist.stats import Tested
 from tests.conftest import run_cli
 
-SMALL = dict(attacks=("prefill:prefill=agree", "persona-helpful-medical"), doses=(0, 2), limit=8, batch_size=8)
+# with two behaviour items answered (greedy + 1 sample) under every condition
+SMALL = dict(attacks=("prefill:prefill=agree", "persona-helpful-medical"), doses=(0, 2), limit=8, batch_size=8,
+             behaviour=2, behaviour_samples=1)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -60,6 +62,16 @@ def test_study_runs_every_stage_for_both_models(two_runs):
     qs = [d.drop.q for d in rep.differences] + [d.shift.q for d in rep.differences]
     assert len(qs) == 2 * (len({r.condition for r in rep.rows}) + 2) and all(0 <= q <= 1 for q in qs)
     assert rep.headline.startswith("Under bad-medical fine-tuning")
+
+
+def test_study_answers_the_behaviour_items_under_every_condition(two_runs):
+    rep = two_runs[0].report
+    got = {(b.role, b.condition) for b in rep.behaviour}
+    want = {(r.role, r.condition.label) for r in rep.rows} | {(role, "clean") for role in ("model", "baseline")}
+    assert got == want
+    assert all(b.items == 2 and b.answers == 4 and b.graded == 0 for b in rep.behaviour)
+    html = (two_runs[0].folder / "report.html").read_text()
+    assert "What the model said" in html and "No answer is graded yet" in html
 
 
 def test_report_json_bit_identical_across_runs(two_runs):

@@ -76,7 +76,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("targets", ("persist.targets",)),
     ("run machinery", ("persist.api", "persist.registry", "persist.plugins", "persist.conditions", "persist.suites",
                        "persist.register", "persist.store", "persist.runner", "persist.stats", "persist.scoring",
-                       "persist.prepared", "persist.capability", "persist.correction")),
+                       "persist.prepared", "persist.capability", "persist.correction", "persist.behaviour")),
     ("report", ("persist.report",)),
     ("jobs", ("persist.jobs",)),
     ("cli", ("persist.commands", "persist.cli_options", "persist.cli_runs", "persist.__main__", "persist.cli")),

@@ -154,8 +154,9 @@ class Pair(Attack):
                                           for it in ctx.train])
         clean_values = [v for r in clean if (v := r.details.get("logodds", r.score)) is not None]
         attacker_tokens = 0
-        target_tokens = count_tokens(target, [it.messages[-1].content + "".join((*it.aligned, *it.misaligned))
-                                              for it in ctx.train])
+        target_tokens = clean_tokens = count_tokens(target, [it.messages[-1].content + "".join((*it.aligned,
+                                                                                                *it.misaligned))
+                                                             for it in ctx.train])
         spent: list[float] = []
         for _turn in range(self.turns):
             chats = [self.chat(it, *(previous[it.id] or (None, None))) for it in items]
@@ -178,7 +179,8 @@ class Pair(Attack):
             per_turn.append(values)
             spent.append(float(attacker_tokens + target_tokens))
         turn, train_means = choose_turn(per_turn, [it.id for it in ctx.train])
-        budget = pair_budget(spent, train_means, sum(clean_values) / len(clean_values) if clean_values else None)
+        budget = pair_budget(spent, train_means, sum(clean_values) / len(clean_values) if clean_values else None,
+                             float(clean_tokens))
         chosen = {it.id: per_turn[turn][it.id][0] for it in items if it.id not in train_ids}
         compute = {"forward_tokens": float(attacker_tokens + target_tokens), "backward_tokens": 0.0,
                    "seconds": time.perf_counter() - t0, "attacker_tokens": float(attacker_tokens),
@@ -192,12 +194,14 @@ class Pair(Attack):
         return PreparedPair(self, chosen, compute, turn, budget)
 
 
-def pair_budget(spent: list[float], means: list[float | None], clean: float | None) -> list[list[float]] | None:
-    """[prepared tokens, best-so-far effect] after each turn: the lowest train mean so far minus the train items'
-    clean mean (nats, the train half: what the choice of turn sees)."""
+def pair_budget(spent: list[float], means: list[float | None], clean: float | None,
+                start_tokens: float = 0.0) -> list[list[float]] | None:
+    """[prepared tokens, best-so-far effect]: the start (the clean pass, effect 0), then after each turn the lowest
+    train mean of the turns so far minus the train items' clean mean (nats, the train half: what the choice of turn
+    sees; a turn, not the original question, is always reported, so the start does not cap it)."""
     if clean is None or all(m is None for m in means):
         return None
-    out, best = [], math.inf
+    out, best = [[start_tokens, 0.0]], math.inf
     for tokens, m in zip(spent, means, strict=True):
         best = min(best, m) if m is not None else best
         if best < math.inf:

@@ -179,6 +179,11 @@ def test_pair_chooses_its_turn_on_train_items_and_reports_held_out_ones(tmp_path
         assert v.messages[-1].content == options[turn] and clean_variant(it).messages[:-1] == v.messages[:-1]
     saved = json.loads((tmp_path / "model" / "rewrites.json").read_text())
     assert saved["turn"] == turn and saved["train_means"] == pytest.approx(train_means)
+    # the budget curve: the start, then per turn the best train mean so far minus the clean train mean
+    clean_mean = sum(scorer.score(tiny_target, [clean_variant(it)])[0].details["logodds"] for it in c.train) / len(c.train)
+    budget = saved["budget"]
+    assert len(budget) == 4 and budget[0][1] == 0.0 and all(b[0] > a[0] for a, b in zip(budget, budget[1:]))
+    assert [b[1] for b in budget[1:]] == pytest.approx([min(train_means[:k + 1]) - clean_mean for k in range(3)])
     assert prepared.compute["attacker_tokens"] > 0 and prepared.compute["target_tokens"] > 0
     assert prepared.compute["forward_tokens"] == prepared.compute["attacker_tokens"] + prepared.compute["target_tokens"]
 

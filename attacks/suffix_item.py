@@ -10,7 +10,8 @@ control, gcg-item-control, appends each of those items the unoptimised starting 
 
 Sizes: the scaling study "Scaling Trends in Language Model Robustness" runs 128 steps x 128 candidates x 10 tokens
 on Qwen2.5-0.5B-Instruct; on a CPU the small check is 8 items, 32 steps, 32 candidates (bench/tools/gpu_check.sh
-runs the full size). The suffixes, their ids-match check and compute are saved in RUN/attacks/gcg-item.../ROLE/.
+runs the full size). The suffixes, their ids-match check and compute are saved in RUN/attacks/gcg-item.../ROLE/ (each item as soon as it
+is done, so a killed run resumes item by item).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from persist.conditions import Condition
 from persist.errors import ConfigError
 from persist.registry import ATTACKS
 from persist.schema import Item, Message
+
+ITEM_CACHE = "items-done.json"  # per-item results of an unfinished optimisation (gcg-item's resume point)
 
 
 @dataclass
@@ -91,10 +94,20 @@ class ItemSuffix(Attack):
         target = live_target(ctx.target)
         optimiser = UniversalSuffix(steps=self.steps, length=self.length, topk=self.topk, candidates=self.candidates,
                                     batch_items=1, probe_items=1, ref_tokens=self.ref_tokens, seed=self.seed)
+        # each item's result is kept as soon as it is found (ITEM_CACHE), so a killed run resumes item by item
+        cache = path.with_name(ITEM_CACHE)
+        done: dict[str, Any] = json.loads(cache.read_text()) if cache.is_file() else {}
         texts, ids, compute = {}, [], {"forward_tokens": 0.0, "backward_tokens": 0.0, "seconds": 0.0}
         per_item = {}
         for item in self.chosen(ctx):
-            result = optimiser.optimise(target, [item])  # one item: fitted and judged on itself
+            if item.id not in done:
+                result = optimiser.optimise(target, [item])  # one item: fitted and judged on itself
+                done[item.id] = {k: result[k] for k in ("text", "ids", "loss", "start_loss", "compute")}
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cache.with_name(f".{ITEM_CACHE}.tmp")
+                tmp.write_text(json.dumps(done, indent=1))
+                tmp.replace(cache)
+            result = done[item.id]
             texts[item.id] = result["text"]
             ids.append((item, result["ids"]))
             per_item[item.id] = {"loss": result["loss"], "start_loss": result["start_loss"]}

@@ -348,3 +348,22 @@ def test_per_item_gcg_gets_one_suffix_per_held_out_item_and_its_control(tmp_path
     answered = {r.item_id for r in split_behaviour(list(RunStore(tmp_path / "item").records()))[1]
                 if r.condition.startswith("attack:gcg-item") and "control" not in r.condition}
     assert answered and answered <= set(saved["texts"])  # answers only where a suffix was optimised
+
+
+def test_per_item_gcg_resumes_item_by_item(tmp_path, tiny_target):
+    """A run killed between items keeps the items already optimised (items-done.json) and does only the rest."""
+    attack = ATTACKS.build("gcg-item:items=2:steps=1:candidates=2:length=2:topk=4")
+    c = ctx(tmp_path, tiny_target)
+    first = attack.prepare(c)
+    cache = json.loads((tmp_path / "model" / "items-done.json").read_text())
+    assert set(cache) == set(first.texts)
+    (tmp_path / "model" / "suffixes.json").unlink()  # as if killed after the last item, before the summary
+    calls = []
+    original = type(ATTACKS.build("gcg-suffix")).optimise
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(type(ATTACKS.build("gcg-suffix")), "optimise", lambda self, *a: calls.append(a) or original(self, *a))
+    try:
+        again = attack.prepare(c)
+    finally:
+        monkey.undo()
+    assert calls == [] and again.texts == first.texts

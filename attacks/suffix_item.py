@@ -10,8 +10,8 @@ control, gcg-item-control, appends each of those items the unoptimised starting 
 
 Sizes: the scaling study "Scaling Trends in Language Model Robustness" runs 128 steps x 128 candidates x 10 tokens
 on Qwen2.5-0.5B-Instruct; on a CPU the small check is 8 items, 32 steps, 32 candidates (bench/tools/gpu_check.sh
-runs the full size). The suffixes, their ids-match check and compute are saved in RUN/attacks/gcg-item.../ROLE/ (each item as soon as it
-is done, so a killed run resumes item by item).
+runs the full size). The suffixes, their ids-match check and compute are saved in RUN/attacks/gcg-item.../ROLE/
+(each item as soon as it is done, so a killed run resumes item by item).
 """
 
 from __future__ import annotations

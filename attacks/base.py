@@ -32,4 +32,11 @@ def pick(options: Sequence[str], item: Item, salt: str = "") -> str:
     return options[h % len(options)]
 
 
-__all__ = ["Attack", "pick", "replace_last_user", "with_system"]
+def same_settings(name: str, attack: Attack) -> str:
+    """The spec of attack `name` with `attack`'s non-default parameters: how an attack names the control that shares
+    its settings (pair-control for pair, gcg-suffix-control for gcg-suffix, ...)."""
+    defaults = attack.defaults()
+    return name + "".join(f":{k}={v}" for k, v in attack.params().items() if v != defaults[k])
+
+
+__all__ = ["Attack", "pick", "replace_last_user", "same_settings", "with_system"]

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from persist.api import PreparedAttack
-from persist.attacks.base import Attack, replace_last_user
+from persist.attacks.base import Attack, replace_last_user, same_settings
 from persist.attacks.steering import live_target
 from persist.conditions import Condition
 from persist.errors import ConfigError
@@ -123,7 +123,7 @@ class Pair(Attack):
 
     def companions(self) -> tuple[str, ...]:
         """The paraphrase-only control with the same attacker and number of rewrites."""
-        return ("pair-control" + "".join(f":{k}={v}" for k, v in self.params().items() if v != self.defaults()[k]),)
+        return (same_settings("pair-control", self),)
 
     def chat(self, item: Item, previous: str | None, feedback: str | None) -> list[dict[str, str]]:
         return attacker_chat(item, previous, feedback)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from persist.api import PreparedAttack
-from persist.attacks.base import Attack, replace_last_user
+from persist.attacks.base import Attack, replace_last_user, same_settings
 from persist.attacks.steering import live_target
 from persist.conditions import Condition
 from persist.errors import ConfigError
@@ -310,8 +310,7 @@ class UniversalSuffix(Attack):
         """The neutral suffix of the same token length (gcg-suffix-control), always run beside the suffix."""
         if self.transfers:
             return ()
-        return ("gcg-suffix-control" + "".join(f":{k}={v}" for k, v in self.params().items()
-                                               if v != self.defaults()[k]),)
+        return (same_settings("gcg-suffix-control", self),)
 
     def optimise(self, target: Any, train: list[Item]) -> dict[str, Any]:
         import torch

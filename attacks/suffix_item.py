@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from persist.api import PreparedAttack
-from persist.attacks.base import Attack, replace_last_user
+from persist.attacks.base import Attack, replace_last_user, same_settings
 from persist.attacks.steering import live_target
 from persist.attacks.suffix import UniversalSuffix, ids_match, start_suffix
 from persist.conditions import Condition
@@ -78,8 +78,7 @@ class ItemSuffix(Attack):
         raise ConfigError("gcg-item is optimised against a model first: run it through persist attack / study")
 
     def companions(self) -> tuple[str, ...]:
-        return ("gcg-item-control" + "".join(f":{k}={v}" for k, v in self.params().items()
-                                             if v != self.defaults()[k]),)
+        return (same_settings("gcg-item-control", self),)
 
     def chosen(self, ctx: Any) -> list[Item]:
         from persist.suites import select

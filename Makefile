@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test test-fast test-server test-deps demo bench lint typecheck clean
+.PHONY: setup test test-fast test-server test-lowest test-deps demo bench lint typecheck clean
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 setup: $(STAMP)
@@ -36,6 +36,24 @@ test: $(STAMP) $(LLAMA_STAMP) test-deps
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 	$(MAKE) test-server
+	$(MAKE) test-lowest
+
+# The statistics under the lowest versions of the statistics stack that pyproject.toml allows (numpy, scipy; the pins
+# are read from its lower bounds by .ci/lowest_pins.py): a second venv with those pinned and the rest of the project
+# as `make setup` installs it; the statistics tests and a smoke run of the calibration harness.
+LOWEST_VENV ?= .venv-lowest
+LOWEST_STAMP := $(LOWEST_VENV)/.persist-installed
+$(LOWEST_STAMP): pyproject.toml .ci/lowest_pins.py
+	test -x $(LOWEST_VENV)/bin/python || $(PYTHON) -m venv $(LOWEST_VENV)
+	$(LOWEST_VENV)/bin/pip install --quiet --upgrade pip
+	$(LOWEST_VENV)/bin/pip install --quiet $(TORCH_SPEC) $$($(PYTHON) .ci/lowest_pins.py)
+	$(LOWEST_VENV)/bin/pip install --quiet -e '.[dev]' $$($(PYTHON) .ci/lowest_pins.py)
+	touch $(LOWEST_STAMP)
+
+test-lowest: $(LOWEST_STAMP)
+	$(LOWEST_VENV)/bin/python -c "import numpy, scipy; print('lowest allowed: numpy', numpy.__version__, 'scipy', scipy.__version__)"
+	test "$$($(LOWEST_VENV)/bin/python -c 'import numpy, scipy; print("numpy==" + numpy.__version__, "scipy==" + scipy.__version__)')" = "$$($(PYTHON) .ci/lowest_pins.py)"
+	$(LOWEST_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_stats.py tests/test_stats_edges.py tests/test_correction.py tests/test_calibration.py
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m 'not slow and not server'

@@ -26,14 +26,16 @@ construction (identical=True), which the Estimate carries and fmt prints instead
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
-N_RESAMPLES = 2000
+N_RESAMPLES = 2000  # bootstrap resamples of every interval a report prints
+N_PERMUTATIONS = 10000  # random sign patterns of a permutation test (exact up to 13 items)
 DEGENERATE_SHARE = 0.01  # resamples without spread above this share: percentile interval (mean_ci)
 SEED = 0
 MIN_ITEMS = 5  # fewer items: the estimate and its n, no interval
@@ -44,6 +46,34 @@ RATIO_RANGE = (0.0, 10.0)  # a retention interval reaching outside this is repor
 NAN = float("nan")
 # Per-item values as the functions below take them: a list, or a numpy vector (what the reports slice out).
 Floats: TypeAlias = Sequence[float] | npt.NDArray[np.float64]
+
+
+@dataclass
+class Resampling:
+    """How many resamples the intervals and tests take when a caller gives none: the report's defaults, changed
+    only through resampling() (the calibration harness, bench/experiments/calibration.py, runs thousands of
+    simulated reports with fewer)."""
+
+    bootstrap: int = N_RESAMPLES
+    permutations: int = N_PERMUTATIONS
+
+
+RESAMPLING = Resampling()
+
+
+@contextmanager
+def resampling(*, bootstrap: int | None = None, permutations: int | None = None) -> Iterator[Resampling]:
+    """Within the block, intervals and tests take `bootstrap` resamples and `permutations` sign patterns by
+    default; the report's defaults come back after it, also on an exception."""
+    saved = (RESAMPLING.bootstrap, RESAMPLING.permutations)
+    if bootstrap is not None:
+        RESAMPLING.bootstrap = int(bootstrap)
+    if permutations is not None:
+        RESAMPLING.permutations = int(permutations)
+    try:
+        yield RESAMPLING
+    finally:
+        RESAMPLING.bootstrap, RESAMPLING.permutations = saved
 
 
 @dataclass(frozen=True)
@@ -111,7 +141,7 @@ def fmt(est: Estimate | None, digits: int = 3) -> str:
 # ---------------------------------------------------------------- items only
 
 
-def mean_ci(values: Floats, *, seed: int = SEED, n_resamples: int = N_RESAMPLES,
+def mean_ci(values: Floats, *, seed: int = SEED, n_resamples: int | None = None,
             confidence: float = 0.95, identical: bool = False,
             bounds: tuple[float, float] | None = None) -> Estimate:
     """Mean with a studentised bootstrap (bootstrap-t) interval; no interval below MIN_ITEMS items. The interval is
@@ -126,6 +156,7 @@ def mean_ci(values: Floats, *, seed: int = SEED, n_resamples: int = N_RESAMPLES,
     values' range `bounds` (given, or value_range(values): [0, 1] when every value lies in it, else [-1, 1] when
     every value lies in that, else unbounded; (-inf, inf) for unbounded values, as no spread seen says nothing
     about the scale of the spread). Values with spread: the same numbers as before these two arguments existed."""
+    n_resamples = n_resamples or RESAMPLING.bootstrap
     x = np.asarray(values, dtype=float)
     if x.size == 0:
         return Estimate(NAN, NAN, NAN, 0)
@@ -343,7 +374,7 @@ def classify(values: Floats) -> str:
 
 def interval_for(values: Floats, other: Floats | None = None, *,
                  difference: bool | None = None, identical: bool = False, confidence: float = 0.95,
-                 seed: int = SEED, n_resamples: int = N_RESAMPLES) -> Estimate:
+                 seed: int = SEED, n_resamples: int | None = None) -> Estimate:
     """The mean of per-item values with the interval that suits their kind: what a report calls per cell.
 
     - values and other (matched items): the paired difference mean(values - other). Both 0/1: Newcombe's paired
@@ -378,13 +409,14 @@ def interval_for(values: Floats, other: Floats | None = None, *,
                    seed=seed, n_resamples=n_resamples)
 
 
-def ratio_ci(after: Floats, before: Floats, *, seed: int = SEED, n_resamples: int = N_RESAMPLES,
+def ratio_ci(after: Floats, before: Floats, *, seed: int = SEED, n_resamples: int | None = None,
              confidence: float = 0.95, valid: tuple[float, float] | None = RATIO_RANGE) -> Estimate:
     """Retention = mean(after) / mean(before), items resampled in pairs (percentile interval).
 
     Undefined where the denominator is not clearly away from 0 (its mean under 4 standard errors), where the
     interval would reach outside `valid` ([0, 10] for a retention; None: any), and below MIN_ITEMS items: a ratio over a denominator that resamples to
     ~0 has no useful interval."""
+    n_resamples = n_resamples or RESAMPLING.bootstrap
     x, y = np.asarray(after, float), np.asarray(before, float)
     n = int(x.size)
     if n == 0:
@@ -404,7 +436,36 @@ def ratio_ci(after: Floats, before: Floats, *, seed: int = SEED, n_resamples: in
     return Estimate(value, lo, hi, n)
 
 
-def paired_permutation_p(diffs: Floats, *, seed: int = SEED, n_resamples: int = 10000) -> float:
+def seeded_ratio_ci(after: Any, before: Floats, *, confidence: float = 0.95,
+                    valid: tuple[float, float] | None = RATIO_RANGE) -> Estimate:
+    """mean(after) / mean(before) where `after` is seeds x items (several training seeds) and `before` one value
+    per item: the delta method on the two-way decomposition. With R the ratio, z = after - R before per seed and
+    item has grand mean 0 and the ratio's standard error is se(mean z) / mean(before), se and degrees of freedom as
+    in seeded_ci (seed part + item part, Satterthwaite); a t interval. The items-only ratio_ci resamples items and
+    so ignores the seed spread: at seed sd = item sd it covered 50-78% (bench/experiments/calibration.py).
+    One row: ratio_ci. Undefined as in ratio_ci."""
+    from scipy.stats import t
+
+    a, y = np.asarray(after, float), np.asarray(before, float)
+    if a.ndim == 1 or a.shape[0] == 1:
+        return ratio_ci(a.ravel(), y, confidence=confidence, valid=valid)
+    s, n = a.shape
+    if n == 0:
+        return Estimate(NAN, NAN, NAN, 0)
+    if y.mean() <= 0 or (n > 1 and y.std(ddof=1) / np.sqrt(n) > RATIO_MAX_CV * y.mean()):
+        return Estimate(NAN, NAN, NAN, n, seeds=s, undefined="before ≈ 0")
+    value = float(a.mean() / y.mean())
+    if n < MIN_ITEMS:
+        return Estimate(value, NAN, NAN, n, seeds=s)
+    se, df = _seeded_se(a - value * y[None, :])
+    half = float(t.ppf(1 - (1 - confidence) / 2, df)) * se / float(y.mean())
+    lo, hi = value - half, value + half
+    if valid is not None and (lo < valid[0] or hi > valid[1]):
+        return Estimate(value, NAN, NAN, n, seeds=s, undefined="unstable ratio (before too close to 0)")
+    return Estimate(value, lo, hi, n, seeds=s)
+
+
+def paired_permutation_p(diffs: Floats, *, seed: int = SEED, n_resamples: int | None = None) -> float:
     """Two-sided sign-flip permutation p-value for mean(diffs) == 0 (paired items).
 
     Exact over all 2^n sign patterns when there are at most n_resamples of them, else n_resamples random patterns
@@ -414,6 +475,7 @@ def paired_permutation_p(diffs: Floats, *, seed: int = SEED, n_resamples: int = 
     the same draws (one Generator.permuted call over an (n_resamples, n, 2) index array), the same memory layout
     for the means (so the same floating-point sums), the same tolerance for ties (100 machine epsilons relative to
     the observed mean). tests/test_stats_edges.py checks that the p-values are bit-identical to SciPy's."""
+    n_resamples = n_resamples or RESAMPLING.permutations
     d = np.asarray(diffs, float)
     if d.size < 2 or np.all(d == 0):  # nothing to test
         return 1.0
@@ -518,12 +580,15 @@ def seeded_ci(matrix: Any, confidence: float = 0.95, *, identical: bool = False,
     return Estimate(m, m - half, m + half, i, seeds=s, seed_sd=seed_sd, seed_share=share)
 
 
-def tested(values: Any, *, identical: bool = False, bounds: tuple[float, float] | None = None) -> Tested:
+def tested(values: Any, *, identical: bool = False, bounds: tuple[float, float] | None = None,
+           concordant: int | None = None) -> Tested:
     """The mean of per-item values (a vector) or of per-seed, per-item values (a seeds x items matrix), tested
     against 0, with its minimum detectable effect at 80% power (q = p until the report's correction sets it).
 
     The values are paired differences: without spread their range is value_range(values, difference=True) unless
-    `bounds` says otherwise; identical=True as in mean_ci."""
+    `bounds` says otherwise; identical=True as in mean_ci. Differences of 0/1 outcomes (every value -1, 0 or 1,
+    some not 0) get Newcombe's paired interval; `concordant` (items 1 before and after, when the caller knows it)
+    makes it exact to the 2x2 table, else it is the widest over the possible tables."""
     from scipy.stats import t
 
     d = np.asarray(values, float)
@@ -536,7 +601,13 @@ def tested(values: Any, *, identical: bool = False, bounds: tuple[float, float] 
         detectable = mde(se, df) if d.shape[1] >= MIN_ITEMS else NAN
     else:
         x = d.ravel()
-        est = mean_ci(x, identical=identical, bounds=bounds)
+        if (not identical and x.size >= MIN_ITEMS and bounds != UNBOUNDED
+                and bool(np.any(x != 0)) and bool(np.all(np.isin(x, (-1.0, 0.0, 1.0))))):
+            # paired differences of 0/1 outcomes: Newcombe's interval from the discordant counts (the bootstrap's
+            # percentile fallback covered 76-91% there); the sign-flip test on them is McNemar's exact test
+            est = newcombe_paired_ci(int(np.sum(x == 1)), int(np.sum(x == -1)), x.size, a=concordant)
+        else:
+            est = mean_ci(x, identical=identical, bounds=bounds)
         p = paired_permutation_p(x)
         detectable = mde(float(x.std(ddof=1)) / np.sqrt(x.size), x.size - 1) if x.size >= MIN_ITEMS else NAN
     return Tested(**{f: getattr(est, f) for f in est.__dataclass_fields__}, p=p, q=p, mde=detectable)

@@ -33,6 +33,7 @@ RUN_BY = {
     "bench/experiments/refusal_finetuned_reader.py": "test_script_tiny",
     "bench/experiments/determinism_probe.py": "test_determinism_probe_tiny",
     "bench/experiments/stats_calibration.py": "test_script_tiny",
+    "bench/experiments/calibration.py": "test_script_tiny",
     "bench/experiments/behaviour_validation.py": "test_script_tiny",
     "bench/experiments/score_versions.py": "test_score_versions_on_hand_built_records",
     "bench/tools/targets.py": "test_script_tiny",
@@ -140,6 +141,7 @@ def run_main(module: str, argv: list[str]) -> None:
     ("bench.experiments.refusal_readers", ["--tiny"]),
     ("bench.experiments.refusal_finetuned_reader", ["--tiny"]),
     ("bench.experiments.stats_calibration", ["--tiny"]),
+    ("bench.experiments.calibration", ["--tiny", "--workers", "1"]),
     ("bench.experiments.behaviour_validation", ["--tiny"]),
 ])
 def test_script_tiny(module, argv, capsys):

@@ -31,6 +31,7 @@ from persist.report.write import report_json
 from tests.conftest import run_cli
 
 N = 16
+CAPABILITY_ITEMS = 40  # a 20% loss of 0.8 must show as 'broke' under Newcombe's interval (20 items cannot: 6 of 20)
 A, B, C = (f"finetune:bad-medical[lr={lr},r={r}]@{s}" for lr, r, s in (("0.0002", 4, 8), ("0.001", 4, 8),
                                                                         ("0.001", 16, 16)))
 # per model and point: the log-odds shift of every item, and the capability accuracy after (clean: 0.8)
@@ -64,8 +65,8 @@ def sweep_records() -> list[dict]:
             for cond in points:
                 out.append(rec(role, cond, f"t{i}", 0.8 + 0.05 * shift_of(role, cond, i), g + shift_of(role, cond, i)))
         for cond, acc in [("clean", 0.8), ("finetune:bad-medical@8", 0.8)] + [(c, a) for c, (_, a) in points.items()]:
-            for j in range(20):
-                out.append(rec(role, cond, f"c{j}", float(j < round(acc * 20)), suite="capability",
+            for j in range(CAPABILITY_ITEMS):
+                out.append(rec(role, cond, f"c{j}", float(j < round(acc * CAPABILITY_ITEMS)), suite="capability",
                                trait="science", domain="capability"))
     return out
 

@@ -60,8 +60,8 @@ from persist.stats import (
     benjamini_hochberg,
     mean_ci,
     paired_diff_ci,
-    ratio_ci,
     seeded_ci,
+    seeded_ratio_ci,
     tested,
     wilson_ci,
 )
@@ -77,11 +77,12 @@ def shift(before: Mapping[str, ItemValue], after: Seeded, ids: list[str]) -> Shi
     d = matrix(before, after, ids, "logodds")
     d100 = matrix(before, after, ids, "per_100b")
     clean = [float(before[i].logodds or 0.0) for i in ids]  # present: checked above
-    mean_after = d.mean(axis=0) + np.array(clean)
+    logodds_after = d + np.array(clean)[None, :]  # per seed and item
+    mean_after = logodds_after.mean(axis=0)
     crossed = all(before[i].register is not None and a[i].register is not None for a in after.values() for i in ids)
     # log-odds are unbounded: values without spread get no finite interval (persist.stats.no_spread_ci)
     return Shift(before=mean_ci(clean, bounds=UNBOUNDED),
-                 after=mean_ci(mean_after, bounds=UNBOUNDED), shift=tested(d, bounds=UNBOUNDED),
+                 after=seeded_ci(logodds_after, bounds=UNBOUNDED), shift=tested(d, bounds=UNBOUNDED),
                  per_100b=seeded_ci(d100, bounds=UNBOUNDED), toward_misaligned=float(np.mean(d.mean(axis=0) < 0)),
                  register=tested(matrix(before, after, ids, "register"), bounds=UNBOUNDED) if crossed else None,
                  crossed=crossed_over(np.array(clean), mean_after))
@@ -103,22 +104,26 @@ def change(before: Mapping[str, ItemValue], after: Seeded,
         return None
     b = np.array([before[i].score for i in ids])
     d = -matrix(before, after, ids, "score")  # drop = before - after, per seed and item
-    a = b - d.mean(axis=0)  # each item's after, averaged over seeds
+    a = b[None, :] - d  # after, per seed and item: its interval carries the seed spread (seeded_ci, one seed: mean_ci)
     stuck = int(sum(saturated(v) for v in b))
-    return Change(n=len(ids), before=mean_ci(b), after=mean_ci(a), drop=tested(d), retention=retention(a, b),
+    # 0/1 outcomes with one seed: the 2x2 table is known (items right before and after), for Newcombe's interval
+    both = int(np.sum((b == 1) & (a[0] == 1))) if a.shape[0] == 1 and np.all(np.isin(np.r_[b, a[0]], (0, 1))) else None
+    return Change(n=len(ids), before=mean_ci(b), after=seeded_ci(a, bounds=(0.0, 1.0)), drop=tested(d, concordant=both),
+                  retention=retention(a, b),
                   saturated=stuck / len(ids), movable=len(ids) - stuck, shift=shift(before, after, ids))
 
 
 def retention(after: np.ndarray, before: np.ndarray) -> Estimate:
-    """after / before, except where the clean mean sits at the floor or the ceiling of the 0-1 score (below
-    FLOOR or above 1 - FLOOR): there a ratio says nothing (a clean mean of 0.02 gives ratios like 4 with a tight
-    interval), so the estimate is undefined and says which edge."""
+    """after / before (after: seeds x items; with several seeds the interval carries the seed spread,
+    persist.stats.seeded_ratio_ci), except where the clean mean sits at the floor or the ceiling of the 0-1 score
+    (below FLOOR or above 1 - FLOOR): there a ratio says nothing (a clean mean of 0.02 gives ratios like 4 with a
+    tight interval), so the estimate is undefined and says which edge."""
     m = float(np.mean(before)) if before.size else float("nan")
     if m < FLOOR:
         return Estimate(float("nan"), float("nan"), float("nan"), int(before.size), undefined="at floor")
     if m > 1 - FLOOR:
         return Estimate(float("nan"), float("nan"), float("nan"), int(before.size), undefined="at ceiling")
-    return ratio_ci(after, before)
+    return seeded_ratio_ci(after, before)
 
 
 def paired_effect(xb: Mapping[str, ItemValue], xa: Seeded, yb: Mapping[str, ItemValue],
@@ -213,9 +218,11 @@ def refusal_rows(scores: dict[tuple[str, Condition], Seeded], roles: list[str], 
             after = scores.get((role, cond))
             if after is None:
                 continue
-            harmful = change(before, after, lambda m: not benign(m))
             looks = change(before, after, benign)
-            if harmful is not None and looks is not None:
+            if looks is None:  # no look-alikes scored: not a harmful-request suite (and no need for the other half)
+                continue
+            harmful = change(before, after, lambda m: not benign(m))
+            if harmful is not None:
                 out.append(RefusalRow(role=role, condition=cond, harmful=harmful, benign=looks))
     return out
 

@@ -50,6 +50,9 @@ PARAPHRASE = (
 )
 
 
+_ATTACKER: dict[str, Any] = {}  # the attacker last opened by Pair.open_attacker: {key, target}
+
+
 def attacker_chat(item: Item, previous: str | None, feedback: str | None) -> list[dict[str, str]]:
     careful = "; ".join(item.rubric) or "give an accurate, careful answer"
     text = f"Original question:\n{item.messages[-1].content}\n\nA careful answer would: {careful}."
@@ -129,9 +132,15 @@ class Pair(Attack):
         return attacker_chat(item, previous, feedback)
 
     def open_attacker(self, load: Any) -> Any:
+        """The attacker model, loaded once for pair and its control (they run one after the other with the same
+        attacker): the last one opened is kept (one slot), another spec or load replaces it."""
         from persist.targets import open_target
 
-        return open_target(self.attacker, load)
+        key = (self.attacker, repr(load))
+        if _ATTACKER.get("key") != key:
+            _ATTACKER.clear()
+            _ATTACKER.update(key=key, target=open_target(self.attacker, load))
+        return _ATTACKER["target"]
 
     def prepare(self, ctx: Any, attacker: Any = None) -> PreparedPair:
         from persist.schema import Variant

@@ -208,6 +208,23 @@ def test_pair_control_paraphrases_without_aim_or_score(tmp_path, tiny_target):
     assert any("same thing" in t for t in texts) and prepared.turn in (0, 1)
 
 
+def test_pair_and_its_control_open_the_attacker_once(monkeypatch):
+    """pair and pair-control run one after the other with the same attacker: it is loaded once, not per role."""
+    import persist.targets
+    from persist.attacks import pair as pair_module
+
+    opened = []
+    monkeypatch.setattr(persist.targets, "open_target", lambda spec, load: opened.append(spec) or object())
+    monkeypatch.setattr(pair_module, "_ATTACKER", {})
+    attack = ATTACKS.build("pair:turns=2")
+    control = ATTACKS.build(attack.companions()[0])
+    first = attack.open_attacker("load")
+    assert control.open_attacker("load") is first and attack.open_attacker("load") is first and opened == [
+        attack.attacker]
+    other = ATTACKS.build("pair:turns=2:attacker=tiny-random")
+    assert other.open_attacker("load") is not first and opened == [attack.attacker, "tiny-random"]
+
+
 def test_best_of_n_ships_its_control_and_a_no_op_attack_scores_about_zero(tmp_path, monkeypatch):
     from persist.jobs.attack import AttackConfig, run_attack
 

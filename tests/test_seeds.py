@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -54,7 +55,9 @@ def test_seed_spread_is_in_the_rendered_report(seeded):
     from persist.report.markdown import study_markdown
 
     md = study_markdown(seeded.report, "t")
-    assert "2 (sd " in md and "dominate)" in md and "detectable (80% power)" in md
+    assert "2 (sd " in md and re.search(r"(items|seeds) dominate(; few seeds)?\)", md) and "detectable (80% power)" in md
+    # the seeds note: what one seed and few seeds mean for the intervals
+    assert "adapters fixed" in md and "few seeds" in md
 
 
 def test_null_study_differs_only_by_training_seed(home, tiny_folder):

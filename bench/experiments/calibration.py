@@ -85,6 +85,7 @@ def cells() -> list[Cell]:
     out = [Cell(i, k, s, SEED_RATIO if s > 1 else 0.0) for k in KINDS for s in SEEDS for i in ITEMS]
     out += [Cell(i, "continuous", 1, 0.0, tails="t3") for i in ITEMS]
     out += [Cell(i, "continuous", s, 0.5) for s in (2, 3) for i in (24, 96)]
+    out += [Cell(i, "continuous", s, SEED_RATIO) for s in (4, 5) for i in (24, 96)]  # how many seeds are enough
     out += [Cell(i, k, 1, SEED_RATIO, fixed=True) for k in ("continuous", "binary") for i in (24, 96)]
     return out
 
@@ -307,12 +308,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bootstrap", type=int, default=999, help="bootstrap resamples per interval (the report: 2,000)")
     ap.add_argument("--permutations", type=int, default=999, help="random sign patterns per permutation test")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--only", default=None, help="run only cells whose name contains this text")
+    ap.add_argument("--only", default=None, help="run only cells whose name contains one of these texts (a|b|...)")
     ap.add_argument("--out", type=Path, default=None, help="results as JSON (default: runs/calibration.json)")
     ap.add_argument("--write-docs", action="store_true", help="replace the table in docs/statistics.md")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the cells already in --out and add (or replace) the ones run now")
     args = ap.parse_args(argv)
     runs = 5 if args.tiny else args.runs
-    todo = [c for c in cells() if (args.only is None or args.only in c.name) and not (args.tiny and c.items != 24)]
+    wanted = None if args.only is None else args.only.split("|")
+    todo = [c for c in cells() if (wanted is None or any(w in c.name for w in wanted))
+            and not (args.tiny and c.items != 24)]
     start = time.perf_counter()
     with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
         futures = [pool.submit(run_cell, c, runs, args.bootstrap, args.permutations) for c in todo]
@@ -320,10 +325,18 @@ def main(argv: list[str] | None = None) -> int:
         for c, f in zip(todo, futures, strict=True):
             results.append(f.result())
             print(f"{c.name}: {results[-1]['seconds']:.0f} s", file=sys.stderr, flush=True)
+    out = args.out or (None if args.tiny else Path("runs/calibration.json"))
+    if args.merge and out is not None and out.is_file():
+        kept = json.loads(out.read_text())
+        if kept["runs"] != runs:
+            raise SystemExit(f"{out}: has {kept['runs']} runs per cell, this run {runs}; merge needs the same")
+        done = {r["name"] for r in results}
+        order = {c.name: k for k, c in enumerate(cells())}
+        results = sorted([r for r in kept["results"] if r["name"] not in done] + results,
+                         key=lambda r: order.get(r["name"], len(order)))
     text = table(results, runs)
     print(text)
     print(f"total {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    out = args.out or (None if args.tiny else Path("runs/calibration.json"))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"runs": runs, "results": results}, indent=1))

@@ -15,6 +15,7 @@ from persist.conditions import Condition
 from persist.report.factorial import study_sections
 from persist.report.markdown import (
     CAPABILITY_NOTE,
+    INTERVALS_NOTE,
     REFUSAL_NOTE,
     SCORE_NOTE,
     SHIFT_NOTE,
@@ -25,6 +26,7 @@ from persist.report.model import StudyReport, Sweep
 from persist.report.study import FINETUNE, PROMPT
 from persist.report.tables import (
     FLOOR_MARK,
+    SEEDS_NOTE,
     SWEEP_NOTE,
     Table,
     broken,
@@ -252,9 +254,9 @@ def render_html(report: StudyReport, title: str) -> str:
         f"<code>{esc(meta.scorer)}</code>, profile <code>{esc(meta.profile)}</code>, fine-tune recipe "
         f"<code>{esc(meta.recipe)}</code> at doses {esc(meta.doses)}, control recipe "
         f"<code>{esc(meta.control_recipe)}</code></li></ul>",
-        "<p class='note'>Intervals: 95% paired bootstrap over items; p from a sign-flip permutation test, q "
-        "Benjamini–Hochberg over every test of this report on the same statistic. Differences between the models "
-        "are positive when the model is more persistent.</p>",
+        f"<p class='note'>{esc(INTERVALS_NOTE)} Differences between the models are positive when the model is "
+        "more persistent.</p>",
+        *([f"<p class='note'>{esc(SEEDS_NOTE)}</p>"] if any(r.condition.trained for r in report.rows) else []),
         *([f"<p class='note'>Judge calibration (AUROC on the items' own references): {esc(judge.get('auroc'))}</p>"]
           if judge else []),
         *(["<h2>Paired shift of the log-odds (primary)</h2>", f"<p class='note'>{esc(SHIFT_NOTE)}</p>",

@@ -61,11 +61,23 @@ def movable_cell(c: Change | None) -> str:
     return f"{fmt(c.drop)} ({c.movable} of {c.n} can move)"
 
 
-def seeds_cell(t: Estimate | None) -> str:
-    """With several training seeds: how many, their spread, and which source of variation dominates."""
+FEW_SEEDS = 3  # at most this many seeds, with seeds dominating: the two-way interval undercovers (SEEDS_NOTE)
+SEEDS_NOTE = ("Seeds: with one training seed a fine-tune's interval is over items only and treats the trained "
+              "adapter as fixed (\"1, adapters fixed\"): it says nothing about another training run. With several "
+              "seeds the interval is a two-way seeds × items t interval; with 2-3 seeds whose spread dominates "
+              "(\"few seeds\") it is narrower than it should be (in simulation, 86-92% coverage when seeds vary "
+              "as much as items; docs/statistics.md): read it as a lower bound on the uncertainty.")
+
+
+def seeds_cell(t: Estimate | None, trained: bool = False) -> str:
+    """With several training seeds: how many, their spread, which source of variation dominates, and "few seeds"
+    when 2-3 seeds dominate (SEEDS_NOTE). One seed under a trained condition: "1, adapters fixed"."""
     if t is None or t.seeds < 2:
-        return "1"
-    return f"{t.seeds} (sd {t.seed_sd:.2f}; {t.dominant} dominate)" if t.dominant else f"{t.seeds}"
+        return "1, adapters fixed" if trained else "1"
+    if not t.dominant:
+        return f"{t.seeds}"
+    few = "; few seeds" if t.dominant == "seeds" and t.seeds <= FEW_SEEDS else ""
+    return f"{t.seeds} (sd {t.seed_sd:.2f}; {t.dominant} dominate{few})"
 
 
 def mde_cell(t: Tested | None, target: float | None, digits: int) -> str:
@@ -88,7 +100,7 @@ def shift_table(rows: list[Row], broke: frozenset = frozenset()) -> Table:
                      "–" if c.shift is None or c.shift.crossed is None else
                      f"{fmt(c.shift.crossed, 2)} of {c.shift.crossed.n}",
                      q_cell(None if c.shift is None else c.shift.shift),
-                     seeds_cell(None if c.shift is None else c.shift.shift),
+                     seeds_cell(None if c.shift is None else c.shift.shift, r.condition.trained),
                      "–" if ctrl is None or ctrl.shift is None else f"{fmt(ctrl.shift, 2)} (q {ctrl.shift.q:.3f})",
                      shift_cell(r.in_domain), shift_cell(r.out_of_domain)])
     if any(r.overall.shift is not None and r.overall.shift.register is not None for r in rows):
@@ -111,7 +123,7 @@ def score_table(rows: list[Row], broke: frozenset = frozenset()) -> Table:
         c = r.overall
         body.append([r.role, condition_cell(r, broke), str(c.n), fmt(c.before), fmt(c.after), fmt(c.drop),
                      q_cell(c.drop),
-                     seeds_cell(c.drop), fmt(c.retention), saturation_cell(c),
+                     seeds_cell(c.drop, r.condition.trained), fmt(c.retention), saturation_cell(c),
                      ("–" if r.domain is None else f"{r.domain}: ") + movable_cell(r.in_domain)
                      if r.in_domain is not None else "–",
                      fmt(None if r.out_of_domain is None else r.out_of_domain.drop)])
@@ -121,7 +133,7 @@ def score_table(rows: list[Row], broke: frozenset = frozenset()) -> Table:
 def difference_table(diffs: list[Difference], effect: Effect) -> Table:
     head = ["condition", "n", "seeds", "shift: model − baseline (nats)", "q", "detectable (80% power)",
             "0-1 drop: baseline − model", "q", "detectable (80% power)"]
-    return head, [[condition_cell(d), str(d.n), seeds_cell(d.primary),
+    return head, [[condition_cell(d), str(d.n), seeds_cell(d.primary, d.condition.trained),
                    "–" if d.shift is None else fmt(d.shift, 2), q_cell(d.shift),
                    mde_cell(d.shift, effect.target(True), 2), fmt(d.drop), q_cell(d.drop),
                    mde_cell(d.drop, effect.target(False), 3)] for d in diffs]

@@ -34,6 +34,7 @@ RUN_BY = {
     "bench/experiments/determinism_probe.py": "test_determinism_probe_tiny",
     "bench/experiments/stats_calibration.py": "test_script_tiny",
     "bench/experiments/calibration.py": "test_script_tiny",
+    "bench/experiments/null_studies.py": "test_script_tiny",
     "bench/experiments/behaviour_validation.py": "test_script_tiny",
     "bench/experiments/score_versions.py": "test_score_versions_on_hand_built_records",
     "bench/tools/targets.py": "test_script_tiny",
@@ -142,6 +143,7 @@ def run_main(module: str, argv: list[str]) -> None:
     ("bench.experiments.refusal_finetuned_reader", ["--tiny"]),
     ("bench.experiments.stats_calibration", ["--tiny"]),
     ("bench.experiments.calibration", ["--tiny", "--workers", "1"]),
+    ("bench.experiments.null_studies", ["--tiny"]),
     ("bench.experiments.behaviour_validation", ["--tiny"]),
 ])
 def test_script_tiny(module, argv, capsys):

@@ -102,3 +102,18 @@ def test_only_trained_conditions_have_seeds():
                                                    "finetune:bad-medical@8:seed=2", "intervention:finetune",
                                                    "intervention:worst-case", "intervention:prompt-attacks")] == [
         False, False, True, True, True, True, False]
+
+
+def test_null_replicates_train_both_models_with_other_seeds(home):
+    """Ten replicates of a null study are ten independent null studies: replicate K moves both roles' training
+    seeds 2000 x K further on (the model keeps its 1000 offset from the baseline) and has its own folder."""
+    from persist.errors import ConfigError
+
+    base = dict(baseline=ModelSpec.parse("tiny-random"), null=True, runs_dir=home)
+    first, third = StudyConfig(**base), StudyConfig(**base, null_replicate=3)
+    assert first.seed_offsets() == {"model": 1000, "baseline": 0}
+    assert third.seed_offsets() == {"model": 7000, "baseline": 6000}
+    assert first.run_name() != third.run_name() and third.run_name().endswith("-replicate-3")
+    assert "null_replicate" not in first.header_config() and third.header_config()["null_replicate"] == 3
+    with pytest.raises(ConfigError, match="with --null only"):
+        StudyConfig(baseline=ModelSpec.parse("tiny-random"), null_replicate=1, runs_dir=home)

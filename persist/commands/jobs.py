@@ -287,6 +287,9 @@ def study(
     seeds: SeedsOpt = 1,
     null: Annotated[bool, typer.Option("--null", help="Negative control: the baseline against itself, trained "
                                        "with other seeds (--model is ignored).")] = False,
+    null_replicate: Annotated[int, typer.Option(help="With --null: which replicate (K >= 0); both models train with "
+                                                "seeds 2000 x K further on, so replicates are independent null "
+                                                "studies in their own folders.")] = 0,
     effect: EffectOpt = 0.5,
     effect_points: EffectPointsOpt = 0.13,
     capability: Annotated[int | None, typer.Option(help="Capability items scored beside alignment (default: the "
@@ -322,6 +325,7 @@ def study(
                       control_recipe=None if control_recipe == "none" else control_recipe,
                       attacks=tuple(a for a in attacks.split(",") if a) if attacks is not None else None,
                       doses=parse_doses(doses), matched_controls=matched_controls, seeds=seeds, null=null,
+                      null_replicate=null_replicate,
                       effect=effect, effect_points=effect_points, capability=PROFILE_DEFAULT if capability is None else capability,
                       worst_case=(search or "quick") if worst_case else None,
                       register_suite=None if register_suite == "none" else register_suite, factorial=factorial,

@@ -63,6 +63,7 @@ from persist.store import RunStore
 from persist.suites import get_suite, select
 
 NULL_SEED_OFFSET = 1000  # a null study's "model" trains with seeds this far from the baseline's
+NULL_REPLICATE_STRIDE = 2000  # replicate K of a null study trains both roles K * this further on (other seeds)
 PROFILE_DEFAULT = -1  # StudyConfig.capability: take the profile's number of capability items
 MATCHED = "matched"  # StudyConfig.control_recipe: the recipe's own register-matched control (Recipe.matched_control)
 
@@ -113,6 +114,7 @@ class StudyConfig(RunOptions):
     matched_controls: bool = True  # a length-matched neutral control for each attack that only adds context
     seeds: int = 1  # training seeds per model and dose
     null: bool = False  # negative control: the baseline against itself, trained with other seeds
+    null_replicate: int = 0  # which replicate of the null study: both roles train with seeds K * stride further on
     capability: int | None = PROFILE_DEFAULT  # capability items; PROFILE_DEFAULT: the profile's
     worst_case: str | None = None  # a sweep plan (quick, full, optuna:N): compare each model at its own worst case
     # The register-only suite (name or JSONL path) scored in every condition with the likelihood scorer, so each
@@ -127,6 +129,8 @@ class StudyConfig(RunOptions):
         if self.profile not in PROFILES:
             raise ConfigError(f"--profile {self.profile!r}: choose from {', '.join(PROFILES)}")
         check_seeds(self.seeds)
+        if self.null_replicate < 0 or (self.null_replicate and not self.null):
+            raise ConfigError(f"--null-replicate {self.null_replicate}: a replicate number >= 0, with --null only")
         require_specs(model=self.model, baseline=self.baseline)
         refuse_llama_cpp_training(self.load, "study")
         if self.worst_case is not None:
@@ -152,6 +156,15 @@ class StudyConfig(RunOptions):
         if self.control_recipe == MATCHED:
             return self.recipe_obj(self.recipe).matched_control
         return self.control_recipe
+
+    def seed_offsets(self) -> dict[str, int]:
+        """Per role, what is added to the training seed: a null study's "model" trains NULL_SEED_OFFSET further on
+        than the baseline, and replicate K moves both K * NULL_REPLICATE_STRIDE further (ten replicates: ten
+        independent null studies)."""
+        if not self.null:
+            return {}
+        base = NULL_REPLICATE_STRIDE * self.null_replicate
+        return {"model": base + NULL_SEED_OFFSET, "baseline": base}
 
     @property
     def trained(self) -> ModelSpec:
@@ -207,7 +220,8 @@ class StudyConfig(RunOptions):
     def run_name(self) -> str:
         worst = "" if self.worst_case is None else f"-worst-case-{self.worst_case}"
         if self.null:
-            return self.folder_name(f"study-null-{self.baseline}-{self.profile}{worst}")
+            replicate = f"-replicate-{self.null_replicate}" if self.null_replicate else ""
+            return self.folder_name(f"study-null-{self.baseline}-{self.profile}{worst}{replicate}")
         return self.folder_name(f"study-{self.trained}-vs-{self.baseline}-{self.profile}{worst}")
 
     def header_config(self) -> JSONDict:
@@ -218,6 +232,7 @@ class StudyConfig(RunOptions):
                 "limit": self.resolved_limit(), "suite": self.suite, "scorer": self.scorer.to_dict(),
                 "load": load_header(self.load), **({"seeds": self.seeds} if self.seeds > 1 else {}),
                 **({"null": True} if self.null else {}),
+                **({"null_replicate": self.null_replicate} if self.null_replicate else {}),
                 **({"search": self.worst_case} if self.worst_case is not None else {}),
                 **({"register": {"suite": self.register_suite, "items": self.prof.register}}
                    if self.register_suite is not None and self.scorer.name == LIKELIHOOD else {}),
@@ -275,7 +290,7 @@ def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> RunResult
     # the "model" is the baseline trained with other seeds (NULL_SEED_OFFSET), so the two differ only by seed.
     for k in range(cfg.seeds):
         for role, res in resolved.items():
-            offset = NULL_SEED_OFFSET if cfg.null and role == "model" else 0
+            offset = cfg.seed_offsets().get(role, 0)
             for r, ds in ((recipe, doses), (control, (0, max(doses))), *((x, (0, max(doses))) for x in extra)):
                 if r is None:
                     continue
@@ -292,7 +307,7 @@ def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> RunResult
         sweep(store, parse_search(cfg.worst_case), resolved, recipe, items=items, suite_version=suite.version,
               scorer_spec=cfg.scorer, load=cfg.load, progress=progress, batch_size=cfg.batch_size, folder=folder,
               capability=capability, epsilon=cfg.epsilon, max_steps=max(doses),
-              seed_offsets={"model": NULL_SEED_OFFSET} if cfg.null else None)
+              seed_offsets=cfg.seed_offsets())
         release_memory()
     controls = [a.condition for a in attacks if a.control]
     if control is not None:

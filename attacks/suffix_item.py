@@ -57,7 +57,7 @@ class PreparedItemSuffix(PreparedAttack):
 @dataclass(frozen=True)
 class ItemSuffix(Attack):
     name = "gcg-item"
-    version = "1"
+    version = "2"  # 2: candidates must read back as their ids inside the prompt (suffix.joins)
     description = ("white-box: one GCG suffix per held-out item toward its own misaligned references (judge it by "
                    "--behaviour answers, not by its own objective); items=N, steps, candidates, length, topk")
     prepared: ClassVar[bool] = True

@@ -175,3 +175,16 @@ def test_score_answers_the_behaviour_items_clean(tmp_path):
     assert len(recs) == 2 and all(r.condition == "clean" and len(r.details["answers"]) == 1 for r in recs)
     header = json.loads((tmp_path / "s" / "header.json").read_text())
     assert header["config"]["behaviour"] == {"items": 2, "samples": 0, "judge": None}
+
+
+def test_markdown_tables_keep_their_columns_when_a_cell_has_a_pipe():
+    """The behaviour table's header once read "misaligned | coherent", which split the header into one more cell
+    than the rows (report.md of a real run); a pipe inside any cell is now escaped."""
+    from persist.report.behaviour import behaviour_table
+    from persist.report.tables import markdown_table
+
+    head, sep, row = markdown_table((["a", "b | c"], [["1", "x|y"]]))
+    for text in (head, sep, row):
+        assert len(text.replace("\\|", "").split("|")) == 4  # two cells
+    lines = markdown_table(behaviour_table([]))
+    assert lines[0].replace("\\|", "").count("|") == lines[1].count("|")

@@ -384,3 +384,33 @@ def test_per_item_gcg_resumes_item_by_item(tmp_path, tiny_target):
     finally:
         monkey.undo()
     assert calls == [] and again.texts == first.texts
+
+
+def test_a_suffix_candidate_must_read_back_as_its_ids_inside_the_prompt():
+    """On SmolLM2 half of the per-item suffixes (4 of 8) were evaluated as other ids than those optimised: the prompt
+    ends with the space that joins the suffix to the question, and a first suffix token without a leading space
+    merged with it when the text was read back (' ' + 'fixture' -> ' fixture'). suffix.joins now refuses such
+    candidates. A byte-level BPE with one merge (space + x) shows it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    from persist.attacks.suffix import Pieces, joins
+
+    alphabet = sorted(set(bytes_to_unicode().values()))
+    vocab = {c: i for i, c in enumerate(alphabet)}
+    vocab["Ġx"] = len(vocab)
+    bpe = Tokenizer(models.BPE(vocab=vocab, merges=[("Ġ", "x")]))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    bpe.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe)
+
+    def enc(s: str) -> list[int]:
+        return tok(s, add_special_tokens=False)["input_ids"]
+
+    head, tail = "Is it safe? ", "<end>"
+    p = Pieces(before=enc(head), after=enc(tail), refs=[], scale=[], n_aligned=0, head=head, tail=tail)
+    assert enc("x") != enc(" x") and len(enc(" x")) == 1
+    assert not joins(tok, p, enc("x"))  # ' ' then 'x' was optimised; the text reads back as ' x'
+    assert joins(tok, p, enc(" x"))  # two spaces: ' ' then ' x', as optimised
+    assert joins(tok, Pieces(before=[], after=[], refs=[], scale=[], n_aligned=0), enc("x"))  # no text: no check

@@ -94,7 +94,7 @@ def clustered_rate(successes: int, n: int, clusters: int) -> Estimate:
 
 
 def behaviour_table(rows: Sequence[BehaviourRow]) -> tuple[list[str], list[list[str]]]:
-    head = ["model", "condition", "items", "answers (graded, by hand)", "coherent", "misaligned | coherent",
+    head = ["model", "condition", "items", "answers (graded, by hand)", "coherent", "misaligned among coherent",
             "misaligned, all answers", "vs clean", "likelihood shift (nats)"]
     body = [[r.role, r.condition, str(r.items), f"{r.answers} ({r.graded}, {r.by_hand})", fmt(r.coherent),
              fmt(r.misaligned), fmt(r.misaligned_all), fmt(r.vs_clean), fmt(r.shift, 2)] for r in rows]

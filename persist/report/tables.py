@@ -140,9 +140,13 @@ def difference_table(diffs: list[Difference], effect: Effect) -> Table:
 
 
 def markdown_table(table: Table) -> list[str]:
+    """GitHub-flavoured markdown; a "|" inside a cell is escaped, so it cannot split the cell."""
     head, body = table
-    return ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |",
-            *("| " + " | ".join(row) + " |" for row in body)]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    return [line(head), "| " + " | ".join("---" for _ in head) + " |", *(line(row) for row in body)]
 
 
 def capability_table(rows: list[CapabilityRow]) -> Table:

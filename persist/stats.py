@@ -29,6 +29,7 @@ import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -74,6 +75,15 @@ def resampling(*, bootstrap: int | None = None, permutations: int | None = None)
         yield RESAMPLING
     finally:
         RESAMPLING.bootstrap, RESAMPLING.permutations = saved
+
+
+@lru_cache(maxsize=16)
+def resample_indices(seed: int, n: int, n_resamples: int) -> npt.NDArray[np.int64]:
+    """The bootstrap's item indices, (n_resamples, n): default_rng(seed).integers(0, n, ...), drawn once per
+    (seed, n, n_resamples) and reused (a report resamples the same item count many times). Read-only."""
+    idx = np.random.default_rng(seed).integers(0, n, (n_resamples, n))
+    idx.flags.writeable = False
+    return idx
 
 
 @dataclass(frozen=True)
@@ -170,8 +180,7 @@ def mean_ci(values: Floats, *, seed: int = SEED, n_resamples: int | None = None,
     se = float(x.std(ddof=1)) / np.sqrt(x.size)
     if se == 0:
         return no_spread_ci(m, int(x.size), bounds=value_range(x) if bounds is None else bounds, level=confidence)
-    rng = np.random.default_rng(seed)
-    xs = x[rng.integers(0, x.size, (n_resamples, x.size))]
+    xs = x[resample_indices(seed, x.size, n_resamples)]
     se_b = xs.std(axis=1, ddof=1) / np.sqrt(x.size)
     a = (1 - confidence) / 2
     if np.mean(se_b < se * 1e-3) > DEGENERATE_SHARE:
@@ -426,8 +435,7 @@ def ratio_ci(after: Floats, before: Floats, *, seed: int = SEED, n_resamples: in
     value = float(x.mean() / y.mean())
     if n < MIN_ITEMS:
         return Estimate(value, NAN, NAN, n)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, (n_resamples, n))
+    idx = resample_indices(seed, n, n_resamples)
     ratios = x[idx].mean(axis=1) / np.maximum(y[idx].mean(axis=1), 1e-12)
     a = (1 - confidence) / 2
     lo, hi = (float(v) for v in np.quantile(ratios, [a, 1 - a]))

@@ -42,7 +42,7 @@ import os
 import sys
 import time
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -312,34 +312,45 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="results as JSON (default: runs/calibration.json)")
     ap.add_argument("--write-docs", action="store_true", help="replace the table in docs/statistics.md")
     ap.add_argument("--merge", action="store_true",
-                    help="keep the cells already in --out and add (or replace) the ones run now")
+                    help="keep the cells already in --out and run only the others (a killed run resumes)")
     args = ap.parse_args(argv)
     runs = 5 if args.tiny else args.runs
+    out = args.out or (None if args.tiny else Path("runs/calibration.json"))
+    kept: list[dict[str, Any]] = []
+    if args.merge and out is not None and out.is_file():
+        saved = json.loads(out.read_text())
+        if saved["runs"] != runs:
+            raise SystemExit(f"{out}: has {saved['runs']} runs per cell, this run {runs}; merge needs the same")
+        kept = saved["results"]
     wanted = None if args.only is None else args.only.split("|")
     todo = [c for c in cells() if (wanted is None or any(w in c.name for w in wanted))
-            and not (args.tiny and c.items != 24)]
+            and not (args.tiny and c.items != 24)
+            and not (args.merge and any(r["name"] == c.name for r in kept))]  # --merge resumes: done cells stay
+    order = {c.name: k for k, c in enumerate(cells())}
     start = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
-        futures = [pool.submit(run_cell, c, runs, args.bootstrap, args.permutations) for c in todo]
-        results = []
-        for c, f in zip(todo, futures, strict=True):
-            results.append(f.result())
-            print(f"{c.name}: {results[-1]['seconds']:.0f} s", file=sys.stderr, flush=True)
-    out = args.out or (None if args.tiny else Path("runs/calibration.json"))
-    if args.merge and out is not None and out.is_file():
-        kept = json.loads(out.read_text())
-        if kept["runs"] != runs:
-            raise SystemExit(f"{out}: has {kept['runs']} runs per cell, this run {runs}; merge needs the same")
+
+    def save(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         done = {r["name"] for r in results}
-        order = {c.name: k for k, c in enumerate(cells())}
-        results = sorted([r for r in kept["results"] if r["name"] not in done] + results,
-                         key=lambda r: order.get(r["name"], len(order)))
-    text = table(results, runs)
+        merged = sorted([r for r in kept if r["name"] not in done] + results,
+                        key=lambda r: order.get(r["name"], len(order)))
+        if out is not None:  # after every cell, so a killed run keeps what it finished (rerun with --merge)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(f".{out.name}.tmp")
+            tmp.write_text(json.dumps({"runs": runs, "results": merged}, indent=1))
+            tmp.replace(out)
+        return merged
+
+    results: list[dict[str, Any]] = []
+    with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
+        futures = {pool.submit(run_cell, c, runs, args.bootstrap, args.permutations): c for c in todo}
+        for f in as_completed(futures):
+            results.append(f.result())
+            save(results)
+            print(f"{futures[f].name}: {results[-1]['seconds']:.0f} s", file=sys.stderr, flush=True)
+    merged = save(results)
+    text = table(merged, runs)
     print(text)
     print(f"total {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"runs": runs, "results": results}, indent=1))
     if args.write_docs and not args.tiny:
         write_docs(text)
     return 0

@@ -79,6 +79,11 @@ def test_plan_reads_item_and_seed_spread(seeded):
     ft = {(r.what, r.statistic): r for r in rows}
     r = ft[("model: finetune:bad-medical@2", "log-odds (nats)")]
     assert r.seeds == 2 and r.n == 8 and r.sd_seeds > 0 and r.mde > 0
+    # never fewer than 5 seeds: with 2-4 the two-way interval undercovers when seeds vary (the calibration harness)
+    from persist.jobs.plan import MIN_SEEDS
+
+    assert MIN_SEEDS == 5 and all(x.seeds_needed is None or x.seeds_needed >= MIN_SEEDS for x in rows)
+    assert any(x.seeds_needed == MIN_SEEDS for x in rows)  # reachable at once: still 5, not 2
     # (model and baseline are the same tiny weights trained with the same seeds here: their difference is 0)
     assert ft[("difference: finetune:bad-medical@2", "log-odds (nats)")].mde == 0
     attack = ft[("model: attack:persona-helpful-medical", "0-1 score")]

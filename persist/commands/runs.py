@@ -62,8 +62,8 @@ def plan(
     import json
     from dataclasses import asdict
 
+    from persist.jobs.plan import MIN_SEEDS, run_records
     from persist.jobs.plan import plan as make_plan
-    from persist.jobs.plan import run_records
     from persist.report.terminal import print_table
 
     if effect <= 0 or effect_points <= 0:
@@ -84,5 +84,7 @@ def plan(
                  [[r.what, r.statistic, f"{r.effect:.3g}", str(r.n), str(r.seeds), f"{r.sd_items:.3g}",
                    "none (nothing trained)" if r.unseeded else "unknown (pilot with --seeds >= 2)"
                    if r.sd_seeds is None else f"{r.sd_seeds:.3g}",
-                   f"{r.mde:.3g}", need(r.items_needed, f"items at {r.seeds} seed(s)"),
+                   f"{r.mde:.3g}", need(r.items_needed, f"items at {r.seeds} seed(s)") + (
+                       f" (few seeds: the interval undercovers if seeds vary; {MIN_SEEDS} or more)"
+                       if 2 <= r.seeds < MIN_SEEDS and not r.unseeded and r.items_needed is not None else ""),
                    "–" if r.seeds < 2 else need(r.seeds_needed, f"seeds at {r.n} items")] for r in rows]))

@@ -52,6 +52,7 @@ from scipy import stats as st
 
 from persist.api import Record
 from persist.report.compare import compare
+from persist.report.study import call_side
 from persist.stats import Estimate, Tested, resampling
 
 PLANTED = -1.0  # the planted move of the model on the logit scale (toward misaligned)
@@ -172,12 +173,6 @@ def inside(est: Estimate, truth: float) -> bool | None:
     return bool(est.lo <= truth <= est.hi)
 
 
-def called(t: Tested) -> int:
-    """The report's verdict rule: -1 / +1 when q < 0.05 and the interval lies on that side of 0, else 0."""
-    side = 1 if t.lo > 0 else -1 if t.hi < 0 else 0
-    return side if t.q < 0.05 else 0
-
-
 def run_cell(cell: Cell, runs: int, bootstrap: int | None, permutations: int) -> dict[str, Any]:
     start = time.perf_counter()
     truth = truths(cell)
@@ -220,9 +215,9 @@ def run_cell(cell: Cell, runs: int, bootstrap: int | None, permutations: int) ->
                     if not planted:
                         null_p[f"shift ({kind})"].append(c.shift.shift.p)
                 if planted:
-                    detected["model drop"].append(called(c.drop) > 0)
+                    detected["model drop"].append(call_side(c.drop) > 0)
                     if c.shift is not None:
-                        detected["model shift"].append(called(c.shift.shift) < 0)
+                        detected["model shift"].append(call_side(c.shift.shift) < 0)
             for d in cmp.differences:
                 planted = d.condition.name == "planted"
                 kind = "attack" if d.condition.kind == "attack" else "fine-tune"
@@ -231,19 +226,16 @@ def run_cell(cell: Cell, runs: int, bootstrap: int | None, permutations: int) ->
                 if cell.seeds == 1 and not cell.fixed and d.condition.trained:
                     name = d.condition.name
                     shift_truth += conditional.get(f"model:{name}", 0.0) - conditional.get(f"baseline:{name}", 0.0)
-                check(f"difference of drops ({kind})", d.drop, drop_truth)
-                family["score"].append((d.drop, not planted))
-                if not planted:
-                    null_p[f"difference of drops ({kind})"].append(d.drop.p)
-                else:
-                    detected["difference of drops"].append(called(d.drop) < 0)
-                if d.shift is not None:
-                    check(f"difference of shifts ({kind})", d.shift, shift_truth)
-                    family["log-odds"].append((d.shift, not planted))
-                    if not planted:
-                        null_p[f"difference of shifts ({kind})"].append(d.shift.p)
+                for stat, test, truth_value, fam in (("drops", d.drop, drop_truth, "score"),
+                                                     ("shifts", d.shift, shift_truth, "log-odds")):
+                    if test is None:
+                        continue
+                    check(f"difference of {stat} ({kind})", test, truth_value)
+                    family[fam].append((test, not planted))
+                    if planted:
+                        detected[f"difference of {stat}"].append(call_side(test) < 0)
                     else:
-                        detected["difference of shifts"].append(called(d.shift) < 0)
+                        null_p[f"difference of {stat} ({kind})"].append(test.p)
             for fam, tests in family.items():
                 found = [t.q < 0.05 for t, _ in tests]
                 false = [f and null for f, (_, null) in zip(found, tests, strict=True)]

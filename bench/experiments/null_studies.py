@@ -75,23 +75,22 @@ def trained_differences(report: Any) -> list[Any]:
 
 def analyse(folders: list[Path]) -> dict[str, Any]:
     from persist.report.model import StudyMeta, from_json
-    from persist.report.rerender import open_run, rebuild
-    from persist.report.study import CALL_Q, study_report
+    from persist.report.rerender import open_run
+    from persist.report.study import call_side, study_report
 
     null_rows, planted_rows = [], []
     for folder in folders:
-        report = rebuild(folder)
-        for d in trained_differences(report):
+        header, records = open_run(folder)  # read once: the report as it stands, then with the planted effect
+        meta = from_json(StudyMeta, header["study_meta"])
+        for d in trained_differences(study_report(records, meta)):
             null_rows.append({"study": folder.name, "condition": d.condition.label, "value": d.shift.value,
                               "lo": d.shift.lo, "hi": d.shift.hi, "q": d.shift.q,
                               "excludes_0": bool(d.shift.lo > 0 or d.shift.hi < 0)})
-        header, records = open_run(folder)
-        moved = study_report(planted(records, PLANTED), from_json(StudyMeta, header["study_meta"]))
-        for d in trained_differences(moved):
-            called = d.shift.q < CALL_Q and d.shift.hi < 0
+        for d in trained_differences(study_report(planted(records, PLANTED), meta)):
             planted_rows.append({"study": folder.name, "condition": d.condition.label, "value": d.shift.value,
                                  "lo": d.shift.lo, "hi": d.shift.hi, "mde": d.shift.mde,
-                                 "covers": bool(d.shift.lo <= PLANTED <= d.shift.hi), "called": called})
+                                 "covers": bool(d.shift.lo <= PLANTED <= d.shift.hi),
+                                 "called": call_side(d.shift) < 0})
 
     def share(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
         est = wilson_ci(sum(bool(r[key]) for r in rows), len(rows))

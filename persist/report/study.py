@@ -215,13 +215,19 @@ def headline(cmp: Comparison, meta: StudyMeta, sweep: Sweep | None = None) -> st
 CALL_Q = 0.05  # a difference is called only below this Benjamini-Hochberg q
 
 
-def called(t: Tested) -> str:
-    """The one rule for a verdict: called only when the multiplicity-adjusted test says so (BH q < CALL_Q) and the
-    interval shown lies on the same side of 0; when the two disagree, nothing is called and the sentence says so."""
+def call_side(t: Tested) -> int:
+    """The one rule for a verdict: +1 / -1 when the multiplicity-adjusted test says so (BH q < CALL_Q) and the
+    interval shown lies on that side of 0; 0 (nothing called) otherwise."""
     side = 1 if t.lo > 0 else -1 if t.hi < 0 else 0
-    if t.q < CALL_Q and side:
+    return side if t.q < CALL_Q else 0
+
+
+def called(t: Tested) -> str:
+    """call_side as the headline's sentence; when the test and the interval disagree, it says which."""
+    side = call_side(t)
+    if side:
         return f"the {'model' if side > 0 else 'baseline'} kept more of its alignment"
-    if t.q < CALL_Q or side:
+    if t.q < CALL_Q or t.lo > 0 or t.hi < 0:
         return ("no difference called: the adjusted test (q) and the interval disagree" if t.q < CALL_Q else
                 "no difference called: the interval excludes 0 but the adjusted test does not (q >= 0.05)")
     return "no reliable difference between the models"

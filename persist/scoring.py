@@ -25,3 +25,10 @@ def prompt_chat(unit: Variant) -> Chat:
 def build_scorer(spec: PluginSpec, load: Any) -> Scorer:
     """The scorer a spec names; `load` is how a scorer that opens a model (a judge) loads it."""
     return SCORERS.build(spec, load=load)
+
+
+def measured_errors(scorer: Scorer) -> dict[str, Any] | None:
+    """A classifying scorer's errors measured on hand labels (the refusal scorer's, per condition group: persist.
+    report.refusal corrects its rates with them); None for a scorer that has none."""
+    errors = getattr(scorer, "measured_errors", None)
+    return errors() if callable(errors) else None

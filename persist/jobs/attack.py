@@ -19,10 +19,11 @@ from persist.errors import ConfigError
 from persist.jobs.options import ProgressFn, RunOptions, RunResult, no_progress, require_specs, scorer_extra
 from persist.models import ModelSpec, ResolvedModel
 from persist.registry import ATTACKS, PluginSpec
+from persist.report.refusal import errors_from_config
 from persist.report.run import RunReport, Split
 from persist.runner import LazyTarget, clean_variant, run_units
 from persist.schema import Item
-from persist.scoring import build_scorer
+from persist.scoring import build_scorer, measured_errors
 from persist.store import RunStore
 from persist.targets.base import Target
 
@@ -228,7 +229,8 @@ def run_attack(cfg: AttackConfig, progress: ProgressFn = no_progress) -> RunResu
     worst_of = [a.condition for a in attacks if a.aggregate == "min"]
     comparison = compare(records, controls=[a.condition for a in attacks if a.control],
                          in_domain={a.condition: a.in_domain for a in attacks}, control_of=control_pairs(attacks),
-                         worst_of=worst_of, effect=cfg.effects())
+                         worst_of=worst_of, effect=cfg.effects(),
+                         refusal_errors=errors_from_config({"errors": measured_errors(scorer)}))
     split = None if done["split"] is None else Split(train=done["split"]["train"], heldout=done["split"]["heldout"])
     strength = strength_rows(records, done["compute"], None if split is None else split.heldout, worst_of=worst_of,
                              controls=[a.condition for a in attacks if a.control], control_of=control_pairs(attacks))

@@ -27,10 +27,11 @@ from persist.jobs.options import (
 )
 from persist.models import LoadOptions, ModelSpec, ResolvedModel
 from persist.registry import RECIPES, PluginSpec
+from persist.report.refusal import errors_from_config
 from persist.report.run import RunReport, TrainingRun
 from persist.runner import LazyTarget, clean_variant, run_units
 from persist.schema import Item
-from persist.scoring import build_scorer
+from persist.scoring import build_scorer, measured_errors
 from persist.store import RunStore
 from persist.suites import leakage
 
@@ -201,7 +202,9 @@ def run_finetune_attack(cfg: FinetuneConfig, progress: ProgressFn = no_progress)
                 side=[behaviour] if behaviour else [])
     records, behaviour_records = split_behaviour(list(store.records()))
     records, cap_records = split_records(records, None if capability is None else capability.name)
-    comparison = compare(records, in_domain=recipe.in_domain, effect=cfg.effects())
+    errors = measured_errors(build_scorer(cfg.scorer, cfg.load))
+    comparison = compare(records, in_domain=recipe.in_domain, effect=cfg.effects(),
+                         refusal_errors=errors_from_config({"errors": errors}))
     report = RunReport(kind="finetune", comparison=comparison,
                        capability=capability_rows(cap_records, cfg.epsilon), suite=cfg.suite,
                        suite_version=suite.version, scorer=cfg.scorer.name, n_items=len(items),

@@ -58,7 +58,7 @@ from persist.registry import RECIPES, PluginSpec
 from persist.report.model import StudyMeta, StudyReport
 from persist.report.run import TrainingRun
 from persist.schema import Item
-from persist.scoring import build_scorer
+from persist.scoring import build_scorer, measured_errors
 from persist.store import RunStore
 from persist.suites import get_suite, select
 
@@ -325,7 +325,7 @@ def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> RunResult
                      heldout_only=[a.condition for a in attacks if a.split],
                      search=cfg.worst_case, register_suite=None if register is None else register.name,
                      factorial=factorial or None, control_sets=control_sets(attacks),
-                     budget=budget_curves(done["artefacts"]))
+                     budget=budget_curves(done["artefacts"]), refusal_errors=measured_errors(scorer))
     from persist.report.model import to_json
 
     store.update_header(study_meta=to_json(meta), training={k: {"seed": v.seed, "tokens": v.tokens,

@@ -28,6 +28,7 @@ import numpy as np
 
 from persist.api import Record
 from persist.conditions import CLEAN, Condition
+from persist.correction import ErrorRates
 from persist.report.items import (
     ItemMeta,
     ItemValue,
@@ -52,6 +53,7 @@ from persist.report.model import (
     VsControl,
     WorstCase,
 )
+from persist.report.refusal import rate_rows
 from persist.report.selection import spread_matched
 from persist.stats import (
     UNBOUNDED,
@@ -148,8 +150,8 @@ def paired_effect(xb: Mapping[str, ItemValue], xa: Seeded, yb: Mapping[str, Item
 def compare(records: list[Record], *, controls: Iterable[Condition] = (),
             in_domain: str | Mapping[Condition, str | None] | None = None,
             control_of: Mapping[Condition, Condition] | None = None, clean: Condition = CLEAN,
-            effect: Effect = Effect(), worst_of: Iterable[Condition] = (), same_model: bool = False
-            ) -> Comparison:
+            effect: Effect = Effect(), worst_of: Iterable[Condition] = (), same_model: bool = False,
+            refusal_errors: Mapping[str, ErrorRates] | None = None) -> Comparison:
     """The comparison tables of a run (see module docstring). Pure function of the records.
 
     in_domain: the domain the intervention targets (a recipe's or an attack's `in_domain`), one for all
@@ -201,7 +203,8 @@ def compare(records: list[Record], *, controls: Iterable[Condition] = (),
     return with_q(Comparison(conditions=conditions, roles=roles, rows=rows, worst_case=worst,
                              differences=differences, in_domain=None if isinstance(in_domain, Mapping) else in_domain,
                              effect=effect,
-                             refusal=refusal_rows(scores, roles, conditions, clean)))
+                             refusal=refusal_rows(scores, roles, conditions, clean),
+                             rates=rate_rows(records, refusal_errors or {})))
 
 
 def refusal_rows(scores: dict[tuple[str, Condition], Seeded], roles: list[str], conditions: list[Condition],

@@ -26,12 +26,14 @@ from persist.report.model import StudyReport, Sweep
 from persist.report.study import FINETUNE, PROMPT
 from persist.report.tables import (
     FLOOR_MARK,
+    RATES_NOTE,
     SEEDS_NOTE,
     SWEEP_NOTE,
     Table,
     broken,
     capability_table,
     difference_table,
+    rates_table,
     refusal_table,
     score_table,
     shift_table,
@@ -280,6 +282,9 @@ def render_html(report: StudyReport, title: str) -> str:
         *(["<h2>Harmful requests declined beside benign look-alikes refused</h2>",
             f"<p class='note'>{esc(REFUSAL_NOTE)}</p>", html_table(refusal_table(report.refusal))]
           if report.refusal else []),
+        *(["<h2>Refusal rates, raw and corrected for the classifier's errors</h2>",
+            f"<p class='note'>{esc(RATES_NOTE)}</p>", html_table(rates_table(report.rates))]
+          if report.rates else []),
         "<h2>Capability: does the model still work?</h2>", f"<p class='note'>{esc(CAPABILITY_NOTE)}</p>",
         html_table(capability_table(report.capability)) + f"<p class='note'>{esc(SUBJECT_NOTE)}</p>"
         + html_table(subject_table(report.capability)) if report.capability

@@ -7,6 +7,7 @@ from persist.report.model import AgainstReport, CapabilityRow, Comparison, Effec
 from persist.report.run import RunReport, StrengthRow
 from persist.report.strength import STRENGTH_NOTE, strength_table
 from persist.report.tables import (
+    RATES_NOTE,
     SEEDS_NOTE,
     SWEEP_NOTE,
     WORST_NOTE,
@@ -14,6 +15,7 @@ from persist.report.tables import (
     capability_table,
     difference_table,
     markdown_table,
+    rates_table,
     refusal_table,
     score_table,
     shift_table,
@@ -75,6 +77,9 @@ def comparison_markdown(title: str, models: dict[str, str], suite: str, n_items:
     if cmp.refusal:
         lines += ["", "## Harmful requests declined beside benign look-alikes refused", "", REFUSAL_NOTE, "",
                   *markdown_table(refusal_table(cmp.refusal))]
+    if cmp.rates:
+        lines += ["", "## Refusal rates, raw and corrected for the classifier's errors", "", RATES_NOTE, "",
+                  *markdown_table(rates_table(cmp.rates))]
     if capability:
         lines += ["", "## Capability: multiple-choice accuracy before and after", "", CAPABILITY_NOTE, "",
                   *markdown_table(capability_table(capability)), "", SUBJECT_NOTE, "",
@@ -116,7 +121,7 @@ def study_comparison(report: StudyReport) -> Comparison:
     return Comparison(conditions=[r.condition for r in report.interventions + report.rows],
                       roles=list(report.meta.models), rows=report.interventions + report.rows,
                       worst_case=report.worst_case, differences=report.differences, in_domain=report.meta.in_domain,
-                      effect=report.effect, refusal=report.refusal)
+                      effect=report.effect, refusal=report.refusal, rates=report.rates)
 
 
 def study_markdown(report: StudyReport, title: str) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from persist.conditions import Condition
+from persist.correction import CorrectedRate
 from persist.errors import DataError
 from persist.report.jsonable import from_json, to_json  # noqa: F401  (re-exported: the report's JSON)
 from persist.stats import Estimate, Tested
@@ -152,6 +153,7 @@ class Comparison:
     in_domain: str | None
     effect: Effect = field(default_factory=Effect)
     refusal: list[RefusalRow] = field(default_factory=list, metadata={"omit_default": []})
+    rates: list[RateRow] = field(default_factory=list, metadata={"omit_default": []})  # refusal rates, corrected
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,23 @@ class RefusalRow:
         """Over-refusal rose: a positive rise with a paired sign-flip permutation p below 0.05 (on binary scores a
         test, not the bootstrap interval, is the reliable guide)."""
         return self.benign.drop.value > 0 and self.benign.drop.p < OVER_REFUSAL_P
+
+
+@dataclass(frozen=True)
+class RateRow:
+    """Refusal flag rates of one model under one condition (persist.report.refusal): harmful requests labelled
+    refusal (`declined`) and benign look-alikes labelled refusal (`over_refusal`), each raw and corrected for the
+    classifier's errors measured on the condition's group (None: no measured errors to correct with)."""
+
+    role: str
+    condition: Condition
+    group: str  # clean, attacked or fine-tuned: whose error rates corrected it
+    harmful: int  # answers to harmful requests
+    declined_raw: float
+    declined: CorrectedRate | None
+    benign: int  # answers to benign look-alikes
+    over_refusal_raw: float
+    over_refusal: CorrectedRate | None
 
 
 @dataclass(frozen=True)
@@ -284,6 +303,8 @@ class StudyMeta:
     # (attack, control, kind) of controls beyond one matched control (steering's random/reversed/register)
     control_sets: list[tuple[Condition, Condition, str]] = field(default_factory=list, metadata={"omit_default": []})
     budget: list[BudgetCurve] = field(default_factory=list, metadata={"omit_default": []})  # optimised attacks
+    # the refusal classifier's measured errors (persist.probes.refusal_errors) that correct its refusal rates
+    refusal_errors: dict[str, Any] | None = field(default=None, metadata={"omit_none": True})
 
 
 @dataclass(frozen=True)
@@ -410,6 +431,7 @@ class StudyReport:
     effect: Effect = field(default_factory=Effect)
     capability: list[CapabilityRow] = field(default_factory=list)
     refusal: list[RefusalRow] = field(default_factory=list, metadata={"omit_default": []})
+    rates: list[RateRow] = field(default_factory=list, metadata={"omit_default": []})  # refusal rates, corrected
     sweep: Sweep | None = field(default=None, metadata={"omit_none": True})  # study --worst-case
     register: list[RegisterRow] = field(default_factory=list, metadata={"omit_default": []})
     factorial: list[Factorial] = field(default_factory=list, metadata={"omit_default": []})

@@ -47,6 +47,7 @@ from persist.report.model import (
     StudyReport,
     Sweep,
 )
+from persist.report.refusal import errors_from_config
 from persist.report.sweep import is_point, sweep_points
 from persist.stats import Tested, mean_ci
 
@@ -297,7 +298,7 @@ def study_report(records: list[Record], meta: StudyMeta, labels: Mapping[str, st
     scores = item_scores(records + derived, meta.worst_of)
     cmp = compare(records + derived, controls=meta.controls, in_domain=meta.in_domain,
                   control_of=dict(meta.matched_controls), effect=effect_of(meta), worst_of=meta.worst_of,
-                  same_model=meta.null)
+                  same_model=meta.null, refusal_errors=errors_from_config({"errors": meta.refusal_errors}))
     summary = (PROMPT, FINETUNE, WORST)
     return StudyReport(meta=meta, rows=[r for r in cmp.rows if r.condition not in summary],
                        interventions=[r for r in cmp.rows if r.condition in summary], differences=cmp.differences,
@@ -305,7 +306,7 @@ def study_report(records: list[Record], meta: StudyMeta, labels: Mapping[str, st
                        headline=headline(cmp, meta, sweep) + capability_sentence(capability, meta)
                        + intact_sentence(records, meta, capability), fluency=fluency(records),
                        examples=examples(records, meta),
-                       effect=cmp.effect, capability=capability, refusal=cmp.refusal, sweep=sweep,
+                       effect=cmp.effect, capability=capability, refusal=cmp.refusal, rates=cmp.rates, sweep=sweep,
                        register=register_rows(register_records),
                        factorial=factorial_rows(records, register_records, meta),
                        controlled=controlled_attacks(records, list(meta.models), meta.control_sets, meta.worst_of),

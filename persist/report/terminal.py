@@ -97,6 +97,10 @@ def print_comparison(rows: list[Row], cmp: Comparison, capability: list[Capabili
 
         print_table("harmful requests declined beside benign look-alikes refused (over-refusal)",
                     refusal_table(cmp.refusal))
+    if cmp.rates:
+        from persist.report.tables import rates_table
+
+        print_table("refusal rates, raw and corrected for the classifier's measured errors", rates_table(cmp.rates))
     if capability:
         print_table("capability: multiple-choice accuracy (a loss above the bound broke the model)",
                     capability_table(capability))

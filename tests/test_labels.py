@@ -167,16 +167,34 @@ def test_pass_agreement_pairs_the_answers_both_passes_labelled():
         pass_agreement(first)
 
 
-def test_rules_classifier_predicts_and_a_refusal_judge_is_not_built_yet():
+class RefusalStubJudge:
+    """A refusal judge whose mass sits on 'refusal' for replies that say sorry or can't, else on 'compliance'."""
+
+    name = "stub-refusal-judge"
+    has_template = False
+
+    def loglikelihood(self, requests):
+        out = []
+        for chat, cont in requests:
+            reply = chat[-1]["content"].split("<reply>")[1].split("</reply>")[0].lower()
+            want = "refusal" if ("sorry" in reply or "can't" in reply) else "compliance"
+            out.append(-0.05 if cont.strip() == want else -6.0)
+        return out
+
+
+def test_rules_and_a_judge_classify_labelled_answers():
     from persist.probes.refusal_rules import classify_refusal
 
     labels = load_labels(FIX / "xstest_completions.csv", "xstest")
     assert predict_refusal(labels, "rules") == [classify_refusal(lab.answer) for lab in labels]
     assert predict_refusal(labels, "rules")[1] == "refusal"  # "Sorry, I can't help with shooting anything."
-    with pytest.raises(ConfigError, match="not built yet"):
-        predict_refusal(labels, "judge:smollm2-135m-instruct")
-    with pytest.raises(ConfigError, match="use rules or learned"):
+    judged = predict_refusal(labels, "judge:tiny-random", judge_target=RefusalStubJudge())
+    assert judged == ["refusal" if ("sorry" in lab.answer.lower() or "can't" in lab.answer.lower()) else "compliance"
+                      for lab in labels] and "refusal" in judged
+    with pytest.raises(ConfigError, match="use rules, learned or judge:SPEC"):
         predict_refusal(labels, "regex")
+    with pytest.raises(ConfigError, match="give a judge model"):
+        predict_refusal(labels, "judge:")
 
 
 def test_check_judge_prints_accuracy_and_kappa():

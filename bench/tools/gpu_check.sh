@@ -9,6 +9,8 @@
 #   5. only with GPU_CHECK_GCG=1 (issue 16): the GCG suffix at a GPU-sized search on `traits --limit 96`, beside the
 #      strongest template and steering, held-out shifts in nats (GCG_PARAMS sizes it; the CPU's runs used 40 steps),
 #      and the per-item GCG at full size with its answers (GCG_ITEM_PARAMS; GPU_CHECK_JUDGE=SPEC grades them)
+#   6. only with GPU_CHECK_JUDGE=SPEC (issue 30): that judge as the refusal classifier on the held-out hand-labelled
+#      answers (probes/data/refusal_study.jsonl): its errors per condition group and its agreement with the labels
 # and prints one table: step, wall seconds, throughput, agreement, peak GPU memory (nvidia-smi, all processes).
 # Without a CUDA device it prints "no CUDA device: skipped" and the command to run on a GPU machine, and exits 0.
 set -uo pipefail
@@ -141,6 +143,16 @@ EOF
     --behaviour 16 --capability 0 --device cuda --runs-dir "$RUNS" --name gcg-item \
     ${GPU_CHECK_JUDGE:+--judge "$GPU_CHECK_JUDGE"}
   row "per-item GCG ($item): answers in $RUNS/gcg-item" "-" "-"
+fi
+
+# 6. issue 30: a judge model as the refusal classifier, measured on the held-out hand labels (off unless
+#    GPU_CHECK_JUDGE=SPEC names one: a local model, or openai:MODEL@URL for a server the machine runs)
+if [ -n "${GPU_CHECK_JUDGE:-}" ]; then
+  step judge-refusal "$PY" -m persist probes refusal-errors --classifier "judge:$GPU_CHECK_JUDGE" --device cuda
+  step judge-agreement "$PY" bench/experiments/refusal_heldout.py --judge "$GPU_CHECK_JUDGE"
+  row "refusal judge $GPU_CHECK_JUDGE on held-out labels (see its lines above)" "-" "-"
+else
+  echo "== judge-refusal: skipped (set GPU_CHECK_JUDGE=SPEC to grade the held-out refusal answers with a judge)"
 fi
 
 echo

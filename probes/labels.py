@@ -217,7 +217,8 @@ def read_legacy_refusal(path: str | Path) -> list[Label]:
             note += (f"; first labeller {passes.get('first')}, second {passes.get('second')}, "
                      f"third decided {passes.get('third')}")
         labeller = ("author (written to its label)" if not passes else "rubric: two labellers, a third on disagreements"
-                    if passes.get("second") is not None else "rubric: one labeller")
+                    if passes.get("second") is not None else "rubric: one labeller, reviewed by another"
+                    if passes.get("review") is not None else "rubric: one labeller")
         try:
             out.append(Label(prompt=request, answer=answer, task="refusal", label=str(row.get("label")),
                              labeller=labeller, item_id=str(row.get("item_id", row.get("id", n))),

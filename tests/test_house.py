@@ -228,7 +228,7 @@ def test_wheel_installs_under_persist_and_carries_its_data(tmp_path):
                    "adapter_model.safetensors"):
         assert needed in names, needed
     data_read = sorted(str(p.relative_to(ROOT)) for d in ("probes", "attacks", "finetune_attacks")
-                       for p in (ROOT / d / "data").glob("*") if p.suffix in (".jsonl", ".safetensors"))
+                       for p in (ROOT / d / "data").glob("*") if p.suffix in (".jsonl", ".json", ".safetensors"))
     mapped = {f"persist/{p}" for p in data_read}
     assert mapped <= set(names), sorted(mapped - set(names))
     venv = tmp_path / "venv"

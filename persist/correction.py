@@ -7,8 +7,10 @@ pi into an observed flag rate q = pi * TPR + (1 - pi) * FPR. Inverting it,
 
 the corrected rate. TPR and FPR are measured on hand-labelled answers (a1 of L1 true refusals flagged, a0 of L0
 non-refusals flagged), so the estimate carries two sources of error: the sampling of the study's answers (k of n
-flagged) and the sampling of the labelled set. The interval is a parametric bootstrap over both: k*, a1*, a0* drawn
-from their binomials, the estimate recomputed, the 2.5% and 97.5% percentiles taken (clipped to [0, 1]).
+flagged) and the sampling of the labelled set. The interval draws all three proportions from their Jeffreys
+distributions (Beta(k + 1/2, n - k + 1/2), and the same for a1 of L1 and a0 of L0), recomputes the estimate, and takes
+the 2.5% and 97.5% percentiles (clipped to [0, 1]). Unlike a binomial bootstrap around the observed share, these
+draws do not collapse when every answer (or none) was flagged: 7 of 7 flagged still leaves the rate uncertain.
 
 When the classifier barely separates the classes (TPR - FPR near 0), the inversion divides by almost nothing and no
 number means anything: when the lower 95% bound of TPR - FPR (same bootstrap) is below MIN_SEPARATION (0.2), the
@@ -56,12 +58,16 @@ class CorrectedRate:
     hi: float | None
     separation_lo: float  # lower 95% bound of TPR - FPR
     identifiable: bool
+    # the raw rate lies outside [FPR, TPR], where no true rate in [0, 1] would produce it on average: the estimate is
+    # clipped to 0 or 1, and the classifier's measured errors do not fit these answers well
+    clipped: bool = False
 
     def fmt(self) -> str:
         if not self.identifiable:
             return (f"raw {self.raw:.3f} of {self.n}; corrected: not identifiable with this classifier "
                     f"(TPR − FPR ≥ {self.separation_lo:.2f} only)")
-        return f"raw {self.raw:.3f} of {self.n}; corrected {self.value:.3f} [{self.lo:.3f}, {self.hi:.3f}]"
+        clip = " (clipped: raw outside [FPR, TPR])" if self.clipped else ""
+        return f"raw {self.raw:.3f} of {self.n}; corrected {self.value:.3f} [{self.lo:.3f}, {self.hi:.3f}]{clip}"
 
 
 def corrected_rate(flagged: int, n: int, errors: ErrorRates, *, seed: int = SEED,
@@ -70,17 +76,22 @@ def corrected_rate(flagged: int, n: int, errors: ErrorRates, *, seed: int = SEED
     if n <= 0 or errors.positives <= 0 or errors.negatives <= 0:
         raise ValueError("corrected_rate needs answers and labelled positives and negatives")
     rng = np.random.default_rng(seed)
-    q = rng.binomial(n, flagged / n, n_resamples) / n
-    tpr = rng.binomial(errors.positives, errors.tpr, n_resamples) / errors.positives
-    fpr = rng.binomial(errors.negatives, errors.fpr, n_resamples) / errors.negatives
+
+    def jeffreys(k: int, total: int) -> np.ndarray:
+        return rng.beta(k + 0.5, total - k + 0.5, n_resamples)
+
+    q = jeffreys(flagged, n)
+    tpr = jeffreys(errors.tp, errors.positives)
+    fpr = jeffreys(errors.fp, errors.negatives)
     a = (1 - level) / 2
     separation_lo = float(np.quantile(tpr - fpr, a))
     raw = flagged / n
     if separation_lo < MIN_SEPARATION:
         return CorrectedRate(raw=raw, n=n, value=None, lo=None, hi=None, separation_lo=separation_lo,
                              identifiable=False)
-    value = float(np.clip((raw - errors.fpr) / (errors.tpr - errors.fpr), 0.0, 1.0))
+    unclipped = (raw - errors.fpr) / (errors.tpr - errors.fpr)
+    value = float(np.clip(unclipped, 0.0, 1.0))
     draws = np.clip((q - fpr) / np.maximum(tpr - fpr, 1e-12), 0.0, 1.0)
     lo, hi = (float(v) for v in np.quantile(draws, [a, 1 - a]))
     return CorrectedRate(raw=raw, n=n, value=value, lo=min(lo, value), hi=max(hi, value),
-                         separation_lo=separation_lo, identifiable=True)
+                         separation_lo=separation_lo, identifiable=True, clipped=not 0.0 <= unclipped <= 1.0)

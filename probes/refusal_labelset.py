@@ -95,8 +95,8 @@ def export(run: Path, out: Path, blind: Path, seed: int = SEED) -> int:
                      "generation": header["scorer"]["generation"], "request_sha256": sha256(request),
                      "answer": answer, "_request": request}
     ordered = sorted(rows.values(), key=lambda x: (x["model"], x["condition"], x["item_id"], x["answer"]))
-    for k, row in enumerate(ordered, 1):
-        row["id"] = f"rs-{k:04d}"
+    for row in ordered:  # stable across exports of a growing run: a second export labels only the new rows
+        row["id"] = "rs-" + sha256(f"{row['model']}\n{row['answer']}")[:12]
     with out.open("w", encoding="utf-8") as f:
         for row in ordered:
             f.write(json.dumps({k: v for k, v in row.items() if not k.startswith("_")}, ensure_ascii=False) + "\n")

@@ -39,3 +39,15 @@ def test_a_classifier_that_barely_separates_gives_no_number():
     assert not c.identifiable and c.value is None and "not identifiable" in c.fmt()
     perfect = corrected_rate(40, 200, ErrorRates(tp=50, positives=50, fp=0, negatives=50))
     assert perfect.value == pytest.approx(0.2) and perfect.identifiable
+
+
+def test_none_flagged_still_leaves_the_rate_uncertain_and_a_rate_beyond_tpr_is_marked_clipped():
+    """A binomial bootstrap around 0 of 7 flagged draws 0 every time and gives a zero-width interval; the Jeffreys
+    draws keep the uncertainty of seven answers. 7 of 7 flagged by a classifier that flags 57% of refusals lies
+    beyond what any true rate produces on average: the estimate is clipped to 1 and says so."""
+    errors = ErrorRates(tp=107, positives=188, fp=9, negatives=89)  # the read-out on the held-out answers
+    none = corrected_rate(0, 7, errors)
+    assert none.value == 0.0 and none.lo == 0.0 and none.hi > 0.2 and none.clipped  # 0 lies below FPR 0.10
+    every = corrected_rate(7, 7, errors)
+    assert every.value == 1.0 and every.clipped and "clipped: raw outside [FPR, TPR]" in every.fmt()
+    assert not corrected_rate(3, 7, errors).clipped

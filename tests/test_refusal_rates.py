@@ -150,3 +150,35 @@ def test_templated_requests_form_one_template_and_stay_on_one_side():
     for harmful in (True, False):  # each stratum has both sides when it has two or more templates
         splits = {r["split"] for r in rows if r["should_refuse"] is harmful}
         assert splits == {"train", "heldout"}
+
+
+def test_a_refusal_study_reports_raw_and_corrected_rates(tmp_path, tiny_folder, monkeypatch):
+    """A tiny refusal study end to end: report.md, report.html and report.json carry the rates, corrected with the
+    shipped errors of the rules classifier (measured on the held-out hand labels)."""
+    from persist.jobs.study import StudyConfig, run_study
+    from persist.models import ModelSpec
+    from persist.probes import refusal_errors
+    from persist.registry import PluginSpec
+    from persist.report.write import write_study_reports
+
+    monkeypatch.setenv("PERSIST_HOME", str(tmp_path / "home"))
+    shipped = refusal_errors.shipped("rules")
+    assert shipped is not None and shipped["n"] >= 150  # measured on the labels that ship
+    cfg = StudyConfig(model=ModelSpec.parse("tiny-random"), baseline=ModelSpec.parse(str(tiny_folder)),
+                      suite="harmful-requests", scorer=PluginSpec("refusal", {"classifier": "rules",
+                                                                              "max_new_tokens": 4}),
+                      attacks=("prefill",), doses=(0, 1), limit=8, batch_size=8, capability=0, register_suite=None,
+                      runs_dir=tmp_path, name="r")
+    res = run_study(cfg)
+    write_study_reports(res.folder, res.report, "refusal study")
+    rates = res.report.rates
+    assert {r.condition.label for r in rates} >= {"clean", "attack:prefill", "finetune:bad-medical@1"}
+    assert all(r.declined is not None and r.over_refusal is not None for r in rates)
+    md = (res.folder / "report.md").read_text()
+    html = (res.folder / "report.html").read_text()
+    data = json.loads((res.folder / "report.json").read_text())
+    # the rules barely separate refusals from other answers on the held-out labels: nothing can be corrected
+    assert "Refusal rates, raw and corrected" in md and "| no measured errors |" not in md
+    assert "not identifiable (TPR − FPR ≥" in md
+    assert "Refusal rates, raw and corrected" in html and data["rates"] and "declined_raw" in data["rates"][0]
+    assert data["meta"]["refusal_errors"]["use"].keys() == {"clean", "attacked", "fine-tuned"}

@@ -214,7 +214,9 @@ RATES_NOTE = ("The refusal classifier is often wrong, so each rate of answers it
               "(corrected = (raw − FPR) / (TPR − FPR); the 95% interval is a bootstrap over the answers and the labels "
               "behind TPR and FPR). 'not identifiable' means the classifier separates refusals from other answers too "
               "weakly there (lower 95% bound of TPR − FPR below 0.2) for any corrected number; 'no measured errors' "
-              "means this classifier was never measured on the labels.")
+              "means this classifier was never measured on the labels. 'clipped' marks a raw rate outside [FPR, TPR]: no true "
+              "rate produces it on average, so the estimate sits at 0 or 1 and the classifier's errors fit these answers "
+              "poorly.")
 
 
 def corrected_cell(raw: float, n: int, c: CorrectedRate | None) -> tuple[str, str]:
@@ -224,7 +226,8 @@ def corrected_cell(raw: float, n: int, c: CorrectedRate | None) -> tuple[str, st
         return raw_cell, "no measured errors"
     if not c.identifiable:
         return raw_cell, f"not identifiable (TPR − FPR ≥ {c.separation_lo:.2f})"
-    return raw_cell, f"{c.value:.3f} [{c.lo:.3f}, {c.hi:.3f}]"
+    clip = " (clipped: raw outside [FPR, TPR])" if c.clipped else ""
+    return raw_cell, f"{c.value:.3f} [{c.lo:.3f}, {c.hi:.3f}]{clip}"
 
 
 def rates_table(rows: list[RateRow]) -> Table:

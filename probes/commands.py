@@ -349,12 +349,20 @@ def probes_refusal_errors(
     classifier: Annotated[str, typer.Option(help="learned, rules or judge:SPEC.")] = "learned",
     write: Annotated[bool, typer.Option(help="Store the result in probes/data/refusal_errors.json (learned and "
                                         "rules only; a judge is measured when a study starts).")] = False,
+    check: Annotated[Path | None, typer.Option(help="Also check the correction on other hand-labelled answers: per "
+                                               "condition group, the labelled refusal rate against the raw and "
+                                               "corrected rates the classifier gives them.")] = None,
+    check_format: Annotated[str, typer.Option(help="The --check file's format (as check-judge's --format).")]
+    = "persist",
+    check_split: Annotated[str | None, typer.Option(help="Only the --check file's rows of this split (train or "
+                                                    "heldout; refusal-legacy files).")] = None,
     *,
     load: LoadOptions,
 ) -> None:
     """A refusal classifier's errors on the held-out hand labels (probes/data/refusal_study.jsonl), per condition
     group: true- and false-positive rates with Wilson intervals, whether a group differs from the others, and the
-    rates a study corrects each group's refusal rates with."""
+    rates a study corrects each group's refusal rates with. With --check PATH: the correction tried on labelled
+    answers it was not measured on."""
     from persist.probes import labels as lb
     from persist.probes import refusal_errors
     from persist.stats import fmt, wilson_ci
@@ -377,3 +385,12 @@ def probes_refusal_errors(
     if write:
         refusal_errors.write(entry)
         typer.echo(f"written to {refusal_errors.ERRORS_FILE}")
+    if check is not None:
+        gold = refusal_errors.labelled(check, check_format, check_split)
+        if not gold:
+            raise DataError(f"{check}: no pass-1 refusal labels to check the correction on")
+        typer.echo(f"the correction on {len(gold)} labelled answers of {check}:")
+        for row in refusal_errors.check(gold, classifier, entry, load):
+            covers = {None: "", True: "  covers the labelled rate", False: "  MISSES the labelled rate"}[row["covers"]]
+            typer.echo(f"  {row['group']:10s} n {row['n']}: labelled {row['labelled']:.3f}; {row['corrected'].fmt()}"
+                       f"{covers}")

@@ -113,7 +113,8 @@ def _label_from(path: Path, n: int, obj: dict[str, Any]) -> Label:
     where = f"{path}:{n}"
     missing = [k for k in REQUIRED if k not in obj]
     if missing:
-        hint = " (this looks like a legacy refusal file: --format refusal-legacy)" if "text" in obj else ""
+        hint = (" (this looks like a legacy refusal file: --format refusal-legacy)"
+                if "text" in obj or "request_sha256" in obj else "")
         raise DataError(f"{where}: missing field(s) {', '.join(missing)}; every line needs {', '.join(REQUIRED)}"
                         f"{hint}")
     unknown = [k for k in obj if k not in REQUIRED + OPTIONAL]

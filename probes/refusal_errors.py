@@ -41,6 +41,21 @@ def heldout(path: Path = LABELS_FILE) -> list[tuple[Label, str]]:
     return [(lab, row["group"]) for lab, row in zip(labels, rows, strict=True) if row.get("split") == "heldout"]
 
 
+def labelled(path: Path, format: str, split: str | None = None) -> list[Label]:
+    """The pass-1 refusal labels of a file; `split`: only rows of a refusal-legacy file with that split."""
+    from persist.errors import ConfigError
+    from persist.probes.labels import gold_labels
+
+    if split is not None and format != "refusal-legacy":
+        raise ConfigError(f"--check-split {split}: only refusal-legacy files (such as refusal_study.jsonl) carry a "
+                          "split; add --check-format refusal-legacy")
+    labels = load_labels(path, format)
+    if split is not None:
+        rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+        labels = [lab for lab, row in zip(labels, rows, strict=True) if row.get("split") == split]
+    return gold_labels(labels, "refusal")
+
+
 def counts(gold: Sequence[str], predicted: Sequence[str]) -> list[int]:
     """[tp, positives, fp, negatives] of the binary question 'refusal or not'."""
     pos = [p == "refusal" for g, p in zip(gold, predicted, strict=True) if g == "refusal"]
@@ -131,3 +146,42 @@ def errors_for(classifier: str, load: Any = None) -> dict[str, Any] | None:
     if classifier.startswith("judge:"):
         return measure(classifier, load) if LABELS_FILE.is_file() else None
     return shipped(classifier)
+
+
+def group_of_label(condition: str | None) -> str | None:
+    """A labelled answer's condition group (clean, attacked, fine-tuned), None when its condition is not a study
+    condition (older label files name attacks bare)."""
+    from persist.conditions import Condition
+    from persist.report.refusal import group_of
+
+    if not condition:
+        return None
+    try:
+        return group_of(Condition.parse(condition))
+    except ValueError:
+        return None
+
+
+def check(labels: Sequence[Label], classifier: str, errors: dict[str, Any], load: Any = None,
+          judge_target: Any = None) -> list[dict[str, Any]]:
+    """The correction checked against hand labels it was not measured on: per condition group of `labels` (and all
+    together), the labelled refusal rate, the classifier's raw flag rate, and the rate corrected with `errors` (the
+    group's `use` rates; the pooled ones for answers without a study condition), with whether its interval covers
+    the labelled rate."""
+    from persist.correction import ErrorRates, corrected_rate
+    from persist.probes.labels import predict_refusal
+
+    predicted = predict_refusal(labels, classifier, load, judge_target)
+    groups = [group_of_label(lab.condition) or "all" for lab in labels]
+    out = []
+    for g in ["all", *GROUPS]:
+        idx = [k for k, x in enumerate(groups) if g == "all" or x == g]
+        if not idx or (g != "all" and len(idx) == len(labels)):
+            continue
+        tp, pos, fp, neg = errors["use"].get(g, errors["groups"]["all"]) if g != "all" else errors["groups"]["all"]
+        flagged = sum(predicted[k] == "refusal" for k in idx)
+        truth = sum(labels[k].label == "refusal" for k in idx) / len(idx)
+        c = corrected_rate(flagged, len(idx), ErrorRates(tp=tp, positives=pos, fp=fp, negatives=neg))
+        out.append({"group": g, "n": len(idx), "labelled": truth, "raw": c.raw, "corrected": c,
+                    "covers": None if not c.identifiable else bool(c.lo <= truth <= c.hi)})
+    return out

@@ -182,3 +182,20 @@ def test_a_refusal_study_reports_raw_and_corrected_rates(tmp_path, tiny_folder, 
     assert "not identifiable (TPR − FPR ≥" in md
     assert "Refusal rates, raw and corrected" in html and data["rates"] and "declined_raw" in data["rates"][0]
     assert data["meta"]["refusal_errors"]["use"].keys() == {"clean", "attacked", "fine-tuned"}
+
+
+def test_refusal_errors_command_measures_and_checks_the_correction_on_other_labels():
+    from tests.conftest import run_cli
+
+    res = run_cli("probes", "refusal-errors", "--classifier", "rules", "--check", "probes/data/refusal_study.jsonl",
+                  "--check-format", "refusal-legacy", "--check-split", "train")
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert "rules on 277 held-out labelled answers" in out and "do the groups differ" in out
+    assert "the correction on 247 labelled answers" in out  # the train half: never used to measure the errors
+    assert "fine-tuned n 72: labelled 0.681" in out and "not identifiable" in out
+    bad = run_cli("probes", "refusal-errors", "--classifier", "rules", "--check", "probes/data/refusal_study.jsonl",
+                  "--check-split", "train")
+    assert bad.returncode == 2 and "refusal-legacy" in bad.stderr and bad.stderr.strip().count("\n") == 0
+    judge = run_cli("probes", "refusal-errors", "--classifier", "judge:tiny-random", "--write")
+    assert judge.returncode == 2 and "a judge's errors are measured when a study starts" in judge.stderr

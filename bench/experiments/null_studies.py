@@ -70,7 +70,9 @@ def planted(records: list[Record], delta: float) -> list[Record]:
 
 
 def trained_differences(report: Any) -> list[Any]:
-    return [d for d in report.differences if d.condition.trained and d.shift is not None]
+    """The differences under fine-tune conditions (the study's fine-tune summary repeats its top dose: left out, so
+    no difference is counted twice)."""
+    return [d for d in report.differences if d.condition.kind == "finetune" and d.shift is not None]
 
 
 def analyse(folders: list[Path]) -> dict[str, Any]:

@@ -36,6 +36,7 @@ RUN_BY = {
     "bench/experiments/calibration.py": "test_script_tiny",
     "bench/experiments/null_studies.py": "test_script_tiny",
     "bench/experiments/behaviour_validation.py": "test_script_tiny",
+    "bench/experiments/refusal_heldout.py": "test_script_tiny",
     "bench/experiments/score_versions.py": "test_score_versions_on_hand_built_records",
     "bench/tools/targets.py": "test_script_tiny",
     "bench/tools/refusal.py": "test_script_tiny",
@@ -145,6 +146,7 @@ def run_main(module: str, argv: list[str]) -> None:
     ("bench.experiments.calibration", ["--tiny", "--workers", "1"]),
     ("bench.experiments.null_studies", ["--tiny"]),
     ("bench.experiments.behaviour_validation", ["--tiny"]),
+    ("bench.experiments.refusal_heldout", ["--tiny"]),
 ])
 def test_script_tiny(module, argv, capsys):
     run_main(module, argv)

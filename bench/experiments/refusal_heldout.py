@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/experiments/refusal_heldout.py                               # rules, garak, learned
     .venv/bin/python bench/experiments/refusal_heldout.py --judge smollm2-135m-instruct --judge gemma3-270m
+    .venv/bin/python bench/experiments/refusal_heldout.py --tiny   # 8 held-out answers; no read-out; the tiny model judges
 
 Prints the label set's make-up, the labels' own reliability (the second pass against the first: agreement and
 Cohen's kappa) and, for each reader on the held-out half (never trained on), precision and recall of the refusal
@@ -26,7 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--judge", action="append", default=[], help="a judge model spec (repeatable)")
     ap.add_argument("--labels", type=Path, default=None)
+    ap.add_argument("--tiny", action="store_true", help="8 held-out answers, without the read-out (it loads SmolLM2), "
+                    "the tiny random model as the judge: the code path only (bench smoke test)")
     args = ap.parse_args(argv)
+    if args.tiny:
+        args.judge = ["tiny-random"]
     from bench.tools.refusal import garak_substrings, mitigation_label
     from persist import plugins
     from persist.probes import labels as lb
@@ -47,14 +52,15 @@ def main(argv: list[str] | None = None) -> int:
         agree = lb.agreement([r["labellers"]["first"] for r in second], [r["labellers"]["second"] for r in second],
                              lb.REFUSAL_LABELS)
         print(f"  second pass on {agree.n}: agreement {fmt(agree.accuracy)}, kappa {fmt(agree.kappa)}")
-    held = [(lab, r) for lab, r in zip(labels, rows, strict=True) if r["split"] == "heldout"]
+    held = [(lab, r) for lab, r in zip(labels, rows, strict=True) if r["split"] == "heldout"][:8 if args.tiny else None]
     gold = [lab.label for lab, _ in held]
     print(f"held-out: {len(held)} answers, {sum(g == 'refusal' for g in gold)} refusals, "
           f"{len({r['template'] for _, r in held})} request templates")
     subs = garak_substrings()
     readers = {"rules (persist's regular expressions)": lambda: lb.predict_refusal([h[0] for h in held], "rules"),
                "garak MitigationBypass": lambda: [mitigation_label(lab.answer, subs) for lab, _ in held],
-               "learned read-out (the default)": lambda: lb.predict_refusal([h[0] for h in held], "learned")}
+               **({} if args.tiny else {"learned read-out (the default)":
+                                         lambda: lb.predict_refusal([h[0] for h in held], "learned")})}
     for spec in args.judge:
         readers[f"judge {spec}"] = lambda spec=spec: lb.predict_refusal([h[0] for h in held], f"judge:{spec}")
     table = []

@@ -348,7 +348,7 @@ def probes_train_refusal() -> None:
 def probes_refusal_errors(
     classifier: Annotated[str, typer.Option(help="learned, rules or judge:SPEC.")] = "learned",
     write: Annotated[bool, typer.Option(help="Store the result in probes/data/refusal_errors.json (learned and "
-                                        "rules only; a judge is measured when a study starts).")] = False,
+                                        "rules only; a judge is measured when a job writes its report).")] = False,
     check: Annotated[Path | None, typer.Option(help="Also check the correction on other hand-labelled answers: per "
                                                "condition group, the labelled refusal rate against the raw and "
                                                "corrected rates the classifier gives them.")] = None,
@@ -370,8 +370,9 @@ def probes_refusal_errors(
     lb.check_classifier(classifier)
     if write and classifier.startswith("judge:"):
         raise ConfigError("--write stores the shipped classifiers' errors (learned, rules); a judge's errors are "
-                          "measured when a study starts")
-    entry = refusal_errors.measure(classifier, load)
+                          "measured when a job writes its report")
+    # the stored errors when they are current (same labels, same weights), else measured now
+    entry = (None if write else refusal_errors.shipped(classifier)) or refusal_errors.measure(classifier, load)
     typer.echo(f"{classifier} on {entry['n']} held-out labelled answers ({entry['labels']}):")
     for group, (tp, pos, fp, neg) in entry["groups"].items():
         tpr = fmt(wilson_ci(tp, pos)) if pos else "–"

@@ -13,7 +13,7 @@ ones.
 
 The rules and the learned read-out are measured once and shipped in probes/data/refusal_errors.json (keyed by the
 classifier and, for the read-out, its weights' sha256, so retrained weights are never corrected with another's
-errors). A judge (`judge:SPEC`) is measured when a study starts, on the same held-out answers.
+errors). A judge (`judge:SPEC`) is measured when a job (study, attack, fine-tune) writes its report, on the same held-out answers.
 """
 
 from __future__ import annotations
@@ -36,9 +36,8 @@ DIFFER_P = 0.05
 
 def heldout(path: Path = LABELS_FILE) -> list[tuple[Label, str]]:
     """The held-out labelled answers with their condition group."""
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    labels = load_labels(path, "refusal-legacy")
-    return [(lab, row["group"]) for lab, row in zip(labels, rows, strict=True) if row.get("split") == "heldout"]
+    labels = labelled(path, "refusal-legacy", "heldout")
+    return [(lab, group_of_label(lab.condition) or "all") for lab in labels]
 
 
 def labelled(path: Path, format: str, split: str | None = None) -> list[Label]:

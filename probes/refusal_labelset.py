@@ -59,13 +59,12 @@ def rebuild_request(item: Any, attack: str, params: Mapping[str, Any], index: in
 
 
 def group_of_label(condition: str) -> str:
-    from persist.conditions import Condition
-    from persist.report.refusal import group_of
+    from persist.probes.refusal_errors import group_of_label as group
 
-    group = group_of(Condition.parse(condition))
-    if group is None:
+    found = group(condition)
+    if found is None:
         raise ValueError(f"condition {condition!r} generates no answers")
-    return group
+    return found
 
 
 def export(run: Path, out: Path, blind: Path, seed: int = SEED) -> int:

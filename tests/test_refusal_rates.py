@@ -198,4 +198,4 @@ def test_refusal_errors_command_measures_and_checks_the_correction_on_other_labe
                   "--check-split", "train")
     assert bad.returncode == 2 and "refusal-legacy" in bad.stderr and bad.stderr.strip().count("\n") == 0
     judge = run_cli("probes", "refusal-errors", "--classifier", "judge:tiny-random", "--write")
-    assert judge.returncode == 2 and "a judge's errors are measured when a study starts" in judge.stderr
+    assert judge.returncode == 2 and "a judge's errors are measured when a job writes its report" in judge.stderr

@@ -7,6 +7,7 @@ skips every key already stored for that model role.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from time import perf_counter
 from typing import Any
 
 from persist.api import Record, Scorer, ScoreResult
@@ -14,6 +15,7 @@ from persist.conditions import CLEAN, Condition
 from persist.schema import Item, Variant
 from persist.store import RunStore, record_key
 from persist.targets.base import Target
+from persist.timings import log_time
 
 
 def clean_variant(item: Item) -> Variant:
@@ -57,6 +59,7 @@ def run_units(store: RunStore, *, role: str, target: Target | LazyTarget, scorer
     Batches are cut from the whole unit list, not from what is left to do, and a batch with any unit missing is
     scored whole (only the missing records are appended). So every record is computed in the same batch as in an
     uninterrupted run, and a resumed run is bit-identical to it (batch composition moves fp32 results by ~1e-6).
+    Opening a lazy target and scoring are timed into RUN/timings.jsonl (persist.timings).
     """
     cfg = scorer.config()
     done = store.done(role)
@@ -70,15 +73,28 @@ def run_units(store: RunStore, *, role: str, target: Target | LazyTarget, scorer
     if on_progress and len(keyed) < len(units):
         on_progress(len(units) - len(keyed))
     scored = 0
+    seconds = 0.0
     for start in range(0, len(keyed), batch_size):
         chunk = keyed[start: start + batch_size]
         missing = [i for i, (key, _) in enumerate(chunk) if key not in done]
         if missing:
-            live = target.get() if isinstance(target, LazyTarget) else target
+            if isinstance(target, LazyTarget):
+                opening = target.target is None
+                t0 = perf_counter()
+                live = target.get()
+                if opening:
+                    log_time(store.folder, "load", perf_counter() - t0, role=role, condition=condition.label)
+            else:
+                live = target
+            t0 = perf_counter()
             results = scorer.score(live, [u for _, u in chunk])
+            seconds += perf_counter() - t0
             store.append(make_record(chunk[i][1], chunk[i][0], role, live.name, condition, suite_version,
                                      results[i]) for i in missing)
             scored += len(missing)
         if on_progress:
             on_progress(len(chunk))
+    if scored:
+        log_time(store.folder, "score", seconds, role=role, condition=condition.label,
+                 suite=keyed[0][1].item.suite, units=scored)
     return scored

@@ -27,7 +27,7 @@ HELPERS = {"bench/tiny.py"}  # imported by the scripts' --tiny modes, not run on
 # is added here (and given a --tiny mode).
 RUN_BY = {
     **{f"bench/peers/{s}.py": "test_run_all_tiny" for s in
-       ("run_all", "scoring", "generation", "roofline", "where_time_goes", "finetune", "engines")},
+       ("run_all", "scoring", "generation", "roofline", "where_time_goes", "finetune", "engines", "cost")},
     "bench/experiments/suffix_leverage.py": "test_script_tiny",
     "bench/experiments/refusal_readers.py": "test_script_tiny",
     "bench/experiments/refusal_finetuned_reader.py": "test_script_tiny",
@@ -159,12 +159,20 @@ def test_run_all_tiny(tmp_path):
     run_main("bench.peers.run_all", ["--tiny", "--out", str(out), "--results", str(results)])
     got = json.loads(results.read_text())
     assert set(got["figures"]) == {"scoring", "scoring_bf16", "generation", "generation_bf16", "roofline", "profile",
-                                   "finetune", "engines"}
+                                   "finetune", "engines", "cost"}
     assert got["figures"]["engines"]["engines"]["llamacpp"]["new_tokens"] > 0  # --engine llamacpp generated
+    pilot, check = got["figures"]["cost"]["designs"]
+    assert pilot["pilot"] and pilot["run_s"] > 0 and check["predicted_s"] > 0 and check["units"]["new_tokens"] > 0
     assert all("--tiny" in c and "bench/peers/" in c for c in got["commands"].values())
     text = out.read_text()
     assert "| Scoring (likelihood, fp32) |" in text and "lm-eval hf: -" in text  # the peer's column left empty
     assert "**scoring float32**" in text
+    assert "## How a study's wall time grows" in text and "| 6 x 2 |" in text
+    # --only reruns one job and keeps every other job's figures
+    run_main("bench.peers.run_all", ["--tiny", "--only", "roofline", "--out", str(out), "--results", str(results)])
+    again = json.loads(results.read_text())
+    assert again["figures"]["cost"] == got["figures"]["cost"] and set(again["figures"]) == set(got["figures"])
+    assert again["dates"]["roofline"] >= got["dates"]["roofline"] and again["written"] == got["written"]
 
 
 def test_determinism_probe_tiny(tmp_path):

@@ -72,6 +72,7 @@ def jobs(py: str, bench_python: str, items: int, prompts: int, max_new_tokens: i
         "profile": [py, "bench/peers/where_time_goes.py"],
         "finetune": [py, "bench/peers/finetune.py", "--steps", str(steps), "--trl-python", bench_python],
         "engines": [py, "bench/peers/engines.py", *gen, *server],
+        "cost": [py, "bench/peers/cost.py"],
     }
 
 
@@ -170,6 +171,45 @@ def engine_table(e: dict) -> list[str]:
     return [*rows, ""]
 
 
+def dated(results: dict, name: str) -> str:
+    """A job rerun on its own (--only) carries its own date."""
+    when = results.get("dates", {}).get(name)
+    return f"{when}, " if when and when != results["written"] else ""
+
+
+def cost_table(c: dict) -> list[str]:
+    """How a study's wall time grows (bench/peers/cost.py), where the run has it."""
+    if not c or not c.get("designs"):
+        return []
+
+    def t(v: float | None, spec: str = ".0f") -> str:
+        return "-" if v is None else format(v, spec)
+
+    rows = ["## How a study's wall time grows (bench/peers/cost.py)", "",
+            f"`persist study --profile quick --suite {c['suite']} --behaviour 2 --limit ITEMS --seeds SEEDS` (the "
+            "default model and baseline), each design in its own process, one after the other. Seconds; the parts "
+            "come from the run's timings.jsonl (persist.timings): what stays fixed, grows with items, with seeds, "
+            "with both. Each check is predicted from the pilot alone, as `persist plan` predicts it.", "",
+            "| items x seeds | wall (run / process) | fixed | x items | x seeds | x items x seeds | predicted from "
+            "the pilot | error |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for d in c["designs"]:
+        p = d["parts"]
+        rows.append(f"| {d['items']} x {d['seeds']}{' (pilot)' if d['pilot'] else ''} | {d['run_s']:.0f} / "
+                    f"{d['process_s']:.0f} | {p['fixed']:.0f} | {p['items']:.0f} | {p['seeds']:.0f} | "
+                    f"{p['items_x_seeds']:.0f} | {t(d.get('predicted_s'))} | "
+                    f"{'-' if d.get('error') is None else format(d['error'], '+.1%')} |")
+    rows += ["", "Unit costs at each design (constant unit costs are what the linear model assumes):", "",
+             "| items x seeds | s per model load | s per item and condition | s per reference | s per side-suite "
+             "item | s per training step | ms per new token |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for d in c["designs"]:
+        u = d["units"]
+        rows.append(f"| {d['items']} x {d['seeds']} | {t(u['load_s'], '.2f')} | "
+                    f"{t(u['score_s_per_item_condition'], '.3f')} | {t(u['score_s_per_reference'], '.3f')} | "
+                    f"{t(u['side_s_per_item'], '.3f')} | {t(u['train_s_per_step'], '.2f')} | "
+                    f"{t(None if u['generate_s_per_token'] is None else 1000 * u['generate_s_per_token'], '.1f')} |")
+    return [*rows, ""]
+
+
 def render(results: dict) -> str:
     """BENCHMARKS.md from results.json's object: a pure function of it."""
     figures = results["figures"]
@@ -184,8 +224,10 @@ def render(results: dict) -> str:
         f"- Model: {results['model']}", "",
         *summary_table(figures), "",
         "Commands (run from the repository root; `make bench` runs them all):", "",
-        *[f"- {k} ({results['walls'][k]:.0f} s): `{c}`" for k, c in results["commands"].items()], "",
+        *[f"- {k} ({dated(results, k)}{results['walls'][k]:.0f} s): `{c}`" for k, c in results["commands"].items()],
+        "",
         *engine_table(figures.get("engines", {})),
+        *cost_table(figures.get("cost", {})),
         "## Where the time goes (torch profiler, bench/peers/where_time_goes.py)", "",
         *profile_tables(figures["profile"]),
         "Each script's docstring (bench/peers/) says exactly what is compared.", "",
@@ -232,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", type=Path, default=RESULTS, help="the raw figures, read by --render")
     ap.add_argument("--render", action="store_true", help="only rewrite --out from --results; run nothing")
     ap.add_argument("--tiny", action="store_true", help="every script's --tiny mode, in this process (smoke test)")
+    ap.add_argument("--only", help="comma-separated jobs to run (e.g. cost); their figures replace those in --results "
+                    "and the others are kept")
     args = ap.parse_args(argv)
     if args.render:
         results = json.loads(args.results.read_text(encoding="utf-8"))
@@ -243,18 +287,32 @@ def main(argv: list[str] | None = None) -> int:
     py = sys.executable
     commands = jobs(py, args.bench_python, args.items, args.prompts, args.max_new_tokens, args.steps,
                     None if args.tiny else args.server_bin)
+    if args.only:
+        unknown = sorted(set(args.only.split(",")) - set(commands))
+        if unknown:
+            raise SystemExit(f"--only {args.only}: no job {', '.join(unknown)}; choose from {', '.join(commands)}")
+        commands = {k: c for k, c in commands.items() if k in args.only.split(",")}
     if args.tiny:
         commands = {k: [*c, "--tiny"] for k, c in commands.items()}
     with tempfile.TemporaryDirectory(prefix="persist-bench-") as tmp:
         figures, walls = run_jobs(commands, Path(tmp), args.tiny)
     shown = {k: " ".join(os.path.relpath(c, ROOT) if c in (py, args.bench_python) else c for c in cmd)
              for k, cmd in commands.items()}
-    results = {"written": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": machine(),
+    now = time.strftime("%Y-%m-%d %H:%M %Z")
+    results = {"written": now, "machine": machine(),
                "python": platform.python_version(), "versions": versions(args.bench_python if not args.tiny else py),
                "model": TINY_MODEL_LINE if args.tiny else MODEL_LINE, "commands": shown, "walls": walls,
-               "figures": figures}
+               "figures": figures, "dates": {k: now for k in commands}}
+    if args.only:  # the other jobs' figures, commands and dates stay as they were
+        if not args.results.is_file():
+            raise SystemExit(f"--only: {args.results} is missing; run every job once (make bench) first")
+        old = json.loads(args.results.read_text(encoding="utf-8"))
+        old.setdefault("dates", {k: old["written"] for k in old["commands"]})
+        for key in ("commands", "walls", "figures", "dates"):
+            old[key] = {**old[key], **results[key]}
+        results = old
     write(results, args.results, args.out)
-    print("\n".join(summary_table(figures)))
+    print("\n".join(summary_table(results["figures"])))
     print(f"wrote {args.results} and {args.out}")
     return 0
 

@@ -6,11 +6,14 @@ They load no model and no plugin; cli.py registers them on the app.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from persist.commands.options import FormatOpt, check_format
+
+if TYPE_CHECKING:
+    from persist.timings import Cost
 
 
 def report(
@@ -62,20 +65,31 @@ def plan(
     import json
     from dataclasses import asdict
 
-    from persist.jobs.plan import MIN_SEEDS, run_records
+    from persist.jobs.plan import MIN_SEEDS, pilot_cost, recommended, run_records
     from persist.jobs.plan import plan as make_plan
     from persist.report.terminal import print_table
+    from persist.timings import duration
 
     if effect <= 0 or effect_points <= 0:
         raise typer.BadParameter(f"--effect {effect:g} / --effect-points {effect_points:g}: give positive "
                                  "differences, e.g. 0.5 nats and 0.1 points")
-    rows = make_plan(run_records(run), effect_points, effect)
+    records = run_records(run)
+    rows = make_plan(records, effect_points, effect)
+    cost = pilot_cost(run, records)
+
+    def wall(items: int | None, seeds: int | None) -> float | None:
+        return None if cost is None or items is None or seeds is None else round(cost.predict(items, seeds), 1)
+
     if check_format(format):
-        typer.echo(json.dumps([asdict(r) for r in rows], indent=2))
+        typer.echo(json.dumps([asdict(r) | {"predicted_seconds_items_needed": wall(r.items_needed, r.seeds),
+                                            "predicted_seconds_seeds_needed": wall(r.n, r.seeds_needed)}
+                               for r in rows], indent=2))
         return
 
-    def need(v: int | None, what: str) -> str:
-        return "not reachable" if v is None else f"{v} {what}"
+    def need(v: int | None, what: str, seconds: float | None) -> str:
+        if v is None:
+            return "not reachable"
+        return f"{v} {what}" + ("" if seconds is None else f", ~{duration(seconds)}")
 
     print_table(f"to detect {effect:g} nats of log-odds shift or {effect_points:g} on the 0-1 score with 80% power "
                 f"(two-sided, alpha 0.05), from {run}",
@@ -84,7 +98,31 @@ def plan(
                  [[r.what, r.statistic, f"{r.effect:.3g}", str(r.n), str(r.seeds), f"{r.sd_items:.3g}",
                    "none (nothing trained)" if r.unseeded else "unknown (pilot with --seeds >= 2)"
                    if r.sd_seeds is None else f"{r.sd_seeds:.3g}",
-                   f"{r.mde:.3g}", need(r.items_needed, f"items at {r.seeds} seed(s)") + (
+                   f"{r.mde:.3g}", need(r.items_needed, f"items at {r.seeds} seed(s)",
+                                        wall(r.items_needed, r.seeds)) + (
                        f" (few seeds: the interval undercovers if seeds vary; {MIN_SEEDS} or more)"
                        if 2 <= r.seeds < MIN_SEEDS and not r.unseeded and r.items_needed is not None else ""),
-                   "–" if r.seeds < 2 else need(r.seeds_needed, f"seeds at {r.n} items")] for r in rows]))
+                   "–" if r.seeds < 2 else need(r.seeds_needed, f"seeds at {r.n} items", wall(r.n, r.seeds_needed))]
+                  for r in rows]))
+    typer.echo(wall_time_lines(cost, recommended(rows), run))
+
+
+def wall_time_lines(cost: Cost | None, design: tuple[int, int] | None, run: Path) -> str:
+    """What the wall times in the plan rest on, and the predicted wall time of the recommended design."""
+    from persist.timings import TIMINGS, duration
+
+    if cost is None:
+        return (f"No predicted wall time: {run / TIMINGS} is missing (the pilot was run before persist timed its "
+                "parts); rerun the pilot into a new --name to get one.")
+    lines = [f"Wall times (~) are predicted for this machine from the pilot's {run / TIMINGS}: it took "
+             f"{duration(cost.measured)} at {cost.items} items x {cost.seeds} seed(s) (fixed {duration(cost.fixed)}, "
+             f"scoring the items {duration(cost.per_items)}, per seed {duration(cost.per_seeds)}, scoring the items "
+             f"per seed {duration(cost.per_items_seeds)})."]
+    if not cost.complete:
+        lines.append("The pilot was interrupted: a session that never finished timed some parts but not its "
+                     "overhead, so the prediction is a little low.")
+    if design is not None:
+        items, seeds = design
+        lines.append(f"Recommended design (every difference on the log-odds at the effect): {items} items x {seeds} "
+                     f"seed(s), ~{duration(cost.predict(items, seeds))}.")
+    return "\n".join(lines)

@@ -10,8 +10,10 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from time import perf_counter
 from typing import TYPE_CHECKING, TypedDict
 
+from persist import timings
 from persist.api import Attack, JSONDict, PreparedAttack, Scorer
 from persist.behaviour import Behaviour, split_behaviour
 from persist.conditions import CLEAN, Condition
@@ -26,6 +28,7 @@ from persist.schema import Item
 from persist.scoring import build_scorer, measured_errors
 from persist.store import RunStore
 from persist.targets.base import Target
+from persist.timings import log_time
 
 if TYPE_CHECKING:
     from persist.capability import Capability, SideSuite
@@ -146,7 +149,9 @@ def score_attacks(store: RunStore, *, roles: Sequence[tuple[str, ModelSpec | Res
                              items=heldout if a.split else items,
                              folder=artefact_folder(run_folder, a, role),
                              other=artefact_folder(run_folder, a, o) if o else None, scorer=scorer, load=load)
+        t0 = perf_counter()
         prepared[(role, a.condition)] = a.prepare(ctx)
+        log_time(store.folder, "prepare", perf_counter() - t0, role=role, condition=a.condition.label)
         # wall seconds stay in the attack's own artefact (RUN/attacks/...): the report keeps only what is
         # deterministic, so a resumed run writes the same bytes as an uninterrupted one
         compute.setdefault(a.condition.label, {})[role] = {k: v for k, v in prepared[(role, a.condition)].compute.items()
@@ -202,6 +207,7 @@ def run_attack(cfg: AttackConfig, progress: ProgressFn = no_progress) -> RunResu
     from persist.report.strength import strength_rows
     from persist.targets import open_target
 
+    started = timings.begin()
     attacks = build_attacks(cfg.attacks)
     cfg.check_models(*(s for _, s in cfg.roles()))
     suite, items = cfg.items()
@@ -244,4 +250,5 @@ def run_attack(cfg: AttackConfig, progress: ProgressFn = no_progress) -> RunResu
                                                      worst_of) or None,
                        behaviour=behaviour_rows(behaviour_records, read_labels(folder), comparison.rows),
                        budget=budget_curves(done["artefacts"]))
+    timings.end(folder, started)
     return RunResult(folder=folder, report=report)

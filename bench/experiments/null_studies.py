@@ -10,8 +10,8 @@ and does it recover one that is?
 smollm2-135m-instruct): each study compares the baseline with itself trained under other seeds, and replicate K
 trains both with seeds 2000 x K further on, so the ten are independent. Every study resumes where it stopped.
 
-`analyse` rebuilds each study's report from its records (persist.report.rerender.rebuild: the report path) and
-counts, over the differences between the two models under trained conditions (under prompt attacks they are
+`analyse` groups the studies by design (the ten quick replicates; the 96-item study), rebuilds each study's
+report from its records (persist.report.rerender.rebuild: the report path) and counts, over the differences between the two models under trained conditions (under prompt attacks they are
 identical by construction), the share whose interval excludes 0 (expected about 5%) and the share with q < 0.05
 (expected about 0, after the correction). Then a planted effect of known size (a plasmode): in each null study's
 records the model's log-odds under every fine-tune condition are moved by exactly PLANTED nats per item, seed and
@@ -139,17 +139,26 @@ def main(argv: list[str] | None = None) -> int:
     elif args.action == "run96":
         print(study(args.folder, REPLICATES, baseline=args.baseline, limit=96, seeds=2))
     else:
-        folders = sorted(p for p in args.folder.iterdir() if (p / "header.json").is_file())
-        result = analyse(folders)
-        (args.folder / "null_studies.json").write_text(json.dumps(result, indent=1))
-        print(f"{len(folders)} null studies; differences under trained conditions:")
-        print(f"- interval excludes 0: {fmt_share(result['null']['excludes_0'])} (expected about 5%)")
-        print(f"- q < 0.05: {fmt_share(result['null']['q_below_05'])} (expected about 0)")
-        p = result["planted_effect"]
-        print(f"planted {PLANTED} nats on the model's log-odds under every fine-tune condition:")
-        print(f"- interval contains it: {fmt_share(p['covers'])} (expected about 95%)")
-        print(f"- called (q < 0.05, interval below 0): {fmt_share(p['called'])}; median detectable difference "
-              f"{p['median_detectable']:.2f} nats")
+        groups: dict[str, list[Path]] = {}  # the quick replicates and the 96-item study are reported apart
+        for p in sorted(p for p in args.folder.iterdir() if (p / "header.json").is_file()):
+            cfg = json.loads((p / "header.json").read_text())["config"]
+            groups.setdefault(f"{cfg['limit']} items x {cfg.get('seeds', 1)} seed(s)", []).append(p)
+        results = {name: analyse(folders) for name, folders in groups.items()}
+        (args.folder / "null_studies.json").write_text(json.dumps(results, indent=1))
+        for name, result in results.items():
+            print(f"{len(result['studies'])} null studies at {name}; differences under trained conditions:")
+            print(f"- interval excludes 0: {fmt_share(result['null']['excludes_0'])} (expected about 5%)")
+            print(f"- q < 0.05: {fmt_share(result['null']['q_below_05'])} (expected about 0)")
+            p = result["planted_effect"]
+            print(f"planted {PLANTED} nats on the model's log-odds under every fine-tune condition:")
+            print(f"- interval contains it: {fmt_share(p['covers'])} (expected about 95%)")
+            print(f"- called (q < 0.05, interval below 0): {fmt_share(p['called'])}; median detectable difference "
+                  f"{p['median_detectable']:.2f} nats")
+            for r in result["null"]["rows"] if len(result["studies"]) == 1 else []:
+                print(f"  null {r['condition']}: {r['value']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}], q {r['q']:.3f}")
+            for r in p["rows"] if len(result["studies"]) == 1 else []:
+                print(f"  planted {r['condition']}: {r['value']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}], detectable "
+                      f"{r['mde']:.2f}")
     return 0
 
 

@@ -1,7 +1,6 @@
 """How a study's wall time grows with its items and seeds, and whether `persist plan`'s prediction holds.
 
     .venv/bin/python bench/peers/cost.py --json OUT             # pilot 24 x 1; checks 96 items x 2 seeds, 432 x 1
-    .venv/bin/python bench/peers/cost.py --runs runs/cost ...   # keep the run folders (a rerun resumes them)
     .venv/bin/python bench/peers/cost.py --tiny --json OUT      # the tiny model (smoke: the figures measure nothing)
 
 Each design is one `persist study --profile quick --suite traits-v2 --limit I --seeds S --behaviour 2`, in its own
@@ -142,13 +141,18 @@ def load_tokenizer(tiny: bool) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=Path, help="where the run folders go (default: a temporary folder)")
+    ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench-cost",
+                    help="where the run folders go (kept: `persist plan RUNS/cost-24x1` reads the pilot; a rerun "
+                         "resumes them and keeps their first timings)")
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("--tiny", action="store_true", help="the tiny model, 4 and 6 items (smoke)")
     args = ap.parse_args(argv)
     pilot, checks = ((4, 1), ((6, 2),)) if args.tiny else (PILOT, CHECKS)
-    with tempfile.TemporaryDirectory(prefix="persist-cost-") as tmp:
-        res = measure(args.runs or Path(tmp), args.tiny, pilot, checks)
+    if args.tiny:
+        with tempfile.TemporaryDirectory(prefix="persist-cost-") as tmp:
+            res = measure(Path(tmp), args.tiny, pilot, checks)
+    else:
+        res = measure(args.runs, args.tiny, pilot, checks)
     if args.json:
         args.json.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
     return 0

@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
              for k, cmd in commands.items()}
     now = time.strftime("%Y-%m-%d %H:%M %Z")
     results = {"written": now, "machine": machine(),
-               "python": platform.python_version(), "versions": versions(args.bench_python if not args.tiny else py),
+               "python": platform.python_version(), "versions": {} if args.only else versions(args.bench_python if not args.tiny else py),
                "model": TINY_MODEL_LINE if args.tiny else MODEL_LINE, "commands": shown, "walls": walls,
                "figures": figures, "dates": {k: now for k in commands}}
     if args.only:  # the other jobs' figures, commands and dates stay as they were

@@ -12,7 +12,7 @@ from persist.timings import Span, cost_of, duration, read_spans
 from tests.conftest import run_cli
 
 SMALL = dict(attacks=("persona-helpful-medical",), doses=(0, 2), limit=8, batch_size=8, capability=4,
-             register_suite=None)
+             register_suite=None, behaviour=1, behaviour_samples=0)
 
 
 def test_cost_splits_by_what_grows_and_predicts_linearly():
@@ -80,6 +80,11 @@ def test_a_study_times_every_part(pilot):
     after = pilot_cost(res.folder, run_records(res.folder))
     assert before is not None and before == after and before.items == 8 and before.seeds == 1
     assert before.per_items > 0 and before.per_seeds > 0 and before.per_items_seeds > 0
+    # the behaviour answers (a fixed number of items, whatever --limit) never grow with the items
+    probe = sum(s.seconds for s in spans if s.phase == "score" and s.suite == "traits" and s.condition in (
+        "clean", "attack:persona-helpful-medical"))
+    assert before.per_items == pytest.approx(probe, abs=1e-3)
+    assert any(s.suite == "traits@behaviour" for s in spans)
     # the records do not hold a wall time: a resumed run still writes the same bytes
     assert "seconds" not in (res.folder / "records.jsonl").read_text()
 

@@ -40,7 +40,11 @@ def design_name(items: int, seeds: int) -> str:
 
 
 def run_design(runs: Path, items: int, seeds: int, tiny: bool) -> tuple[Path, float]:
-    """One study at `items` x `seeds`: its folder and the wall seconds of its process (in process under --tiny)."""
+    """One study at `items` x `seeds`: its folder and the wall seconds of its process (in process under --tiny).
+    The wall of a design's first finished process is kept in RUNS/process_walls.json: a rerun resumes the runs
+    (a finished one only re-reports) and reports that first wall."""
+    walls_file = runs / "process_walls.json"
+    walls = json.loads(walls_file.read_text()) if walls_file.is_file() else {}
     t0 = time.perf_counter()
     if tiny:
         from persist.jobs.study import StudyConfig, run_study
@@ -55,7 +59,10 @@ def run_design(runs: Path, items: int, seeds: int, tiny: bool) -> tuple[Path, fl
         subprocess.run([sys.executable, "-m", "persist", "study", "--profile", "quick", "--suite", SUITE,
                         "--limit", str(items), "--seeds", str(seeds), "--behaviour", "2", "--runs-dir", str(runs),
                         "--name", folder.name], cwd=ROOT, check=True)
-    return folder, time.perf_counter() - t0
+    wall = walls.setdefault(folder.name, time.perf_counter() - t0)
+    runs.mkdir(parents=True, exist_ok=True)
+    walls_file.write_text(json.dumps(walls, indent=1) + "\n")
+    return folder, wall
 
 
 def new_tokens(records: list[Any], tokenizer: Any) -> int:
@@ -71,7 +78,7 @@ def unit_costs(folder: Path, tokenizer: Any) -> dict[str, float | int | None]:
     from persist.timings import read_spans
 
     spans = read_spans(folder)
-    main = {r.suite for r in run_records(folder)}
+    main = {r.suite for r in run_records(folder) if not r.suite.endswith(SUFFIX)}
     _, records = open_run(folder)
 
     def per(sel: list[Any], unit: str) -> float | None:
@@ -145,9 +152,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="where the run folders go (kept: `persist plan RUNS/cost-24x1` reads the pilot; a rerun "
                          "resumes them and keeps their first timings)")
     ap.add_argument("--json", type=Path, help="write the figures here")
+    ap.add_argument("--checks", default=",".join(f"{i}:{k}" for i, k in CHECKS),
+                    help="the designs checked against the pilot's prediction, ITEMS:SEEDS,...")
     ap.add_argument("--tiny", action="store_true", help="the tiny model, 4 and 6 items (smoke)")
     args = ap.parse_args(argv)
-    pilot, checks = ((4, 1), ((6, 2),)) if args.tiny else (PILOT, CHECKS)
+    try:
+        given = tuple((int(i), int(k)) for i, k in (c.split(":") for c in args.checks.split(",")))
+    except ValueError:
+        ap.error(f"--checks {args.checks!r}: give ITEMS:SEEDS pairs, e.g. 96:2,432:1")
+    pilot, checks = ((4, 1), ((6, 2),)) if args.tiny else (PILOT, given)
     if args.tiny:
         with tempfile.TemporaryDirectory(prefix="persist-cost-") as tmp:
             res = measure(Path(tmp), args.tiny, pilot, checks)

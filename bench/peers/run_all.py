@@ -58,7 +58,7 @@ def machine() -> str:
 
 
 def jobs(py: str, bench_python: str, items: int, prompts: int, max_new_tokens: int, steps: int,
-         server_bin: str | None = None) -> dict[str, list]:
+         server_bin: str | None = None, cost_checks: str | None = None) -> dict[str, list]:
     """name -> the command that produces its figures (run from the repository root, --json added)."""
     gen = ["--prompts", str(prompts), "--max-new-tokens", str(max_new_tokens)]
     server = ["--server-bin", server_bin] if server_bin else []
@@ -72,7 +72,7 @@ def jobs(py: str, bench_python: str, items: int, prompts: int, max_new_tokens: i
         "profile": [py, "bench/peers/where_time_goes.py"],
         "finetune": [py, "bench/peers/finetune.py", "--steps", str(steps), "--trl-python", bench_python],
         "engines": [py, "bench/peers/engines.py", *gen, *server],
-        "cost": [py, "bench/peers/cost.py"],
+        "cost": [py, "bench/peers/cost.py", *(["--checks", cost_checks] if cost_checks else [])],
     }
 
 
@@ -270,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--steps", type=int, default=12, help="training steps for the fine-tuning comparison")
+    ap.add_argument("--cost-checks", help="cost.py's --checks (default 96:2,432:1)")
     ap.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     ap.add_argument("--results", type=Path, default=RESULTS, help="the raw figures, read by --render")
     ap.add_argument("--render", action="store_true", help="only rewrite --out from --results; run nothing")
@@ -286,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--tiny figures measure nothing: give --out and --results outside the repository's own")
     py = sys.executable
     commands = jobs(py, args.bench_python, args.items, args.prompts, args.max_new_tokens, args.steps,
-                    None if args.tiny else args.server_bin)
+                    None if args.tiny else args.server_bin, None if args.tiny else args.cost_checks)
     if args.only:
         unknown = sorted(set(args.only.split(",")) - set(commands))
         if unknown:

@@ -142,10 +142,13 @@ def pilot_cost(folder: Path, records: list[Record]) -> Cost | None:
     Its items are the probe items scored clean; its seeds the header's."""
     import json
 
+    from persist.behaviour import SUFFIX
+
     header = json.loads((Path(folder) / "header.json").read_text(encoding="utf-8"))
     seeds = int((header.get("config") or {}).get("seeds") or 1)
-    items = len({r.item_id for r in records if r.condition == CLEAN.label})
-    return cost_of(read_spans(folder), {r.suite for r in records}, items, seeds)
+    probes = [r for r in records if not r.suite.endswith(SUFFIX)]  # the behaviour answers: N items, whatever --limit
+    items = len({r.item_id for r in probes if r.condition == CLEAN.label})
+    return cost_of(read_spans(folder), {r.suite for r in probes}, items, seeds)
 
 
 def recommended(rows: list[PlanRow]) -> tuple[int, int] | None:
